@@ -1,0 +1,171 @@
+/* vxevents — real-time event broadcasting core.
+ *
+ * One `vx_events` instance owns one event loop running on its own thread. Every
+ * connection, channel and subscription lives on that thread. Every function below is
+ * thread-safe unless it says otherwise: it copies its arguments into a command, queues it
+ * and returns; results come back through callbacks that run on the loop thread.
+ *
+ * Callback guarantee: if a function returns an error, its callback never runs; otherwise
+ * the callback runs exactly once (with status VX_ECLOSED if the instance closed first).
+ * Anything a callback receives is borrowed for the duration of that call only.
+ *
+ * This header includes no libuv, wslay, OpenSSL or cJSON type: handles are opaque.
+ */
+#ifndef VXEVENTS_H
+#define VXEVENTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define VX_EXTERN __attribute__((visibility("default")))
+#else
+#define VX_EXTERN
+#endif
+
+#define VX_VERSION_MAJOR 0
+#define VX_VERSION_MINOR 1
+#define VX_VERSION_PATCH 0
+#define VX_VERSION_STRING "0.1.0"
+
+/* Error codes: 0 is success, every error is negative. One list yields the enum,
+ * vx_strerror() and vx_err_name(). */
+#define VX_ERRNO_MAP(XX)                                                           \
+  XX(EINVAL, -1, "invalid argument")                                               \
+  XX(ENOMEM, -2, "out of memory")                                                  \
+  XX(ECLOSED, -3, "instance is closed")                                            \
+  XX(EADDRINUSE, -4, "address already in use")                                     \
+  XX(EIO, -5, "input/output error")                                                \
+  XX(ESECRET, -6, "authSecret must be at least 32 characters")                     \
+  XX(ECHANNEL, -7, "invalid channel name")                                         \
+  XX(EJSON, -8, "data is not valid JSON")                                          \
+  XX(ETOOBIG, -9, "payload too large")                                             \
+  XX(ENOTFOUND, -10, "not found")                                                  \
+  XX(ELISTEN, -11, "cannot listen on the given address")                           \
+  XX(EBUSY, -12, "operation already in progress")                                  \
+  XX(ETHREAD, -13, "cannot start the event loop thread")
+
+typedef enum {
+#define VX_ERR_ENUM(name, code, text) VX_##name = (code),
+  VX_ERRNO_MAP(VX_ERR_ENUM)
+#undef VX_ERR_ENUM
+} vx_errno;
+
+/* A static English description of `err` ("unknown error" for unknown codes). */
+VX_EXTERN const char *vx_strerror(int err);
+/* The code's stable name without prefix, e.g. "EINVAL" (for bindings' `.code`). */
+VX_EXTERN const char *vx_err_name(int err);
+
+typedef struct vx_events vx_events;
+
+/* Host hooks. They run on the loop thread and must not block. `socket_id` and the
+ * other strings are borrowed for the call only. */
+typedef void (*vx_connect_cb)(const char *socket_id, void *data);
+typedef void (*vx_disconnect_cb)(const char *socket_id, void *data);
+typedef void (*vx_log_cb)(int level, const char *message, void *data);
+
+#define VX_LOG_ERROR 0
+#define VX_LOG_WARN 1
+#define VX_LOG_INFO 2
+#define VX_LOG_DEBUG 3
+
+typedef struct vx_options {
+  const char *path;             /* WebSocket endpoint path; default "/ws" */
+  uint32_t ping_interval_ms;    /* keep-alive ping period; default 30000; 0 disables */
+  size_t max_payload;           /* largest client message / HTTP body; default 1 MiB */
+  size_t max_send_queue;        /* unsent bytes per connection before 1008; default 1 MiB */
+  uint32_t max_connections;     /* further connections get 503; default 100000 */
+  uint32_t max_channels_per_conn; /* subscriptions per connection; default 100 */
+  const char *api_key;          /* enables POST /api/broadcast|batch; NULL = off */
+  vx_connect_cb on_connect;     /* optional */
+  vx_disconnect_cb on_disconnect; /* optional */
+  vx_log_cb on_log;             /* optional; NULL logs nothing */
+  int log_level;                /* messages up to this level reach on_log; default WARN */
+  void *hook_data;              /* passed to every hook above */
+} vx_options;
+
+/* Fill `opts` with the defaults listed above. Not thread-sensitive. */
+VX_EXTERN void vx_options_init(vx_options *opts);
+
+/* Create an instance and start its loop thread. Strings in `opts` are copied.
+ * `opts` may be NULL for the defaults. On success `*out` is the new handle.
+ * Returns 0, VX_EINVAL (bad option: path not starting with '/', zero limits),
+ * VX_ENOMEM, VX_ETHREAD. */
+VX_EXTERN int vx_new(vx_events **out, const vx_options *opts);
+
+/* Listen on host:port (port 0 picks a free one). Blocks the CALLING thread until the
+ * loop thread has bound the socket (so errors are reported here), then returns.
+ * `*bound_port` (may be NULL) receives the actual port.
+ * Returns 0, VX_EINVAL (bad host), VX_EADDRINUSE, VX_ELISTEN, VX_EBUSY (already
+ * listening), VX_ECLOSED. */
+VX_EXTERN int vx_listen(vx_events *ev, const char *host, int port, int *bound_port);
+
+/* Hand an accepted TCP socket to the instance. `fd` becomes the instance's (it is closed
+ * by the instance, also on error after return). `bytes`/`len` are the bytes already read
+ * from the socket — the start of an HTTP request (request line, headers, maybe more);
+ * they are copied and processed as if they had just arrived. Returns 0, VX_EINVAL
+ * (fd < 0; the fd is then not taken), VX_ENOMEM, VX_ECLOSED. */
+VX_EXTERN int vx_adopt(vx_events *ev, int fd, const char *bytes, size_t len);
+
+/* Broadcast `event` with `data` (JSON text of `data_len` bytes; NULL means null) to every
+ * subscriber of `channel`, skipping the connection whose socket id is `except_id`
+ * (NULL = none). Everything is copied before return. The envelope is serialized once and
+ * shared by all recipients.
+ * Returns 0, VX_ECHANNEL (bad channel name), VX_EINVAL (event empty or over 200 bytes,
+ * except_id too long), VX_EJSON (data not JSON), VX_ETOOBIG, VX_ENOMEM, VX_ECLOSED. */
+VX_EXTERN int vx_broadcast(vx_events *ev, const char *channel, const char *event,
+                           const char *data, size_t data_len, const char *except_id);
+
+/* Same for `n` channels at once (1..100). Each recipient gets one message per channel it
+ * is subscribed to. Errors as vx_broadcast; nothing is sent if any channel is invalid. */
+VX_EXTERN int vx_broadcast_many(vx_events *ev, const char *const *channels, size_t n,
+                                const char *event, const char *data, size_t data_len,
+                                const char *except_id);
+
+/* Query callbacks. `status` is 0 or a negative code (VX_ECLOSED when the instance closed
+ * before answering); on error the other arguments are 0/NULL. */
+typedef void (*vx_count_cb)(int status, uint64_t count, void *data);
+typedef void (*vx_channels_cb)(int status, const char *const *names, size_t n, void *data);
+
+typedef struct vx_stats {
+  uint64_t connections;          /* open WebSocket connections */
+  uint64_t channels;             /* channels with at least one subscriber */
+  uint64_t messages_delivered;   /* frames queued to connections since start */
+  uint64_t bytes_written;        /* bytes accepted by the kernel */
+  uint64_t slow_consumer_closes; /* connections closed with 1008 */
+  uint64_t ping_timeouts;        /* connections dropped for not answering pings */
+  uint64_t rejected_connections; /* 503 over max_connections */
+} vx_stats;
+typedef void (*vx_stats_cb)(int status, const vx_stats *stats, void *data);
+
+/* Number of subscribers of `channel` (0 for unknown). Returns 0, VX_ECHANNEL, VX_ECLOSED. */
+VX_EXTERN int vx_subscriber_count(vx_events *ev, const char *channel, vx_count_cb cb,
+                                  void *data);
+/* Whether `channel` has at least one subscriber: `count` is 1 or 0.
+ * Returns 0, VX_ECHANNEL, VX_ECLOSED. */
+VX_EXTERN int vx_has_subscribers(vx_events *ev, const char *channel, vx_count_cb cb,
+                                 void *data);
+/* Channels with at least one subscriber. Returns 0, VX_EINVAL (cb NULL), VX_ECLOSED. */
+VX_EXTERN int vx_channels(vx_events *ev, vx_channels_cb cb, void *data);
+/* Counters. Returns 0, VX_EINVAL (cb NULL), VX_ECLOSED. */
+VX_EXTERN int vx_stats_get(vx_events *ev, vx_stats_cb cb, void *data);
+
+/* Close gracefully: stop listening, send close 1001 ("server shutting down") to every
+ * client, give them up to `grace_ms` (0 = 1000) to finish, close everything. `cb` (may be
+ * NULL) runs on the loop thread once everything is closed, just before the thread exits.
+ * Returns 0, or VX_ECLOSED if close was already requested (cb then never runs). */
+typedef void (*vx_close_cb)(void *data);
+VX_EXTERN int vx_close(vx_events *ev, uint32_t grace_ms, vx_close_cb cb, void *data);
+
+/* Close (if not yet requested), wait for the loop thread to exit and free everything.
+ * Accepts NULL. Must not be called from the loop thread (that is, from a callback). */
+VX_EXTERN void vx_free(vx_events *ev);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VXEVENTS_H */

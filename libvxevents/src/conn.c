@@ -1,0 +1,304 @@
+/* Connection lifecycle and the send path.
+ *
+ * Every frame for a connection goes into its send queue as a buffer reference; nothing
+ * is written at that point. The connection is put on the instance's dirty list, and the
+ * check handle flushes every dirty connection once at the end of the loop iteration: one
+ * uv_try_write (a writev of all queued buffers) per connection per iteration however many
+ * broadcasts arrived — that is the corking of DESIGN §4. What the kernel does not take goes
+ * to one outstanding uv_write; the queue keeps the references until it completes. */
+#include "vx_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define FLUSH_IOV 64 /* buffers per write; more wait for the next write */
+
+static void on_close(uv_handle_t *h);
+
+void vx__conn_accepted(vx_events *ev, vx_conn *c) {
+  c->ev = ev;
+  c->next = ev->conns;
+  if (ev->conns)
+    ev->conns->prev = c;
+  ev->conns = c;
+  ev->nconns++;
+  c->deadline = uv_now(&ev->loop) + VX_HTTP_DEADLINE_MS;
+}
+
+void vx__conn_mark_dirty(vx_conn *c) {
+  if (c->dirty || c->closed)
+    return;
+  c->dirty = true;
+  c->dirty_next = c->ev->dirty;
+  c->ev->dirty = c;
+}
+
+static int q_reserve(vx_conn *c) {
+  if (c->qlen < c->qcap)
+    return 0;
+  uint32_t ncap = c->qcap ? c->qcap * 2 : 4;
+  vx_buf **nq = malloc(ncap * sizeof *nq);
+  if (!nq)
+    return VX_ENOMEM;
+  for (uint32_t i = 0; i < c->qlen; i++)
+    nq[i] = c->q[(c->qhead + i) & (c->qcap - 1)];
+  free(c->q);
+  c->q = nq;
+  c->qcap = ncap;
+  c->qhead = 0;
+  return 0;
+}
+
+static inline vx_buf *q_at(vx_conn *c, uint32_t i) { return c->q[(c->qhead + i) & (c->qcap - 1)]; }
+
+static void q_pop(vx_conn *c) {
+  vx_buf *b = c->q[c->qhead];
+  c->qhead = (c->qhead + 1) & (c->qcap - 1);
+  c->qlen--;
+  vx__buf_unref(b);
+}
+
+/* Queue `b` (the caller's reference moves to the queue). Over the send-queue bound a
+ * WebSocket connection is doomed: closed with 1008 right after the current broadcast,
+ * never left open with a gap in its stream. */
+void vx__conn_send_owned(vx_conn *c, vx_buf *b) {
+  vx_events *ev = c->ev;
+  if (c->closed || c->doomed) {
+    vx__buf_unref(b);
+    return;
+  }
+  if (c->state == VXC_WS && c->qbytes + b->len > ev->opts.max_send_queue) {
+    vx__buf_unref(b);
+    c->doomed = true;
+    c->doomed_next = ev->doomed;
+    ev->doomed = c;
+    return;
+  }
+  if (q_reserve(c) != 0) {
+    vx__buf_unref(b);
+    vx__conn_terminate(c);
+    return;
+  }
+  c->q[(c->qhead + c->qlen) & (c->qcap - 1)] = b;
+  c->qlen++;
+  c->qbytes += b->len;
+  ev->stats.messages_delivered++;
+  vx__conn_mark_dirty(c);
+}
+
+void vx__conn_send(vx_conn *c, vx_buf *b) { vx__conn_send_owned(c, vx__buf_ref(b)); }
+
+static void flush(vx_conn *c);
+
+/* Drop the bytes the kernel took: `n` bytes starting at the head (after qoff). */
+static void q_consume(vx_conn *c, size_t n) {
+  c->qbytes -= n;
+  c->ev->stats.bytes_written += n;
+  while (n > 0) {
+    vx_buf *b = q_at(c, 0);
+    size_t left = b->len - c->qoff;
+    if (n >= left) {
+      n -= left;
+      c->qoff = 0;
+      q_pop(c);
+    } else {
+      c->qoff += n;
+      n = 0;
+    }
+  }
+}
+
+static void after_drain(vx_conn *c) {
+  if (c->qlen == 0 && c->close_after_flush && !c->closed)
+    vx__conn_terminate(c);
+}
+
+static void on_write(uv_write_t *req, int status) {
+  vx_conn *c = req->data;
+  c->writing = false;
+  if (c->closed)
+    return; /* on_close releases the queue */
+  size_t n = 0;
+  uint32_t k = c->qinflight;
+  c->qinflight = 0;
+  if (status < 0) {
+    vx__conn_terminate(c);
+    return;
+  }
+  for (uint32_t i = 0; i < k; i++)
+    n += q_at(c, i)->len - (i == 0 ? c->qoff : 0);
+  q_consume(c, n);
+  if (c->qlen)
+    flush(c);
+  else
+    after_drain(c);
+}
+
+static void flush(vx_conn *c) {
+  if (c->closed || c->writing || c->qlen == 0) {
+    if (!c->closed && !c->writing)
+      after_drain(c);
+    return;
+  }
+  uv_buf_t iov[FLUSH_IOV];
+  for (;;) {
+    uint32_t k = c->qlen < FLUSH_IOV ? c->qlen : FLUSH_IOV;
+    size_t total = 0;
+    for (uint32_t i = 0; i < k; i++) {
+      vx_buf *b = q_at(c, i);
+      size_t off = i == 0 ? c->qoff : 0;
+      iov[i] = uv_buf_init(b->data + off, (unsigned)(b->len - off));
+      total += b->len - off;
+    }
+    int r = uv_try_write((uv_stream_t *)&c->tcp, iov, k);
+    if (r == UV_EAGAIN)
+      r = 0;
+    if (r < 0) {
+      vx__conn_terminate(c);
+      return;
+    }
+    q_consume(c, (size_t)r);
+    if ((size_t)r == total) {
+      if (c->qlen == 0) {
+        after_drain(c);
+        return;
+      }
+      continue; /* more than FLUSH_IOV buffers were queued */
+    }
+    break;
+  }
+  /* The kernel is full: hand the rest of this batch to libuv, which writes it when the
+   * socket becomes writable. The buffers stay referenced by the queue until on_write. */
+  uint32_t k = c->qlen < FLUSH_IOV ? c->qlen : FLUSH_IOV;
+  for (uint32_t i = 0; i < k; i++) {
+    vx_buf *b = q_at(c, i);
+    size_t off = i == 0 ? c->qoff : 0;
+    iov[i] = uv_buf_init(b->data + off, (unsigned)(b->len - off));
+  }
+  c->wreq.data = c;
+  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, iov, k, on_write) != 0) {
+    vx__conn_terminate(c);
+    return;
+  }
+  c->writing = true;
+  c->qinflight = k;
+}
+
+void vx__conn_flush_all(vx_events *ev) {
+  vx__conn_process_doomed(ev);
+  while (ev->dirty) {
+    vx_conn *c = ev->dirty;
+    ev->dirty = c->dirty_next;
+    c->dirty = false;
+    c->dirty_next = NULL;
+    flush(c);
+  }
+}
+
+/* Slow consumers found during a broadcast are closed only after it, so no channel's
+ * subscriber array changes while it is being walked. Unsent whole frames are dropped
+ * (the connection is going away), the close frame goes after what is already in flight. */
+void vx__conn_process_doomed(vx_events *ev) {
+  while (ev->doomed) {
+    vx_conn *c = ev->doomed;
+    ev->doomed = c->doomed_next;
+    c->doomed_next = NULL;
+    if (c->closed)
+      continue;
+    ev->stats.slow_consumer_closes++;
+    vx__log(ev, VX_LOG_INFO, "closing slow consumer %s (%zu bytes queued)", c->id, c->qbytes);
+    uint32_t keep = c->writing ? c->qinflight : (c->qoff ? 1 : 0);
+    while (c->qlen > keep) {
+      uint32_t last = (c->qhead + c->qlen - 1) & (c->qcap - 1);
+      c->qbytes -= c->q[last]->len;
+      vx__buf_unref(c->q[last]);
+      c->qlen--;
+    }
+    c->doomed = false;
+    vx__conn_close_ws(c, 1008, "slow consumer");
+  }
+}
+
+/* Start the closing handshake: no more data frames; the close frame goes out after what
+ * is queued; the peer has a short while to answer before the socket is cut. */
+void vx__conn_close_ws(vx_conn *c, uint16_t code, const char *reason) {
+  if (c->closed)
+    return;
+  if (c->state != VXC_WS) {
+    vx__conn_terminate(c);
+    return;
+  }
+  vx__hub_unsubscribe_all(c);
+  vx__ws_queue_close(c, code, reason);
+  c->state = VXC_CLOSING;
+  c->deadline = uv_now(&c->ev->loop) + 2000;
+  if (c->ev->shutting_down && c->ev->shutdown_deadline < c->deadline)
+    c->deadline = c->ev->shutdown_deadline;
+}
+
+void vx__conn_terminate(vx_conn *c) {
+  if (c->closed)
+    return;
+  vx_events *ev = c->ev;
+  c->closed = true;
+  vx__hub_unsubscribe_all(c);
+  if (c->announced) {
+    vx__map_del(&ev->sockets, c->id, VX_SOCKET_ID_LEN);
+    ev->nws--;
+    if (ev->opts.on_disconnect)
+      ev->opts.on_disconnect(c->id, ev->opts.hook_data);
+    c->announced = false;
+  }
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    ev->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  ev->nconns--;
+  uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+static void on_close(uv_handle_t *h) {
+  vx_conn *c = h->data;
+  while (c->qlen)
+    q_pop(c);
+  free(c->q);
+  free(c->subs);
+  vx__http_free(c);
+  if (c->ws)
+    wslay_event_context_free(c->ws);
+  free(c);
+}
+
+/* Deadlines: an HTTP request must arrive whole in VX_HTTP_DEADLINE_MS (slow-loris guard);
+ * a closing handshake gets a couple of seconds. Runs once a second; the walk is over all
+ * connections, a few nanoseconds each. */
+void vx__conn_sweep(vx_events *ev) {
+  uint64_t now = uv_now(&ev->loop);
+  vx_conn *next;
+  for (vx_conn *c = ev->conns; c; c = next) {
+    next = c->next;
+    if (c->state != VXC_WS && c->deadline && now >= c->deadline)
+      vx__conn_terminate(c);
+  }
+}
+
+/* Keep-alive: every tick, a connection that has not shown life since the previous tick
+ * is dropped; the others get a ping (one shared frame, no allocation). */
+void vx__conn_ping_all(vx_events *ev) {
+  vx_conn *next;
+  for (vx_conn *c = ev->conns; c; c = next) {
+    next = c->next;
+    if (c->state != VXC_WS)
+      continue;
+    if (!c->alive) {
+      ev->stats.ping_timeouts++;
+      vx__log(ev, VX_LOG_INFO, "dropping %s: no answer to ping", c->id);
+      vx__conn_terminate(c);
+      continue;
+    }
+    c->alive = false;
+    vx__conn_send(c, ev->ping_frame);
+  }
+}

@@ -1,0 +1,583 @@
+/* HTTP/1.1 ingress: request parsing with http_parser, the WebSocket handshake check,
+ * /health and the publish API (POST /api/broadcast, /api/batch).
+ *
+ * Requests are handled one at a time and answered at once, so pipelined requests are
+ * answered in order. The parser is paused at the end of each message so the request is
+ * handled outside its callbacks. */
+#include "vx_int.h"
+
+#include <cjson/cJSON.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum { H_NONE = 0, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_AUTH, H_OTHER };
+
+typedef struct {
+  char v[256];
+  size_t len;
+  bool overflow, seen;
+} hval;
+
+struct vx_http_req {
+  size_t header_bytes;
+  char url[2048];
+  size_t url_len;
+  char field[32];
+  size_t field_len;
+  bool in_value;
+  int cur;
+  hval h[H_OTHER];
+  vx_str body;
+  int error_status;
+  bool complete, keep_alive, stop;
+  int method;
+};
+
+static http_parser_settings settings;
+static uv_once_t settings_once = UV_ONCE_INIT;
+
+static vx_conn *conn_of(http_parser *p) { return p->data; }
+
+static int count_header(vx_conn *c, size_t n) {
+  c->req->header_bytes += n;
+  if (c->req->header_bytes > VX_HTTP_HEADER_MAX) {
+    c->req->error_status = 431;
+    return 1;
+  }
+  return 0;
+}
+
+static int on_message_begin(http_parser *p) {
+  vx_http_req *r = conn_of(p)->req;
+  vx__str_free(&r->body);
+  memset(r, 0, sizeof *r);
+  return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n) {
+  vx_conn *c = conn_of(p);
+  if (count_header(c, n))
+    return 1;
+  vx_http_req *r = c->req;
+  if (r->url_len + n >= sizeof r->url) {
+    r->error_status = 414;
+    return 1;
+  }
+  memcpy(r->url + r->url_len, at, n);
+  r->url_len += n;
+  r->url[r->url_len] = '\0';
+  return 0;
+}
+
+static int field_id(const char *f, size_t n) {
+  static const struct {
+    const char *name;
+    int id;
+  } names[] = {{"upgrade", H_UPGRADE},
+               {"connection", H_CONNECTION},
+               {"sec-websocket-key", H_KEY},
+               {"sec-websocket-version", H_VERSION},
+               {"authorization", H_AUTH}};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (strlen(names[i].name) == n && strncasecmp(names[i].name, f, n) == 0)
+      return names[i].id;
+  return H_OTHER;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n) {
+  vx_conn *c = conn_of(p);
+  if (count_header(c, n))
+    return 1;
+  vx_http_req *r = c->req;
+  if (r->in_value) {
+    r->in_value = false;
+    r->field_len = 0;
+  }
+  if (r->field_len + n < sizeof r->field) {
+    memcpy(r->field + r->field_len, at, n);
+    r->field_len += n;
+  } else {
+    r->field_len = sizeof r->field; /* too long to be one of ours */
+  }
+  return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n) {
+  vx_conn *c = conn_of(p);
+  if (count_header(c, n))
+    return 1;
+  vx_http_req *r = c->req;
+  if (!r->in_value) {
+    r->in_value = true;
+    r->cur = r->field_len < sizeof r->field ? field_id(r->field, r->field_len) : H_OTHER;
+    if (r->cur != H_OTHER) {
+      hval *h = &r->h[r->cur];
+      /* A repeated header is folded into one comma-separated value (RFC 9110 5.3). */
+      if (h->seen && h->len + 1 < sizeof h->v)
+        h->v[h->len++] = ',';
+      h->seen = true;
+    }
+  }
+  if (r->cur == H_OTHER)
+    return 0;
+  hval *h = &r->h[r->cur];
+  if (h->len + n >= sizeof h->v) {
+    h->overflow = true;
+    return 0;
+  }
+  memcpy(h->v + h->len, at, n);
+  h->len += n;
+  h->v[h->len] = '\0';
+  return 0;
+}
+
+static int on_headers_complete(http_parser *p) {
+  vx_conn *c = conn_of(p);
+  if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->ev->opts.max_payload) {
+    c->req->error_status = 413;
+    return 1;
+  }
+  return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n) {
+  vx_conn *c = conn_of(p);
+  vx_http_req *r = c->req;
+  if (r->body.len + n > c->ev->opts.max_payload) {
+    r->error_status = 413;
+    return 1;
+  }
+  vx__str_add(&r->body, at, n);
+  if (r->body.oom) {
+    r->error_status = 503;
+    return 1;
+  }
+  return 0;
+}
+
+static int on_message_complete(http_parser *p) {
+  vx_http_req *r = conn_of(p)->req;
+  r->complete = true;
+  r->keep_alive = http_should_keep_alive(p) != 0;
+  r->method = p->method;
+  /* An upgrade stops the parser by itself at the exact end of the headers; anything else
+   * is paused so it is handled outside the parser. */
+  if (!p->upgrade)
+    http_parser_pause(p, 1);
+  return 0;
+}
+
+static void init_settings(void) {
+  http_parser_settings_init(&settings);
+  settings.on_message_begin = on_message_begin;
+  settings.on_url = on_url;
+  settings.on_header_field = on_header_field;
+  settings.on_header_value = on_header_value;
+  settings.on_headers_complete = on_headers_complete;
+  settings.on_body = on_body;
+  settings.on_message_complete = on_message_complete;
+}
+
+int vx__http_start(vx_conn *c) {
+  uv_once(&settings_once, init_settings);
+  c->hp = malloc(sizeof *c->hp);
+  c->req = calloc(1, sizeof *c->req);
+  if (!c->hp || !c->req)
+    return VX_ENOMEM;
+  http_parser_init(c->hp, HTTP_REQUEST);
+  c->hp->data = c;
+  c->state = VXC_HTTP;
+  return 0;
+}
+
+void vx__http_free(vx_conn *c) {
+  if (c->req)
+    vx__str_free(&c->req->body);
+  free(c->req);
+  free(c->hp);
+  c->req = NULL;
+  c->hp = NULL;
+}
+
+static const char *status_text(int s) {
+  switch (s) {
+  case 101: return "Switching Protocols";
+  case 200: return "OK";
+  case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 413: return "Payload Too Large";
+  case 414: return "URI Too Long";
+  case 426: return "Upgrade Required";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
+  case 503: return "Service Unavailable";
+  default: return "Error";
+  }
+}
+
+void vx__http_respond(vx_conn *c, int status, const char *extra_headers, const char *body,
+                      bool keep_alive) {
+  if (c->closed)
+    return;
+  size_t blen = body ? strlen(body) : 0;
+  char head[512];
+  int hl = snprintf(head, sizeof head,
+                    "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                    "Content-Length: %zu\r\nCache-Control: no-store\r\nConnection: %s\r\n%s\r\n",
+                    status, status_text(status), blen, keep_alive ? "keep-alive" : "close",
+                    extra_headers ? extra_headers : "");
+  if (hl < 0 || (size_t)hl >= sizeof head) {
+    vx__conn_terminate(c);
+    return;
+  }
+  vx_buf *b = vx__buf_new((size_t)hl + blen);
+  if (!b) {
+    vx__conn_terminate(c);
+    return;
+  }
+  memcpy(b->data, head, (size_t)hl);
+  if (blen)
+    memcpy(b->data + hl, body, blen);
+  vx__conn_send_owned(c, b);
+  if (!keep_alive) {
+    c->close_after_flush = true;
+    if (c->req)
+      c->req->stop = true;
+  }
+}
+
+static void respond_error(vx_conn *c, int status, const char *msg, const char *extra, bool ka) {
+  vx_str s = {0};
+  vx__str_addz(&s, "{\"error\":");
+  vx__str_add_json_string(&s, msg, strlen(msg));
+  vx__str_addz(&s, "}");
+  vx__http_respond(c, status, extra, s.oom ? "{}" : s.p, ka);
+  vx__str_free(&s);
+}
+
+/* Is `tok` one of the comma-separated tokens of `v` (case-insensitive)? */
+static bool has_token(const char *v, const char *tok) {
+  size_t tl = strlen(tok);
+  const char *p = v;
+  while (*p) {
+    while (*p == ' ' || *p == '\t' || *p == ',')
+      p++;
+    const char *s = p;
+    while (*p && *p != ',')
+      p++;
+    const char *e = p;
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+      e--;
+    if ((size_t)(e - s) == tl && strncasecmp(s, tok, tl) == 0)
+      return true;
+  }
+  return false;
+}
+
+static bool key_valid(const hval *k) {
+  static const char b64[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  if (!k->seen || k->overflow || k->len != 24 || k->v[22] != '=' || k->v[23] != '=')
+    return false;
+  for (int i = 0; i < 22; i++)
+    if (!strchr(b64, k->v[i]) || k->v[i] == 0)
+      return false;
+  return true;
+}
+
+static void handle_upgrade(vx_conn *c, const uint8_t *extra, size_t extra_len) {
+  vx_http_req *r = c->req;
+  vx_events *ev = c->ev;
+  if (r->method != HTTP_GET) {
+    respond_error(c, 400, "WebSocket handshake must use GET", NULL, false);
+    return;
+  }
+  if (!has_token(r->h[H_CONNECTION].v, "upgrade")) {
+    respond_error(c, 400, "Connection header must contain Upgrade", NULL, false);
+    return;
+  }
+  if (!r->h[H_VERSION].seen || strcmp(r->h[H_VERSION].v, "13") != 0) {
+    respond_error(c, 426, "unsupported Sec-WebSocket-Version (13 is supported)",
+                  "Sec-WebSocket-Version: 13\r\n", false);
+    return;
+  }
+  if (!key_valid(&r->h[H_KEY])) {
+    respond_error(c, 400, "missing or malformed Sec-WebSocket-Key", NULL, false);
+    return;
+  }
+  if (ev->shutting_down) {
+    respond_error(c, 503, "server shutting down", NULL, false);
+    return;
+  }
+  if (ev->nws >= ev->opts.max_connections) {
+    ev->stats.rejected_connections++;
+    respond_error(c, 503, "too many connections", "Retry-After: 5\r\n", false);
+    return;
+  }
+  char accept[29];
+  if (vx__ws_accept_key(r->h[H_KEY].v, r->h[H_KEY].len, accept) != 0) {
+    respond_error(c, 500, "handshake failed", NULL, false);
+    return;
+  }
+  char resp[160];
+  int n = snprintf(resp, sizeof resp,
+                   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                   accept);
+  vx_buf *b = vx__buf_new((size_t)n);
+  if (!b) {
+    vx__conn_terminate(c);
+    return;
+  }
+  memcpy(b->data, resp, (size_t)n);
+  vx__conn_send_owned(c, b);
+  vx__http_free(c);
+  if (vx__ws_start(c, extra, extra_len) != 0)
+    vx__conn_terminate(c);
+}
+
+/* ---- the publish API ---- */
+
+typedef struct {
+  vx_str s;
+  int n;
+} details;
+
+static void detail(details *d, const char *path, const char *msg) {
+  if (d->n++ == 0)
+    vx__str_addz(&d->s, "{\"error\":\"Validation failed\",\"details\":[");
+  else
+    vx__str_addz(&d->s, ",");
+  vx__str_addz(&d->s, "{\"path\":");
+  vx__str_add_json_string(&d->s, path, strlen(path));
+  vx__str_addz(&d->s, ",\"message\":");
+  vx__str_add_json_string(&d->s, msg, strlen(msg));
+  vx__str_addz(&d->s, "}");
+}
+
+/* Check one broadcast object; prefix is "" or "batch.N.". */
+static void check_broadcast(const cJSON *o, const char *prefix, details *d) {
+  char path[64];
+  if (!cJSON_IsObject(o)) {
+    snprintf(path, sizeof path, "%s", *prefix ? prefix : "body");
+    if (*prefix)
+      path[strlen(path) - 1] = '\0';
+    detail(d, path, "must be an object");
+    return;
+  }
+  const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "channel");
+  const cJSON *chs = cJSON_GetObjectItemCaseSensitive(o, "channels");
+  const cJSON *evn = cJSON_GetObjectItemCaseSensitive(o, "event");
+  const cJSON *ex = cJSON_GetObjectItemCaseSensitive(o, "except");
+  if (ch && chs) {
+    snprintf(path, sizeof path, "%schannel", prefix);
+    detail(d, path, "give either channel or channels, not both");
+  } else if (ch) {
+    snprintf(path, sizeof path, "%schannel", prefix);
+    if (!cJSON_IsString(ch))
+      detail(d, path, "must be a string");
+    else if (!vx__channel_valid(ch->valuestring, strlen(ch->valuestring)))
+      detail(d, path, "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)");
+  } else if (chs) {
+    snprintf(path, sizeof path, "%schannels", prefix);
+    int n = cJSON_IsArray(chs) ? cJSON_GetArraySize(chs) : -1;
+    if (n < 1 || n > VX_BATCH_MAX) {
+      detail(d, path, "must be an array of 1 to 100 channel names");
+    } else {
+      int i = 0;
+      for (const cJSON *it = chs->child; it; it = it->next, i++) {
+        if (!cJSON_IsString(it) || !vx__channel_valid(it->valuestring, strlen(it->valuestring))) {
+          snprintf(path, sizeof path, "%schannels.%d", prefix, i);
+          detail(d, path, "invalid channel name");
+        }
+      }
+    }
+  } else {
+    snprintf(path, sizeof path, "%schannel", prefix);
+    detail(d, path, "required");
+  }
+  snprintf(path, sizeof path, "%sevent", prefix);
+  if (!evn)
+    detail(d, path, "required");
+  else if (!cJSON_IsString(evn) || !*evn->valuestring || strlen(evn->valuestring) > VX_EVENT_MAX)
+    detail(d, path, "must be a string of 1 to 200 bytes");
+  if (ex && !cJSON_IsNull(ex)) {
+    snprintf(path, sizeof path, "%sexcept", prefix);
+    if (!cJSON_IsString(ex) || strlen(ex->valuestring) > 64)
+      detail(d, path, "must be a socket id string");
+  }
+}
+
+static int do_broadcast(vx_events *ev, const cJSON *o) {
+  const char *names[VX_BATCH_MAX];
+  size_t lens[VX_BATCH_MAX];
+  size_t n = 0;
+  const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "channel");
+  if (ch) {
+    names[0] = ch->valuestring;
+    lens[0] = strlen(ch->valuestring);
+    n = 1;
+  } else {
+    for (const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, "channels")->child; it; it = it->next) {
+      names[n] = it->valuestring;
+      lens[n++] = strlen(it->valuestring);
+    }
+  }
+  const cJSON *evn = cJSON_GetObjectItemCaseSensitive(o, "event");
+  const cJSON *ex = cJSON_GetObjectItemCaseSensitive(o, "except");
+  const cJSON *data = cJSON_GetObjectItemCaseSensitive(o, "data");
+  char *json = data ? cJSON_PrintUnformatted(data) : NULL;
+  if (data && !json)
+    return VX_ENOMEM;
+  int r = vx__hub_broadcast(ev, names, lens, n, evn->valuestring, strlen(evn->valuestring),
+                            json ? json : "null", json ? strlen(json) : 4,
+                            cJSON_IsString(ex) ? ex->valuestring : NULL);
+  cJSON_free(json);
+  return r;
+}
+
+static void handle_api(vx_conn *c, bool batch) {
+  vx_events *ev = c->ev;
+  vx_http_req *r = c->req;
+  bool ka = r->keep_alive;
+  if (!ev->api_key) {
+    respond_error(c, 404, "Not found", NULL, ka);
+    return;
+  }
+  if (r->method != HTTP_POST) {
+    respond_error(c, 405, "Method not allowed", "Allow: POST\r\n", ka);
+    return;
+  }
+  const hval *a = &r->h[H_AUTH];
+  size_t kl = strlen(ev->api_key);
+  bool ok = a->seen && !a->overflow && a->len == 7 + kl && strncasecmp(a->v, "Bearer ", 7) == 0 &&
+            CRYPTO_memcmp(a->v + 7, ev->api_key, kl) == 0;
+  if (!ok) {
+    respond_error(c, 401, "Unauthorized", "WWW-Authenticate: Bearer\r\n", ka);
+    return;
+  }
+  cJSON *root = r->body.len ? cJSON_ParseWithLength(r->body.p, r->body.len) : NULL;
+  details d = {0};
+  if (!root) {
+    detail(&d, "body", "must be a JSON object");
+  } else if (batch) {
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(root, "batch");
+    int n = cJSON_IsArray(items) ? cJSON_GetArraySize(items) : -1;
+    if (n < 1 || n > VX_BATCH_MAX) {
+      detail(&d, "batch", "must be an array of 1 to 100 broadcasts");
+    } else {
+      int i = 0;
+      for (const cJSON *it = items->child; it; it = it->next, i++) {
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "batch.%d.", i);
+        check_broadcast(it, prefix, &d);
+      }
+    }
+  } else {
+    check_broadcast(root, "", &d);
+  }
+  if (d.n) {
+    vx__str_addz(&d.s, "]}");
+    vx__http_respond(c, 400, NULL, d.s.oom ? "{\"error\":\"Validation failed\"}" : d.s.p, ka);
+    vx__str_free(&d.s);
+    cJSON_Delete(root);
+    return;
+  }
+  int rc = 0, count = 0;
+  if (batch) {
+    for (const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, "batch")->child; it && !rc;
+         it = it->next, count++)
+      rc = do_broadcast(ev, it);
+  } else {
+    rc = do_broadcast(ev, root);
+    count = 1;
+  }
+  cJSON_Delete(root);
+  if (rc) {
+    respond_error(c, rc == VX_ENOMEM ? 503 : 400, vx_strerror(rc), NULL, ka);
+    return;
+  }
+  char body[64];
+  if (batch)
+    snprintf(body, sizeof body, "{\"success\":true,\"count\":%d}", count);
+  else
+    snprintf(body, sizeof body, "{\"success\":true}");
+  vx__http_respond(c, 200, NULL, body, ka);
+}
+
+static void handle_request(vx_conn *c, const uint8_t *extra, size_t extra_len) {
+  vx_events *ev = c->ev;
+  vx_http_req *r = c->req;
+  size_t plen = strcspn(r->url, "?#");
+  bool ka = r->keep_alive && !ev->shutting_down;
+  bool wants_ws = r->h[H_UPGRADE].seen && has_token(r->h[H_UPGRADE].v, "websocket");
+  c->deadline = uv_now(&ev->loop) + VX_HTTP_DEADLINE_MS; /* keep-alive idle limit */
+  if (plen == ev->path_len && memcmp(r->url, ev->path, plen) == 0) {
+    if (wants_ws)
+      handle_upgrade(c, extra, extra_len);
+    else if (r->method == HTTP_GET || r->method == HTTP_HEAD)
+      respond_error(c, 426, "WebSocket upgrade required", "Upgrade: websocket\r\n", false);
+    else
+      respond_error(c, 405, "Method not allowed", "Allow: GET\r\n", false);
+    return;
+  }
+  if (wants_ws) {
+    respond_error(c, 404, "Not found", NULL, false);
+    return;
+  }
+  if (plen == 7 && memcmp(r->url, "/health", 7) == 0) {
+    if (r->method != HTTP_GET && r->method != HTTP_HEAD) {
+      respond_error(c, 405, "Method not allowed", "Allow: GET\r\n", ka);
+      return;
+    }
+    char body[160];
+    snprintf(body, sizeof body, "{\"status\":\"%s\",\"connections\":%u,\"channels\":%u}",
+             ev->shutting_down ? "shutting_down" : "ok", ev->nws, ev->channels.len);
+    vx__http_respond(c, ev->shutting_down ? 503 : 200, NULL, body, ka);
+    return;
+  }
+  if (plen == 14 && memcmp(r->url, "/api/broadcast", 14) == 0) {
+    handle_api(c, false);
+    return;
+  }
+  if (plen == 10 && memcmp(r->url, "/api/batch", 10) == 0) {
+    handle_api(c, true);
+    return;
+  }
+  respond_error(c, 404, "Not found", NULL, ka);
+}
+
+void vx__http_on_read(vx_conn *c, const uint8_t *p, size_t n) {
+  while (n > 0 && !c->closed && c->state == VXC_HTTP && c->req && !c->req->stop) {
+    size_t used = http_parser_execute(c->hp, &settings, (const char *)p, n);
+    enum http_errno e = HTTP_PARSER_ERRNO(c->hp);
+    if (c->hp->upgrade && e == HPE_OK) {
+      if (!c->req->complete) {
+        respond_error(c, 400, "WebSocket handshake must not have a body", NULL, false);
+        return;
+      }
+      c->req->keep_alive = false; /* nothing after an upgrade request is HTTP */
+      handle_request(c, p + used, n - used);
+      return;
+    }
+    if (e == HPE_PAUSED) {
+      http_parser_pause(c->hp, 0);
+      handle_request(c, NULL, 0);
+      p += used;
+      n -= used;
+      continue;
+    }
+    if (e != HPE_OK) {
+      int st = c->req->error_status ? c->req->error_status : 400;
+      const char *msg = st == 400 ? http_errno_description(e) : status_text(st);
+      respond_error(c, st, msg, NULL, false);
+      return;
+    }
+    break; /* everything consumed; wait for more */
+  }
+}

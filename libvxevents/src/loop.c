@@ -1,0 +1,630 @@
+/* The instance: its loop thread, the command queue that makes every public function
+ * thread-safe, listening, adopting sockets, and shutdown. */
+#include "vx_int.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void vx_options_init(vx_options *o) {
+  memset(o, 0, sizeof *o);
+  o->path = "/ws";
+  o->ping_interval_ms = 30000;
+  o->max_payload = 1024 * 1024;
+  o->max_send_queue = 1024 * 1024;
+  o->max_connections = 100000;
+  o->max_channels_per_conn = 100;
+  o->log_level = VX_LOG_WARN;
+}
+
+static char *dupz(const char *s) {
+  if (!s)
+    return NULL;
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (d)
+    memcpy(d, s, n);
+  return d;
+}
+
+static char *dupn(const char *s, size_t n) {
+  char *d = malloc(n + 1);
+  if (d) {
+    if (n)
+      memcpy(d, s, n);
+    d[n] = '\0';
+  }
+  return d;
+}
+
+/* ---- commands ---- */
+
+static void cmd_free(vx_cmd *c) {
+  for (size_t i = 0; i < c->nchannels; i++)
+    free(c->channels[i]);
+  free(c->channels);
+  free(c->event);
+  free(c->data);
+  free(c->except);
+  free(c->bytes);
+  free(c);
+}
+
+static int push(vx_events *ev, vx_cmd *c) {
+  uv_mutex_lock(&ev->mu);
+  if (ev->closing_requested) {
+    uv_mutex_unlock(&ev->mu);
+    return VX_ECLOSED;
+  }
+  if (c->type == CMD_CLOSE)
+    ev->closing_requested = true;
+  if (ev->cmd_tail)
+    ev->cmd_tail->next = c;
+  else
+    ev->cmd_head = c;
+  ev->cmd_tail = c;
+  uv_mutex_unlock(&ev->mu);
+  uv_async_send(&ev->async);
+  return 0;
+}
+
+/* Answer a command that will never run because the instance closed. */
+static void cancel(vx_cmd *c) {
+  switch (c->type) {
+  case CMD_LISTEN:
+    *c->result = VX_ECLOSED;
+    uv_sem_post(c->sem);
+    break;
+  case CMD_ADOPT:
+    close(c->fd);
+    break;
+  case CMD_COUNT:
+  case CMD_HAS:
+    ((vx_count_cb)c->cb)(VX_ECLOSED, 0, c->cb_data);
+    break;
+  case CMD_CHANNELS:
+    ((vx_channels_cb)c->cb)(VX_ECLOSED, NULL, 0, c->cb_data);
+    break;
+  case CMD_STATS:
+    ((vx_stats_cb)c->cb)(VX_ECLOSED, NULL, c->cb_data);
+    break;
+  default:
+    break;
+  }
+}
+
+/* ---- connections ---- */
+
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  (void)hint;
+  vx_conn *c = h->data;
+  *buf = uv_buf_init((char *)c->ev->rbuf, sizeof c->ev->rbuf);
+}
+
+static void feed(vx_conn *c, const uint8_t *p, size_t n) {
+  if (c->state == VXC_HTTP)
+    vx__http_on_read(c, p, n);
+  else
+    vx__ws_on_read(c, p, n);
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  vx_conn *c = s->data;
+  if (nread > 0)
+    feed(c, (const uint8_t *)buf->base, (size_t)nread);
+  else if (nread < 0)
+    vx__conn_terminate(c);
+}
+
+/* Takes an initialized, connected c->tcp; starts HTTP parsing and reading. */
+static void conn_begin(vx_events *ev, vx_conn *c, const uint8_t *bytes, size_t n) {
+  c->tcp.data = c;
+  vx__conn_accepted(ev, c);
+  uv_tcp_nodelay(&c->tcp, 1);
+  if (ev->shutting_down || vx__http_start(c) != 0 ||
+      uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0) {
+    vx__conn_terminate(c);
+    return;
+  }
+  if (n)
+    feed(c, bytes, n);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  vx_events *ev = server->data;
+  if (status < 0) {
+    vx__log(ev, VX_LOG_WARN, "accept failed: %s", uv_strerror(status));
+    return;
+  }
+  vx_conn *c = calloc(1, sizeof *c);
+  if (!c || uv_tcp_init(&ev->loop, &c->tcp) != 0) {
+    free(c);
+    return;
+  }
+  c->ev = ev;
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    c->tcp.data = c;
+    c->closed = true;
+    uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+    return;
+  }
+  /* HTTP-phase connections are bounded too, a little above the WebSocket limit, so a
+   * flood of half-open requests cannot take unbounded memory. */
+  if (ev->nconns >= ev->opts.max_connections + 1024) {
+    ev->stats.rejected_connections++;
+    c->closed = true;
+    uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+    return;
+  }
+  conn_begin(ev, c, NULL, 0);
+}
+
+static int map_uv_err(int r) {
+  switch (r) {
+  case UV_EADDRINUSE:
+    return VX_EADDRINUSE;
+  case UV_ENOMEM:
+    return VX_ENOMEM;
+  case UV_EINVAL:
+    return VX_EINVAL;
+  default:
+    return VX_ELISTEN;
+  }
+}
+
+static void do_listen(vx_events *ev, vx_cmd *c) {
+  int r;
+  struct sockaddr_storage ss;
+  if (ev->shutting_down) {
+    r = VX_ECLOSED;
+    goto done;
+  }
+  if (ev->listening) {
+    r = VX_EBUSY;
+    goto done;
+  }
+  if (uv_ip4_addr(c->event, c->port, (struct sockaddr_in *)&ss) != 0 &&
+      uv_ip6_addr(c->event, c->port, (struct sockaddr_in6 *)&ss) != 0) {
+    r = VX_EINVAL;
+    goto done;
+  }
+  uv_tcp_init(&ev->loop, &ev->listener);
+  ev->listener.data = ev;
+  r = uv_tcp_bind(&ev->listener, (struct sockaddr *)&ss, 0);
+  if (r == 0)
+    r = uv_listen((uv_stream_t *)&ev->listener, 1024, on_connection);
+  if (r != 0) {
+    vx__log(ev, VX_LOG_ERROR, "listen on %s:%d failed: %s", c->event, c->port, uv_strerror(r));
+    uv_close((uv_handle_t *)&ev->listener, NULL);
+    r = map_uv_err(r);
+    goto done;
+  }
+  ev->listening = true;
+  if (c->bound_port) {
+    struct sockaddr_storage name;
+    int nl = sizeof name;
+    uv_tcp_getsockname(&ev->listener, (struct sockaddr *)&name, &nl);
+    *c->bound_port = name.ss_family == AF_INET6
+                         ? ntohs(((struct sockaddr_in6 *)&name)->sin6_port)
+                         : ntohs(((struct sockaddr_in *)&name)->sin_port);
+  }
+done:
+  *c->result = r;
+  uv_sem_post(c->sem);
+}
+
+static void do_adopt(vx_events *ev, vx_cmd *cmd) {
+  vx_conn *c = calloc(1, sizeof *c);
+  if (!c || uv_tcp_init(&ev->loop, &c->tcp) != 0) {
+    free(c);
+    close(cmd->fd);
+    return;
+  }
+  c->ev = ev;
+  if (uv_tcp_open(&c->tcp, cmd->fd) != 0) {
+    close(cmd->fd);
+    c->closed = true;
+    uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+    return;
+  }
+  conn_begin(ev, c, (const uint8_t *)cmd->bytes, cmd->bytes_len);
+}
+
+static void finish_if_done(vx_events *ev);
+
+static void begin_shutdown(vx_events *ev, vx_cmd *c) {
+  ev->shutting_down = true;
+  ev->close_cb = (vx_close_cb)c->cb;
+  ev->close_data = c->cb_data;
+  ev->shutdown_deadline = uv_now(&ev->loop) + (c->grace_ms ? c->grace_ms : 1000);
+  if (ev->listening) {
+    uv_close((uv_handle_t *)&ev->listener, NULL);
+    ev->listening = false;
+  }
+  vx_conn *next;
+  for (vx_conn *k = ev->conns; k; k = next) {
+    next = k->next;
+    if (k->state == VXC_WS)
+      vx__conn_close_ws(k, 1001, "server shutting down");
+    else if (k->state == VXC_HTTP && !k->close_after_flush)
+      vx__conn_terminate(k);
+    else if (k->deadline > ev->shutdown_deadline)
+      k->deadline = ev->shutdown_deadline;
+  }
+  uv_timer_stop(&ev->ping_timer);
+  finish_if_done(ev);
+}
+
+static void run_cmd(vx_events *ev, vx_cmd *c) {
+  switch (c->type) {
+  case CMD_LISTEN:
+    do_listen(ev, c);
+    break;
+  case CMD_ADOPT:
+    do_adopt(ev, c);
+    break;
+  case CMD_BROADCAST: {
+    size_t lens[VX_BATCH_MAX];
+    for (size_t i = 0; i < c->nchannels; i++)
+      lens[i] = strlen(c->channels[i]);
+    int r = vx__hub_broadcast(ev, (const char *const *)c->channels, lens, c->nchannels, c->event,
+                              strlen(c->event), c->data ? c->data : "null",
+                              c->data ? c->data_len : 4, c->except);
+    if (r)
+      vx__log(ev, VX_LOG_ERROR, "broadcast failed: %s", vx_strerror(r));
+    break;
+  }
+  case CMD_COUNT:
+    ((vx_count_cb)c->cb)(0, vx__hub_count(ev, c->channels[0], strlen(c->channels[0])),
+                         c->cb_data);
+    break;
+  case CMD_HAS:
+    ((vx_count_cb)c->cb)(0, vx__hub_count(ev, c->channels[0], strlen(c->channels[0])) > 0,
+                         c->cb_data);
+    break;
+  case CMD_CHANNELS: {
+    const char **names = malloc((ev->channels.len + 1) * sizeof *names);
+    if (!names) {
+      ((vx_channels_cb)c->cb)(VX_ENOMEM, NULL, 0, c->cb_data);
+      break;
+    }
+    size_t n = 0;
+    for (uint32_t i = 0; i < ev->channels.cap; i++)
+      if (ev->channels.slots[i].key)
+        names[n++] = ev->channels.slots[i].key;
+    ((vx_channels_cb)c->cb)(0, names, n, c->cb_data);
+    free(names);
+    break;
+  }
+  case CMD_STATS: {
+    vx_stats st = ev->stats;
+    st.connections = ev->nws;
+    st.channels = ev->channels.len;
+    ((vx_stats_cb)c->cb)(0, &st, c->cb_data);
+    break;
+  }
+  case CMD_CLOSE:
+    begin_shutdown(ev, c);
+    break;
+  }
+}
+
+static void on_async(uv_async_t *a) {
+  vx_events *ev = a->data;
+  uv_mutex_lock(&ev->mu);
+  vx_cmd *c = ev->cmd_head;
+  ev->cmd_head = ev->cmd_tail = NULL;
+  uv_mutex_unlock(&ev->mu);
+  while (c) {
+    vx_cmd *next = c->next;
+    run_cmd(ev, c);
+    cmd_free(c);
+    c = next;
+  }
+}
+
+static void on_check(uv_check_t *h) { vx__conn_flush_all(h->data); }
+
+static void on_ping(uv_timer_t *t) { vx__conn_ping_all(t->data); }
+
+static void finish_if_done(vx_events *ev) {
+  if (!ev->shutting_down)
+    return;
+  if (uv_now(&ev->loop) >= ev->shutdown_deadline) {
+    vx_conn *next;
+    for (vx_conn *k = ev->conns; k; k = next) {
+      next = k->next;
+      vx__conn_terminate(k);
+    }
+  }
+  if (ev->conns)
+    return;
+  /* Everything is closed or closing: release the loop's own handles so uv_run returns
+   * once the close callbacks have run. The check handle flushes nothing more. */
+  if (!uv_is_closing((uv_handle_t *)&ev->async)) {
+    uv_close((uv_handle_t *)&ev->async, NULL);
+    uv_close((uv_handle_t *)&ev->check, NULL);
+    uv_close((uv_handle_t *)&ev->ping_timer, NULL);
+    uv_close((uv_handle_t *)&ev->sweep_timer, NULL);
+  }
+}
+
+static void on_sweep(uv_timer_t *t) {
+  vx_events *ev = t->data;
+  vx__conn_sweep(ev);
+  finish_if_done(ev);
+}
+
+static void thread_main(void *arg) {
+  vx_events *ev = arg;
+  /* Signals belong to the host's threads. A write to a reset socket then fails with
+   * EPIPE here instead of raising SIGPIPE in the process. */
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  uv_run(&ev->loop, UV_RUN_DEFAULT);
+  /* Commands that raced with close are answered now. */
+  uv_mutex_lock(&ev->mu);
+  vx_cmd *c = ev->cmd_head;
+  ev->cmd_head = ev->cmd_tail = NULL;
+  uv_mutex_unlock(&ev->mu);
+  while (c) {
+    vx_cmd *next = c->next;
+    cancel(c);
+    cmd_free(c);
+    c = next;
+  }
+  uv_loop_close(&ev->loop);
+  if (ev->close_cb)
+    ev->close_cb(ev->close_data);
+}
+
+/* ---- public API ---- */
+
+int vx_new(vx_events **out, const vx_options *opts) {
+  if (!out)
+    return VX_EINVAL;
+  *out = NULL;
+  vx_options o;
+  if (opts)
+    o = *opts;
+  else
+    vx_options_init(&o);
+  if (!o.path || o.path[0] != '/' || strlen(o.path) > 200 || strpbrk(o.path, "?# ") ||
+      o.max_payload < 64 || o.max_send_queue < 1024 || o.max_connections == 0 ||
+      o.max_channels_per_conn == 0)
+    return VX_EINVAL;
+  vx_events *ev = calloc(1, sizeof *ev);
+  if (!ev)
+    return VX_ENOMEM;
+  ev->opts = o;
+  ev->path = dupz(o.path);
+  ev->api_key = o.api_key && *o.api_key ? dupz(o.api_key) : NULL;
+  ev->opts.path = ev->path;
+  ev->opts.api_key = ev->api_key;
+  ev->ping_frame = vx__buf_new(2);
+  ev->pong_msg = vx__frame_text("{\"type\":\"pong\"}", 15);
+  if (!ev->path || (o.api_key && *o.api_key && !ev->api_key) || !ev->ping_frame ||
+      !ev->pong_msg) {
+    vx__buf_unref(ev->ping_frame);
+    vx__buf_unref(ev->pong_msg);
+    free(ev->path);
+    free(ev->api_key);
+    free(ev);
+    return VX_ENOMEM;
+  }
+  ev->path_len = strlen(ev->path);
+  ev->ping_frame->data[0] = (char)0x89;
+  ev->ping_frame->data[1] = 0;
+  ev->rnd_pos = sizeof ev->rnd; /* empty: first id fills it */
+
+  if (uv_loop_init(&ev->loop) != 0)
+    goto fail_loop;
+  uv_mutex_init(&ev->mu);
+  uv_async_init(&ev->loop, &ev->async, on_async);
+  ev->async.data = ev;
+  uv_check_init(&ev->loop, &ev->check);
+  ev->check.data = ev;
+  uv_check_start(&ev->check, on_check);
+  uv_timer_init(&ev->loop, &ev->ping_timer);
+  ev->ping_timer.data = ev;
+  if (o.ping_interval_ms)
+    uv_timer_start(&ev->ping_timer, on_ping, o.ping_interval_ms, o.ping_interval_ms);
+  uv_timer_init(&ev->loop, &ev->sweep_timer);
+  ev->sweep_timer.data = ev;
+  uv_timer_start(&ev->sweep_timer, on_sweep, 250, 250);
+  if (uv_thread_create(&ev->thread, thread_main, ev) != 0) {
+    uv_close((uv_handle_t *)&ev->async, NULL);
+    uv_close((uv_handle_t *)&ev->check, NULL);
+    uv_close((uv_handle_t *)&ev->ping_timer, NULL);
+    uv_close((uv_handle_t *)&ev->sweep_timer, NULL);
+    uv_run(&ev->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&ev->loop);
+    uv_mutex_destroy(&ev->mu);
+    vx__buf_unref(ev->ping_frame);
+    vx__buf_unref(ev->pong_msg);
+    free(ev->path);
+    free(ev->api_key);
+    free(ev);
+    return VX_ETHREAD;
+  }
+  ev->thread_started = true;
+  *out = ev;
+  return 0;
+fail_loop:
+  vx__buf_unref(ev->ping_frame);
+  vx__buf_unref(ev->pong_msg);
+  free(ev->path);
+  free(ev->api_key);
+  free(ev);
+  return VX_ENOMEM;
+}
+
+static bool on_loop_thread(vx_events *ev) {
+  uv_thread_t self = uv_thread_self();
+  return uv_thread_equal(&self, &ev->thread);
+}
+
+int vx_listen(vx_events *ev, const char *host, int port, int *bound_port) {
+  if (!ev || !host || port < 0 || port > 65535 || strlen(host) > 64 || on_loop_thread(ev))
+    return VX_EINVAL;
+  vx_cmd *c = calloc(1, sizeof *c);
+  if (!c || !(c->event = dupz(host))) {
+    free(c);
+    return VX_ENOMEM;
+  }
+  uv_sem_t sem;
+  int result = 0;
+  uv_sem_init(&sem, 0);
+  c->type = CMD_LISTEN;
+  c->sem = &sem;
+  c->result = &result;
+  c->port = port;
+  c->bound_port = bound_port;
+  int r = push(ev, c);
+  if (r) {
+    cmd_free(c);
+    uv_sem_destroy(&sem);
+    return r;
+  }
+  uv_sem_wait(&sem);
+  uv_sem_destroy(&sem);
+  return result;
+}
+
+int vx_adopt(vx_events *ev, int fd, const char *bytes, size_t len) {
+  if (!ev || fd < 0 || (len && !bytes))
+    return VX_EINVAL;
+  vx_cmd *c = calloc(1, sizeof *c);
+  if (!c || (len && !(c->bytes = dupn(bytes, len)))) {
+    free(c);
+    close(fd);
+    return VX_ENOMEM;
+  }
+  c->type = CMD_ADOPT;
+  c->fd = fd;
+  c->bytes_len = len;
+  int r = push(ev, c);
+  if (r) {
+    close(fd);
+    cmd_free(c);
+  }
+  return r;
+}
+
+int vx_broadcast_many(vx_events *ev, const char *const *channels, size_t n, const char *event,
+                      const char *data, size_t data_len, const char *except_id) {
+  if (!ev)
+    return VX_EINVAL;
+  int r = vx__validate_broadcast(channels, n, event, data, data_len, except_id);
+  if (r)
+    return r;
+  if (data && data_len > UINT32_MAX / 2)
+    return VX_ETOOBIG;
+  vx_cmd *c = calloc(1, sizeof *c);
+  if (!c)
+    return VX_ENOMEM;
+  c->type = CMD_BROADCAST;
+  c->channels = calloc(n, sizeof *c->channels);
+  c->nchannels = c->channels ? n : 0;
+  bool ok = c->channels != NULL;
+  for (size_t i = 0; ok && i < n; i++)
+    ok = (c->channels[i] = dupz(channels[i])) != NULL;
+  ok = ok && (c->event = dupz(event)) != NULL;
+  if (ok && data) {
+    ok = (c->data = dupn(data, data_len)) != NULL;
+    c->data_len = data_len;
+  }
+  if (ok && except_id)
+    ok = (c->except = dupz(except_id)) != NULL;
+  if (!ok) {
+    cmd_free(c);
+    return VX_ENOMEM;
+  }
+  r = push(ev, c);
+  if (r)
+    cmd_free(c);
+  return r;
+}
+
+int vx_broadcast(vx_events *ev, const char *channel, const char *event, const char *data,
+                 size_t data_len, const char *except_id) {
+  const char *chs[1] = {channel};
+  return vx_broadcast_many(ev, chs, 1, event, data, data_len, except_id);
+}
+
+static int query(vx_events *ev, vx_cmd_type type, const char *channel, void *cb, void *data) {
+  if (!ev || !cb)
+    return VX_EINVAL;
+  vx_cmd *c = calloc(1, sizeof *c);
+  if (!c)
+    return VX_ENOMEM;
+  c->type = type;
+  c->cb = cb;
+  c->cb_data = data;
+  if (channel) {
+    c->channels = calloc(1, sizeof *c->channels);
+    if (!c->channels || !(c->channels[0] = dupz(channel))) {
+      cmd_free(c);
+      return VX_ENOMEM;
+    }
+    c->nchannels = 1;
+  }
+  int r = push(ev, c);
+  if (r)
+    cmd_free(c);
+  return r;
+}
+
+int vx_subscriber_count(vx_events *ev, const char *channel, vx_count_cb cb, void *data) {
+  if (!channel || !vx__channel_valid(channel, strlen(channel)))
+    return VX_ECHANNEL;
+  return query(ev, CMD_COUNT, channel, (void *)cb, data);
+}
+
+int vx_has_subscribers(vx_events *ev, const char *channel, vx_count_cb cb, void *data) {
+  if (!channel || !vx__channel_valid(channel, strlen(channel)))
+    return VX_ECHANNEL;
+  return query(ev, CMD_HAS, channel, (void *)cb, data);
+}
+
+int vx_channels(vx_events *ev, vx_channels_cb cb, void *data) {
+  return query(ev, CMD_CHANNELS, NULL, (void *)cb, data);
+}
+
+int vx_stats_get(vx_events *ev, vx_stats_cb cb, void *data) {
+  return query(ev, CMD_STATS, NULL, (void *)cb, data);
+}
+
+int vx_close(vx_events *ev, uint32_t grace_ms, vx_close_cb cb, void *data) {
+  if (!ev)
+    return VX_EINVAL;
+  vx_cmd *c = calloc(1, sizeof *c);
+  if (!c)
+    return VX_ENOMEM;
+  c->type = CMD_CLOSE;
+  c->grace_ms = grace_ms;
+  c->cb = (void *)cb;
+  c->cb_data = data;
+  int r = push(ev, c);
+  if (r)
+    cmd_free(c);
+  return r;
+}
+
+void vx_free(vx_events *ev) {
+  if (!ev)
+    return;
+  if (ev->thread_started) {
+    vx_close(ev, 0, NULL, NULL); /* VX_ECLOSED if already requested: fine */
+    uv_thread_join(&ev->thread);
+  }
+  vx__hub_free(ev);
+  vx__buf_unref(ev->ping_frame);
+  vx__buf_unref(ev->pong_msg);
+  uv_mutex_destroy(&ev->mu);
+  free(ev->path);
+  free(ev->api_key);
+  free(ev);
+}

@@ -1,0 +1,268 @@
+/* Private structures and vx__ prototypes shared by the core's source files.
+ * Everything here is touched only on the instance's loop thread unless marked
+ * "any thread". */
+#ifndef VX_INT_H
+#define VX_INT_H
+
+#include "vxevents.h"
+
+#include <http_parser.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+#include <wslay/wslay.h>
+
+#define VX_SOCKET_ID_LEN 32  /* 128 random bits as hex */
+#define VX_CHANNEL_MAX 200   /* bytes in a channel name */
+#define VX_EVENT_MAX 200     /* bytes in an event name */
+#define VX_BATCH_MAX 100     /* broadcasts per /api/batch, channels per broadcast_many */
+#define VX_JSON_DEPTH_MAX 128
+#define VX_HTTP_HEADER_MAX 16384
+#define VX_HTTP_DEADLINE_MS 10000 /* a request must arrive whole within this */
+#define VX_READ_BUF 65536
+
+/* ---- buf.c: reference-counted immutable byte buffers ----
+ * A broadcast frame is built once into one vx_buf; every recipient's send queue holds
+ * a reference. Loop thread only, so the count is a plain integer. */
+typedef struct vx_buf {
+  uint32_t refs;
+  uint32_t len;
+  char data[];
+} vx_buf;
+
+vx_buf *vx__buf_new(size_t len); /* refs = 1, contents uninitialized */
+static inline vx_buf *vx__buf_ref(vx_buf *b) {
+  b->refs++;
+  return b;
+}
+void vx__buf_unref(vx_buf *b);
+
+/* ---- map.c: string-keyed open-addressing hash map ----
+ * Keys are borrowed from the values (a connection's id, a channel's name): the map
+ * stores the pointer, so a key must live as long as its entry. */
+typedef struct vx_map_entry {
+  const char *key; /* NULL = empty slot */
+  uint32_t hash;
+  uint32_t klen;
+  void *val;
+} vx_map_entry;
+
+typedef struct vx_map {
+  vx_map_entry *slots;
+  uint32_t cap; /* power of two, 0 before first insert */
+  uint32_t len;
+} vx_map;
+
+uint32_t vx__hash(const char *s, size_t len);
+void *vx__map_get(const vx_map *m, const char *key, size_t klen);
+int vx__map_put(vx_map *m, const char *key, size_t klen, void *val); /* 0 or VX_ENOMEM */
+void *vx__map_del(vx_map *m, const char *key, size_t klen);
+void vx__map_free(vx_map *m);
+
+/* ---- protocol.c: JSON text helpers ---- */
+
+/* Growable byte string for building small messages (not used on the broadcast path). */
+typedef struct vx_str {
+  char *p;
+  size_t len, cap;
+  bool oom;
+} vx_str;
+void vx__str_add(vx_str *s, const char *p, size_t n);
+void vx__str_addz(vx_str *s, const char *p);
+void vx__str_add_json_string(vx_str *s, const char *p, size_t n); /* with quotes */
+void vx__str_free(vx_str *s);
+
+bool vx__utf8_valid(const char *p, size_t n);
+/* Whole `p` is exactly one JSON value (whitespace around allowed), valid UTF-8,
+ * nesting at most VX_JSON_DEPTH_MAX. Allocates nothing. */
+bool vx__json_valid(const char *p, size_t n);
+bool vx__channel_valid(const char *name, size_t n);
+size_t vx__json_escaped_len(const char *p, size_t n); /* without quotes */
+char *vx__json_escape_into(char *dst, const char *p, size_t n);
+
+/* Build a server->client frame (unmasked, FIN, text) whose payload is `payload`. */
+vx_buf *vx__frame_text(const char *payload, size_t n);
+/* Header bytes for a text frame of `n` payload bytes: returns header length (2, 4, 10). */
+size_t vx__frame_header(uint8_t *hdr, uint8_t opcode, uint64_t n);
+
+/* The event envelope {"type":"event","channel":..,"event":..,"data":..} framed for
+ * WebSocket, built in one allocation. `data` must already be valid JSON. */
+vx_buf *vx__envelope_frame(const char *channel, size_t clen, const char *event, size_t elen,
+                           const char *data, size_t dlen);
+
+/* ---- the instance and its connections ---- */
+
+typedef struct vx_conn vx_conn;
+typedef struct vx_channel vx_channel;
+
+typedef struct vx_sub {
+  vx_conn *conn;
+  vx_channel *ch;
+  uint32_t idx; /* position in ch->subs */
+} vx_sub;
+
+struct vx_channel {
+  vx_sub **subs;
+  uint32_t nsubs, cap;
+  size_t name_len;
+  char name[]; /* NUL-terminated */
+};
+
+enum { VXC_HTTP = 0, VXC_WS, VXC_CLOSING };
+
+typedef struct vx_http_req vx_http_req;
+
+struct vx_conn {
+  vx_events *ev;
+  uv_tcp_t tcp;
+  vx_conn *prev, *next;    /* ev->conns */
+  vx_conn *dirty_next;     /* ev->dirty, conns with output to flush this iteration */
+  vx_conn *doomed_next;    /* ev->doomed, slow consumers to close after a broadcast */
+  uint8_t state;
+  bool dirty, doomed, closed, alive, writing, announced, close_after_flush;
+  uint16_t pending_close_code; /* close code queued by wslay */
+  uint64_t deadline;       /* HTTP request or close handshake deadline (uv_now ms) */
+
+  http_parser *hp;         /* HTTP phase only */
+  vx_http_req *req;        /* HTTP phase only */
+  wslay_event_context_ptr ws;
+  const uint8_t *in;       /* bytes wslay may read, set around wslay_event_recv */
+  size_t in_len;
+
+  /* send queue: ring of buffer references; qoff bytes of the head are already sent */
+  vx_buf **q;
+  uint32_t qhead, qlen, qcap;
+  uint32_t qinflight;      /* entries handed to an outstanding uv_write */
+  size_t qoff;
+  size_t qbytes;           /* unsent bytes in the queue */
+  uv_write_t wreq;
+
+  vx_sub **subs;
+  uint32_t nsubs, subcap;
+  char id[VX_SOCKET_ID_LEN + 1];
+};
+
+typedef enum {
+  CMD_LISTEN = 1,
+  CMD_ADOPT,
+  CMD_BROADCAST,
+  CMD_COUNT,
+  CMD_HAS,
+  CMD_CHANNELS,
+  CMD_STATS,
+  CMD_CLOSE,
+} vx_cmd_type;
+
+typedef struct vx_cmd {
+  struct vx_cmd *next;
+  vx_cmd_type type;
+  void *cb;
+  void *cb_data;
+  /* CMD_LISTEN */
+  uv_sem_t *sem;
+  int *result;
+  int *bound_port;
+  int port;
+  uint32_t grace_ms;
+  /* CMD_ADOPT */
+  int fd;
+  /* strings: channels[nchannels], event, data, except, host, adopted bytes */
+  size_t nchannels;
+  char **channels;
+  char *event;
+  char *data;
+  size_t data_len;
+  char *except;
+  char *bytes;
+  size_t bytes_len;
+} vx_cmd;
+
+struct vx_events {
+  vx_options opts;
+  char *path;
+  char *api_key;
+  size_t path_len;
+
+  uv_thread_t thread;
+  bool thread_started;
+  uv_loop_t loop;
+  uv_async_t async;
+  uv_check_t check;        /* flushes dirty connections at the end of each iteration */
+  uv_timer_t ping_timer;
+  uv_timer_t sweep_timer;  /* HTTP and close-handshake deadlines, shutdown progress */
+  uv_tcp_t listener;
+  bool listening;
+
+  /* any thread, under mu */
+  uv_mutex_t mu;
+  vx_cmd *cmd_head, *cmd_tail;
+  bool closing_requested;
+
+  /* loop thread */
+  bool shutting_down;
+  uint64_t shutdown_deadline;
+  vx_close_cb close_cb;
+  void *close_data;
+  vx_conn *conns;
+  uint32_t nconns;         /* all connections, HTTP phase included */
+  uint32_t nws;            /* open WebSocket connections */
+  vx_conn *dirty;
+  vx_conn *doomed;
+  vx_map channels;
+  vx_map sockets;
+  vx_stats stats;
+  vx_buf *ping_frame;      /* shared: ping with empty payload */
+  vx_buf *pong_msg;        /* shared: {"type":"pong"} */
+  uint8_t rbuf[VX_READ_BUF]; /* every read lands here and is consumed synchronously */
+  uint8_t rnd[256];
+  size_t rnd_pos;
+};
+
+/* util.c */
+void vx__log(vx_events *ev, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void vx__random_id(vx_events *ev, char *out); /* VX_SOCKET_ID_LEN hex chars + NUL */
+
+/* conn.c */
+void vx__conn_accepted(vx_events *ev, vx_conn *c);
+void vx__conn_send(vx_conn *c, vx_buf *b);     /* takes a new reference to b */
+void vx__conn_send_owned(vx_conn *c, vx_buf *b); /* takes ownership of b's reference */
+void vx__conn_mark_dirty(vx_conn *c);
+void vx__conn_flush_all(vx_events *ev);
+void vx__conn_terminate(vx_conn *c);
+void vx__conn_close_ws(vx_conn *c, uint16_t code, const char *reason);
+void vx__conn_process_doomed(vx_events *ev);
+void vx__conn_sweep(vx_events *ev);
+void vx__conn_ping_all(vx_events *ev);
+
+/* ws.c */
+int vx__ws_accept_key(const char *key, size_t klen, char out[29]);
+int vx__ws_start(vx_conn *c, const uint8_t *extra, size_t extra_len);
+void vx__ws_on_read(vx_conn *c, const uint8_t *p, size_t n);
+void vx__ws_queue_close(vx_conn *c, uint16_t code, const char *reason);
+
+/* http.c */
+int vx__http_start(vx_conn *c);
+void vx__http_on_read(vx_conn *c, const uint8_t *p, size_t n);
+void vx__http_free(vx_conn *c);
+void vx__http_respond(vx_conn *c, int status, const char *extra_headers, const char *body,
+                      bool keep_alive);
+
+/* hub.c */
+int vx__hub_subscribe(vx_conn *c, const char *name, size_t n); /* 0, VX_EINVAL (limit), VX_ENOMEM */
+void vx__hub_unsubscribe(vx_conn *c, const char *name, size_t n);
+void vx__hub_unsubscribe_all(vx_conn *c);
+bool vx__hub_is_subscribed(vx_conn *c, const char *name, size_t n);
+int vx__hub_broadcast(vx_events *ev, const char *const *channels, const size_t *lens,
+                      size_t n, const char *event, size_t elen, const char *data,
+                      size_t dlen, const char *except);
+uint64_t vx__hub_count(vx_events *ev, const char *name, size_t n);
+void vx__hub_free(vx_events *ev);
+int vx__validate_broadcast(const char *const *channels, size_t n, const char *event,
+                           const char *data, size_t data_len, const char *except);
+
+/* client.c: JSON messages from WebSocket clients */
+void vx__client_message(vx_conn *c, const char *p, size_t n);
+void vx__client_send_json(vx_conn *c, const char *json, size_t n);
+
+#endif

@@ -1,0 +1,175 @@
+/* WebSocket transport: the RFC 6455 accept key, and wslay for everything that arrives.
+ *
+ * wslay parses incoming frames (masking, fragmentation, control frames, the close
+ * handshake, the message-size limit) and its replies (pong, close) come out through
+ * send_cb into the connection's queue. Outgoing data frames do not go through wslay's
+ * own queue, which would malloc and copy each message per connection: they are the
+ * shared broadcast buffers of conn.c. Mixing is safe because send_cb always accepts a
+ * whole frame, so wslay never holds a half-sent frame that ours could split. */
+#include "vx_int.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char WS_GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+int vx__ws_accept_key(const char *key, size_t klen, char out[29]) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0;
+  char buf[128];
+  if (klen > 64)
+    return VX_EINVAL;
+  memcpy(buf, key, klen);
+  memcpy(buf + klen, WS_GUID, sizeof WS_GUID - 1);
+  if (!EVP_Digest(buf, klen + sizeof WS_GUID - 1, md, &mdlen, EVP_sha1(), NULL) || mdlen != 20)
+    return VX_EIO;
+  EVP_EncodeBlock((unsigned char *)out, md, 20);
+  out[28] = '\0';
+  return 0;
+}
+
+static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                       void *user) {
+  (void)flags;
+  vx_conn *c = user;
+  if (c->in_len == 0) {
+    wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    return -1;
+  }
+  size_t n = len < c->in_len ? len : c->in_len;
+  memcpy(buf, c->in, n);
+  c->in += n;
+  c->in_len -= n;
+  return (ssize_t)n;
+}
+
+static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                       void *user) {
+  (void)flags;
+  vx_conn *c = user;
+  vx_buf *b = vx__buf_new(len);
+  if (!b) {
+    wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+  }
+  memcpy(b->data, data, len);
+  /* Control frames are exempt from the send-queue bound: a close frame must be able to
+   * follow a full queue. */
+  if (c->closed) {
+    vx__buf_unref(b);
+    return (ssize_t)len;
+  }
+  uint8_t st = c->state;
+  c->state = VXC_CLOSING; /* bypasses the bound check in send_owned */
+  vx__conn_send_owned(c, b);
+  c->state = st;
+  return (ssize_t)len;
+}
+
+static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                   void *user) {
+  vx_conn *c = user;
+  c->alive = true;
+  if (c->state != VXC_WS)
+    return;
+  switch (arg->opcode) {
+  case WSLAY_TEXT_FRAME:
+    if (!vx__utf8_valid((const char *)arg->msg, arg->msg_length)) {
+      wslay_event_queue_close(ctx, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA,
+                              (const uint8_t *)"invalid UTF-8", 13);
+      wslay_event_shutdown_read(ctx);
+      return;
+    }
+    vx__client_message(c, (const char *)arg->msg, arg->msg_length);
+    break;
+  case WSLAY_BINARY_FRAME: {
+    static const char msg[] = "{\"type\":\"error\",\"error\":\"binary messages are not supported\"}";
+    vx__client_send_json(c, msg, sizeof msg - 1);
+    break;
+  }
+  default:
+    break; /* ping/pong/close are handled by wslay */
+  }
+}
+
+static const struct wslay_event_callbacks callbacks = {
+    .recv_callback = recv_cb,
+    .send_callback = send_cb,
+    .on_msg_recv_callback = on_msg,
+};
+
+/* Advance the connection's state after wslay had its say. */
+static void after_wslay(vx_conn *c) {
+  if (c->closed)
+    return;
+  if (wslay_event_send(c->ws) != 0) {
+    vx__conn_terminate(c);
+    return;
+  }
+  bool sent = wslay_event_get_close_sent(c->ws);
+  bool rcvd = wslay_event_get_close_received(c->ws);
+  if (sent || rcvd) {
+    if (c->state == VXC_WS) {
+      vx__hub_unsubscribe_all(c);
+      c->state = VXC_CLOSING;
+      c->deadline = uv_now(&c->ev->loop) + 2000;
+    }
+    if (sent && rcvd) {
+      c->close_after_flush = true;
+      vx__conn_mark_dirty(c);
+    }
+  }
+}
+
+int vx__ws_start(vx_conn *c, const uint8_t *extra, size_t extra_len) {
+  vx_events *ev = c->ev;
+  if (wslay_event_context_server_init(&c->ws, &callbacks, c) != 0)
+    return VX_ENOMEM;
+  wslay_event_config_set_max_recv_msg_length(c->ws, ev->opts.max_payload);
+  vx__random_id(ev, c->id);
+  if (vx__map_put(&ev->sockets, c->id, VX_SOCKET_ID_LEN, c) != 0)
+    return VX_ENOMEM;
+  c->state = VXC_WS;
+  c->alive = true;
+  c->announced = true;
+  c->deadline = 0;
+  ev->nws++;
+
+  char msg[128];
+  int n = snprintf(msg, sizeof msg,
+                   "{\"type\":\"event\",\"event\":\"connected\",\"data\":{\"socketId\":\"%s\"}}",
+                   c->id);
+  vx__client_send_json(c, msg, (size_t)n);
+  if (ev->opts.on_connect)
+    ev->opts.on_connect(c->id, ev->opts.hook_data);
+  if (extra_len)
+    vx__ws_on_read(c, extra, extra_len);
+  return 0;
+}
+
+void vx__ws_on_read(vx_conn *c, const uint8_t *p, size_t n) {
+  if (!c->ws || c->closed)
+    return;
+  c->in = p;
+  c->in_len = n;
+  int r = wslay_event_recv(c->ws);
+  c->in = NULL;
+  c->in_len = 0;
+  if (r != 0) {
+    vx__conn_terminate(c);
+    return;
+  }
+  after_wslay(c);
+}
+
+void vx__ws_queue_close(vx_conn *c, uint16_t code, const char *reason) {
+  if (!c->ws || c->closed || wslay_event_get_close_sent(c->ws))
+    return;
+  size_t rl = reason ? strlen(reason) : 0;
+  if (rl > 123)
+    rl = 123;
+  wslay_event_queue_close(c->ws, code, (const uint8_t *)reason, rl);
+  after_wslay(c);
+}

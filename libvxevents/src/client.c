@@ -29,6 +29,11 @@ static void send_error(vx_conn *c, const char *msg) {
 /* `channel` may be any client-supplied bytes: it is escaped, never trusted. */
 static void send_sub_reply(vx_conn *c, const char *type, const char *channel, size_t clen,
                            const char *error) {
+  if (clen > 256) { /* echo a prefix, cut on a character boundary */
+    clen = 256;
+    while (clen > 0 && ((uint8_t)channel[clen] & 0xC0) == 0x80)
+      clen--;
+  }
   vx_str s = {0};
   vx__str_addz(&s, "{\"type\":\"");
   vx__str_addz(&s, type);
@@ -58,13 +63,7 @@ static void on_subscribe(vx_conn *c, const cJSON *msg) {
   const char *name = ch->valuestring;
   size_t n = strlen(name);
   if (!vx__channel_valid(name, n)) {
-    size_t shown = n;
-    if (shown > 256) { /* echo a prefix, cut on a character boundary */
-      shown = 256;
-      while (shown > 0 && ((uint8_t)name[shown] & 0xC0) == 0x80)
-        shown--;
-    }
-    send_sub_reply(c, "subscription_error", name, shown,
+    send_sub_reply(c, "subscription_error", name, n,
                    "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)");
     return;
   }
@@ -107,14 +106,25 @@ static void on_client_event(vx_conn *c, const cJSON *msg) {
 }
 
 void vx__client_message(vx_conn *c, const char *p, size_t n) {
-  cJSON *msg = cJSON_ParseWithLength(p, n);
+  /* The core's own validator first: it rejects trailing text the parser would ignore. */
+  cJSON *msg = vx__json_valid(p, n) ? cJSON_ParseWithLength(p, n) : NULL;
   if (!msg) {
     send_error(c, "malformed JSON");
     return;
   }
+  /* The parser's C strings would stop at an escaped NUL: such a message is refused, never
+   * acted on with a truncated name. */
+  bool nul = vx__json_has_nul(p, n);
   const cJSON *type = cJSON_GetObjectItemCaseSensitive(msg, "type");
   if (!cJSON_IsObject(msg) || !cJSON_IsString(type)) {
     send_error(c, "message must be an object with a string \"type\"");
+  } else if (nul && strcmp(type->valuestring, "subscribe") == 0) {
+    const cJSON *ch = cJSON_GetObjectItemCaseSensitive(msg, "channel");
+    const char *shown = cJSON_IsString(ch) ? ch->valuestring : "";
+    send_sub_reply(c, "subscription_error", shown, strlen(shown),
+                   "invalid channel name (NUL characters are not allowed)");
+  } else if (nul) {
+    send_error(c, "NUL characters (\\u0000) are not allowed in messages");
   } else if (strcmp(type->valuestring, "subscribe") == 0) {
     on_subscribe(c, msg);
   } else if (strcmp(type->valuestring, "unsubscribe") == 0) {

@@ -58,6 +58,14 @@ static void q_pop(vx_conn *c) {
   vx__buf_unref(b);
 }
 
+static void doom(vx_conn *c) {
+  if (c->doomed)
+    return;
+  c->doomed = true;
+  c->doomed_next = c->ev->doomed;
+  c->ev->doomed = c;
+}
+
 /* Queue `b` (the caller's reference moves to the queue). Over the send-queue bound a
  * WebSocket connection is doomed: closed with 1008 right after the current broadcast,
  * never left open with a gap in its stream. */
@@ -67,11 +75,12 @@ void vx__conn_send_owned(vx_conn *c, vx_buf *b) {
     vx__buf_unref(b);
     return;
   }
-  if (c->state == VXC_WS && c->qbytes + b->len > ev->opts.max_send_queue) {
+  /* While the kernel still takes everything, a burst bigger than the bound is fine: it is
+   * flushed at the end of this iteration. Once a write is pending (the kernel is full),
+   * the bound applies to every frame queued. */
+  if (c->state == VXC_WS && c->writing && c->qbytes + b->len > ev->opts.max_send_queue) {
     vx__buf_unref(b);
-    c->doomed = true;
-    c->doomed_next = ev->doomed;
-    ev->doomed = c;
+    doom(c);
     return;
   }
   if (q_reserve(c) != 0) {
@@ -182,17 +191,21 @@ static void flush(vx_conn *c) {
   }
   c->writing = true;
   c->qinflight = k;
+  if (c->state == VXC_WS && c->qbytes > c->ev->opts.max_send_queue)
+    doom(c);
 }
 
 void vx__conn_flush_all(vx_events *ev) {
-  vx__conn_process_doomed(ev);
-  while (ev->dirty) {
-    vx_conn *c = ev->dirty;
-    ev->dirty = c->dirty_next;
-    c->dirty = false;
-    c->dirty_next = NULL;
-    flush(c);
-  }
+  do {
+    vx__conn_process_doomed(ev);
+    while (ev->dirty) {
+      vx_conn *c = ev->dirty;
+      ev->dirty = c->dirty_next;
+      c->dirty = false;
+      c->dirty_next = NULL;
+      flush(c);
+    }
+  } while (ev->doomed); /* closing a slow consumer queues its close frame */
 }
 
 /* Slow consumers found during a broadcast are closed only after it, so no channel's
@@ -228,12 +241,27 @@ void vx__conn_close_ws(vx_conn *c, uint16_t code, const char *reason) {
     vx__conn_terminate(c);
     return;
   }
-  vx__hub_unsubscribe_all(c);
   vx__ws_queue_close(c, code, reason);
-  c->state = VXC_CLOSING;
+  vx__conn_leave_ws(c);
   c->deadline = uv_now(&c->ev->loop) + 2000;
   if (c->ev->shutting_down && c->ev->shutdown_deadline < c->deadline)
     c->deadline = c->ev->shutdown_deadline;
+}
+
+/* The connection stops being an open WebSocket: it leaves every channel, stops counting
+ * and the host hears of it, once, whether the close was a handshake or a cut. */
+void vx__conn_leave_ws(vx_conn *c) {
+  vx_events *ev = c->ev;
+  vx__hub_unsubscribe_all(c);
+  if (c->state == VXC_WS)
+    c->state = VXC_CLOSING;
+  if (c->announced) {
+    c->announced = false;
+    vx__map_del(&ev->sockets, c->id, VX_SOCKET_ID_LEN);
+    ev->nws--;
+    if (ev->opts.on_disconnect)
+      ev->opts.on_disconnect(c->id, ev->opts.hook_data);
+  }
 }
 
 void vx__conn_terminate(vx_conn *c) {
@@ -241,14 +269,7 @@ void vx__conn_terminate(vx_conn *c) {
     return;
   vx_events *ev = c->ev;
   c->closed = true;
-  vx__hub_unsubscribe_all(c);
-  if (c->announced) {
-    vx__map_del(&ev->sockets, c->id, VX_SOCKET_ID_LEN);
-    ev->nws--;
-    if (ev->opts.on_disconnect)
-      ev->opts.on_disconnect(c->id, ev->opts.hook_data);
-    c->announced = false;
-  }
+  vx__conn_leave_ws(c);
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -279,8 +300,12 @@ void vx__conn_sweep(vx_events *ev) {
   vx_conn *next;
   for (vx_conn *c = ev->conns; c; c = next) {
     next = c->next;
-    if (c->state != VXC_WS && c->deadline && now >= c->deadline)
+    if (c->state != VXC_WS && c->deadline && now >= c->deadline) {
+      vx__log(ev, VX_LOG_DEBUG, "deadline passed for %s (%s), %zu bytes unsent",
+              c->state == VXC_HTTP ? "HTTP request" : "close handshake",
+              c->state == VXC_HTTP ? "-" : c->id, c->qbytes);
       vx__conn_terminate(c);
+    }
   }
 }
 

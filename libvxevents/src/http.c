@@ -360,9 +360,20 @@ static void detail(details *d, const char *path, const char *msg) {
   vx__str_addz(&d->s, "}");
 }
 
-/* Check one broadcast object; prefix is "" or "batch.N.". */
-static void check_broadcast(const cJSON *o, const char *prefix, details *d) {
+/* Check one broadcast object; prefix is "" or "batch.N."; raw is its JSON text. */
+static void check_broadcast(const cJSON *o, const char *raw, size_t rawlen, const char *prefix,
+                            details *d) {
   char path[64];
+  static const char *const names[] = {"channel", "channels", "event", "except"};
+  for (size_t i = 0; cJSON_IsObject(o) && i < 4; i++) {
+    const char *v;
+    size_t vn;
+    if (vx__json_field(raw, rawlen, names[i], &v, &vn) && vx__json_has_nul(v, vn)) {
+      snprintf(path, sizeof path, "%s%s", prefix, names[i]);
+      detail(d, path, "must not contain NUL characters");
+      return;
+    }
+  }
   if (!cJSON_IsObject(o)) {
     snprintf(path, sizeof path, "%s", *prefix ? prefix : "body");
     if (*prefix)
@@ -413,7 +424,7 @@ static void check_broadcast(const cJSON *o, const char *prefix, details *d) {
   }
 }
 
-static int do_broadcast(vx_events *ev, const cJSON *o) {
+static int do_broadcast(vx_events *ev, const cJSON *o, const char *raw, size_t rawlen) {
   const char *names[VX_BATCH_MAX];
   size_t lens[VX_BATCH_MAX];
   size_t n = 0;
@@ -430,15 +441,12 @@ static int do_broadcast(vx_events *ev, const cJSON *o) {
   }
   const cJSON *evn = cJSON_GetObjectItemCaseSensitive(o, "event");
   const cJSON *ex = cJSON_GetObjectItemCaseSensitive(o, "except");
-  const cJSON *data = cJSON_GetObjectItemCaseSensitive(o, "data");
-  char *json = data ? cJSON_PrintUnformatted(data) : NULL;
-  if (data && !json)
-    return VX_ENOMEM;
-  int r = vx__hub_broadcast(ev, names, lens, n, evn->valuestring, strlen(evn->valuestring),
-                            json ? json : "null", json ? strlen(json) : 4,
-                            cJSON_IsString(ex) ? ex->valuestring : NULL);
-  cJSON_free(json);
-  return r;
+  /* `data` is spliced as the client wrote it: no re-serialization, nothing lost. */
+  const char *data = "null";
+  size_t dlen = 4;
+  vx__json_field(raw, rawlen, "data", &data, &dlen);
+  return vx__hub_broadcast(ev, names, lens, n, evn->valuestring, strlen(evn->valuestring), data,
+                           dlen, cJSON_IsString(ex) ? ex->valuestring : NULL);
 }
 
 static void handle_api(vx_conn *c, bool batch) {
@@ -461,25 +469,32 @@ static void handle_api(vx_conn *c, bool batch) {
     respond_error(c, 401, "Unauthorized", "WWW-Authenticate: Bearer\r\n", ka);
     return;
   }
-  cJSON *root = r->body.len ? cJSON_ParseWithLength(r->body.p, r->body.len) : NULL;
+  const char *body = r->body.p;
+  size_t blen = r->body.len;
+  cJSON *root = blen && vx__json_valid(body, blen) ? cJSON_ParseWithLength(body, blen) : NULL;
   details d = {0};
-  if (!root) {
+  const char *items_raw[VX_BATCH_MAX];
+  size_t items_len[VX_BATCH_MAX];
+  if (!root || !cJSON_IsObject(root)) {
     detail(&d, "body", "must be a JSON object");
   } else if (batch) {
     const cJSON *items = cJSON_GetObjectItemCaseSensitive(root, "batch");
     int n = cJSON_IsArray(items) ? cJSON_GetArraySize(items) : -1;
-    if (n < 1 || n > VX_BATCH_MAX) {
+    const char *araw;
+    size_t alen;
+    if (n < 1 || n > VX_BATCH_MAX || !vx__json_field(body, blen, "batch", &araw, &alen) ||
+        vx__json_array_items(araw, alen, items_raw, items_len, VX_BATCH_MAX) != (size_t)n) {
       detail(&d, "batch", "must be an array of 1 to 100 broadcasts");
     } else {
       int i = 0;
       for (const cJSON *it = items->child; it; it = it->next, i++) {
         char prefix[32];
         snprintf(prefix, sizeof prefix, "batch.%d.", i);
-        check_broadcast(it, prefix, &d);
+        check_broadcast(it, items_raw[i], items_len[i], prefix, &d);
       }
     }
   } else {
-    check_broadcast(root, "", &d);
+    check_broadcast(root, body, blen, "", &d);
   }
   if (d.n) {
     vx__str_addz(&d.s, "]}");
@@ -492,9 +507,9 @@ static void handle_api(vx_conn *c, bool batch) {
   if (batch) {
     for (const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, "batch")->child; it && !rc;
          it = it->next, count++)
-      rc = do_broadcast(ev, it);
+      rc = do_broadcast(ev, it, items_raw[count], items_len[count]);
   } else {
-    rc = do_broadcast(ev, root);
+    rc = do_broadcast(ev, root, body, blen);
     count = 1;
   }
   cJSON_Delete(root);
@@ -502,12 +517,12 @@ static void handle_api(vx_conn *c, bool batch) {
     respond_error(c, rc == VX_ENOMEM ? 503 : 400, vx_strerror(rc), NULL, ka);
     return;
   }
-  char body[64];
+  char out[64];
   if (batch)
-    snprintf(body, sizeof body, "{\"success\":true,\"count\":%d}", count);
+    snprintf(out, sizeof out, "{\"success\":true,\"count\":%d}", count);
   else
-    snprintf(body, sizeof body, "{\"success\":true}");
-  vx__http_respond(c, 200, NULL, body, ka);
+    snprintf(out, sizeof out, "{\"success\":true}");
+  vx__http_respond(c, 200, NULL, out, ka);
 }
 
 static void handle_request(vx_conn *c, const uint8_t *extra, size_t extra_len) {
@@ -515,6 +530,10 @@ static void handle_request(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   vx_http_req *r = c->req;
   size_t plen = strcspn(r->url, "?#");
   bool ka = r->keep_alive && !ev->shutting_down;
+  if (r->error_status) { /* e.g. 413 found at the headers: the body was skipped */
+    respond_error(c, r->error_status, status_text(r->error_status), NULL, false);
+    return;
+  }
   bool wants_ws = r->h[H_UPGRADE].seen && has_token(r->h[H_UPGRADE].v, "websocket");
   c->deadline = uv_now(&ev->loop) + VX_HTTP_DEADLINE_MS; /* keep-alive idle limit */
   if (plen == ev->path_len && memcmp(r->url, ev->path, plen) == 0) {

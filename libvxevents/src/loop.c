@@ -324,7 +324,11 @@ static void on_async(uv_async_t *a) {
   }
 }
 
+/* Frames queued by I/O callbacks and commands are flushed in the check phase, right after
+ * poll; frames queued by timers (pings, deadlines) in the prepare phase, right before the
+ * loop blocks. Either way nothing waits for the next wake-up. */
 static void on_check(uv_check_t *h) { vx__conn_flush_all(h->data); }
+static void on_prepare(uv_prepare_t *h) { vx__conn_flush_all(h->data); }
 
 static void on_ping(uv_timer_t *t) { vx__conn_ping_all(t->data); }
 
@@ -345,6 +349,7 @@ static void finish_if_done(vx_events *ev) {
   if (!uv_is_closing((uv_handle_t *)&ev->async)) {
     uv_close((uv_handle_t *)&ev->async, NULL);
     uv_close((uv_handle_t *)&ev->check, NULL);
+    uv_close((uv_handle_t *)&ev->prepare, NULL);
     uv_close((uv_handle_t *)&ev->ping_timer, NULL);
     uv_close((uv_handle_t *)&ev->sweep_timer, NULL);
   }
@@ -427,6 +432,9 @@ int vx_new(vx_events **out, const vx_options *opts) {
   uv_check_init(&ev->loop, &ev->check);
   ev->check.data = ev;
   uv_check_start(&ev->check, on_check);
+  uv_prepare_init(&ev->loop, &ev->prepare);
+  ev->prepare.data = ev;
+  uv_prepare_start(&ev->prepare, on_prepare);
   uv_timer_init(&ev->loop, &ev->ping_timer);
   ev->ping_timer.data = ev;
   if (o.ping_interval_ms)
@@ -437,6 +445,7 @@ int vx_new(vx_events **out, const vx_options *opts) {
   if (uv_thread_create(&ev->thread, thread_main, ev) != 0) {
     uv_close((uv_handle_t *)&ev->async, NULL);
     uv_close((uv_handle_t *)&ev->check, NULL);
+    uv_close((uv_handle_t *)&ev->prepare, NULL);
     uv_close((uv_handle_t *)&ev->ping_timer, NULL);
     uv_close((uv_handle_t *)&ev->sweep_timer, NULL);
     uv_run(&ev->loop, UV_RUN_DEFAULT);

@@ -254,6 +254,96 @@ static bool j_value(jv *j) {
   }
 }
 
+size_t vx__json_value_len(const char *p, size_t n) {
+  jv j = {(const uint8_t *)p, (const uint8_t *)p + n, 0};
+  if (!j_value(&j))
+    return 0;
+  return (size_t)(j.p - (const uint8_t *)p);
+}
+
+static const char *skip_ws(const char *p, const char *end) {
+  while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+    p++;
+  return p;
+}
+
+bool vx__json_field(const char *obj, size_t n, const char *key, const char **v, size_t *vn) {
+  const char *p = skip_ws(obj, obj + n), *end = obj + n;
+  size_t kl = strlen(key);
+  if (p >= end || *p != '{')
+    return false;
+  p++;
+  for (;;) {
+    p = skip_ws(p, end);
+    if (p >= end || *p != '"')
+      return false;
+    size_t sl = vx__json_value_len(p, (size_t)(end - p));
+    if (!sl)
+      return false;
+    bool match = sl == kl + 2 && memcmp(p + 1, key, kl) == 0;
+    p = skip_ws(p + sl, end);
+    if (p >= end || *p != ':')
+      return false;
+    p = skip_ws(p + 1, end);
+    size_t vl = vx__json_value_len(p, (size_t)(end - p));
+    if (!vl)
+      return false;
+    if (match) {
+      *v = p;
+      *vn = vl;
+      return true;
+    }
+    p = skip_ws(p + vl, end);
+    if (p >= end || *p != ',')
+      return false;
+    p++;
+  }
+}
+
+size_t vx__json_array_items(const char *arr, size_t n, const char **items, size_t *lens,
+                            size_t max) {
+  const char *p = skip_ws(arr, arr + n), *end = arr + n;
+  size_t count = 0;
+  if (p >= end || *p != '[')
+    return 0;
+  p = skip_ws(p + 1, end);
+  if (p < end && *p == ']')
+    return 0;
+  for (;;) {
+    p = skip_ws(p, end);
+    size_t vl = vx__json_value_len(p, (size_t)(end - p));
+    if (!vl)
+      return count;
+    if (count == max)
+      return max + 1;
+    items[count] = p;
+    lens[count++] = vl;
+    p = skip_ws(p + vl, end);
+    if (p >= end || *p != ',')
+      return count;
+    p++;
+  }
+}
+
+bool vx__json_has_nul(const char *p, size_t n) {
+  bool in_str = false;
+  for (size_t i = 0; i < n; i++) {
+    if (!in_str) {
+      if (p[i] == '"')
+        in_str = true;
+      continue;
+    }
+    if (p[i] == '"') {
+      in_str = false;
+    } else if (p[i] == '\\' && i + 1 < n) {
+      if (p[i + 1] == 'u' && i + 5 < n && memcmp(p + i + 2, "0000", 4) == 0)
+        return true;
+      i++; /* skip the escaped character */
+    }
+  }
+  return false;
+}
+
 bool vx__json_valid(const char *p, size_t n) {
   jv j = {(const uint8_t *)p, (const uint8_t *)p + n, 0};
   if (!j_value(&j))

@@ -76,6 +76,17 @@ bool vx__utf8_valid(const char *p, size_t n);
 /* Whole `p` is exactly one JSON value (whitespace around allowed), valid UTF-8,
  * nesting at most VX_JSON_DEPTH_MAX. Allocates nothing. */
 bool vx__json_valid(const char *p, size_t n);
+/* Length of the one JSON value at `p` (after leading whitespace), 0 if none. */
+size_t vx__json_value_len(const char *p, size_t n);
+/* In a JSON object text, the raw text of the top-level member `key` (compared without
+ * unescaping). Used to splice `data` verbatim instead of re-serializing it. */
+bool vx__json_field(const char *obj, size_t n, const char *key, const char **v, size_t *vn);
+/* Raw spans of up to `max` elements of a JSON array; returns max + 1 when there are more. */
+size_t vx__json_array_items(const char *arr, size_t n, const char **items, size_t *lens,
+                            size_t max);
+/* Does any string in this JSON text contain the escape \u0000? C strings from the parser
+ * would silently stop there. */
+bool vx__json_has_nul(const char *p, size_t n);
 bool vx__channel_valid(const char *name, size_t n);
 size_t vx__json_escaped_len(const char *p, size_t n); /* without quotes */
 char *vx__json_escape_into(char *dst, const char *p, size_t n);
@@ -187,7 +198,8 @@ struct vx_events {
   bool thread_started;
   uv_loop_t loop;
   uv_async_t async;
-  uv_check_t check;        /* flushes dirty connections at the end of each iteration */
+  uv_check_t check;        /* flushes dirty connections after the I/O callbacks */
+  uv_prepare_t prepare;    /* and before blocking, for what timers queued */
   uv_timer_t ping_timer;
   uv_timer_t sweep_timer;  /* HTTP and close-handshake deadlines, shutdown progress */
   uv_tcp_t listener;
@@ -230,6 +242,7 @@ void vx__conn_send_owned(vx_conn *c, vx_buf *b); /* takes ownership of b's refer
 void vx__conn_mark_dirty(vx_conn *c);
 void vx__conn_flush_all(vx_events *ev);
 void vx__conn_terminate(vx_conn *c);
+void vx__conn_leave_ws(vx_conn *c);
 void vx__conn_close_ws(vx_conn *c, uint16_t code, const char *reason);
 void vx__conn_process_doomed(vx_events *ev);
 void vx__conn_sweep(vx_events *ev);

@@ -112,11 +112,12 @@ static void after_wslay(vx_conn *c) {
   bool rcvd = wslay_event_get_close_received(c->ws);
   if (sent || rcvd) {
     if (c->state == VXC_WS) {
-      vx__hub_unsubscribe_all(c);
-      c->state = VXC_CLOSING;
+      vx__conn_leave_ws(c);
       c->deadline = uv_now(&c->ev->loop) + 2000;
     }
-    if (sent && rcvd) {
+    /* Done when both closes have passed, or when wslay stopped reading after a protocol
+     * error (it will not read the peer's answer, so there is nothing to wait for). */
+    if ((sent && rcvd) || (sent && !wslay_event_want_read(c->ws))) {
       c->close_after_flush = true;
       vx__conn_mark_dirty(c);
     }
@@ -152,6 +153,7 @@ int vx__ws_start(vx_conn *c, const uint8_t *extra, size_t extra_len) {
 void vx__ws_on_read(vx_conn *c, const uint8_t *p, size_t n) {
   if (!c->ws || c->closed)
     return;
+  c->alive = true; /* any bytes from the peer, a pong among them, prove it is there */
   c->in = p;
   c->in_len = n;
   int r = wslay_event_recv(c->ws);

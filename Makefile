@@ -1,0 +1,52 @@
+# Entry points named in the README. The build itself is CMake + Ninja.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+CMAKE_FLAGS ?=
+
+.PHONY: all build build-asan run test test-c test-node test-asan bench bench-smoke clean
+
+all: build
+
+$(BUILD)/build.ninja: CMakeLists.txt tests/c/CMakeLists.txt
+	cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS)
+
+build: $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+$(ASAN_BUILD)/build.ninja: CMakeLists.txt tests/c/CMakeLists.txt
+	cmake -S . -B $(ASAN_BUILD) -G Ninja -DVX_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+
+build-asan: $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+
+# The main job: the standalone server on the embedded default, ws://localhost:3030/ws.
+run: build
+	./$(BUILD)/vxevents-server $(ARGS)
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+test-c: build
+	cd $(BUILD) && ctest --output-on-failure --timeout 120
+
+test-node: build node_modules/.package-lock.json
+	VXEVENTS_SERVER=$(CURDIR)/$(BUILD)/vxevents-server npm run --silent test:node
+
+# The C tests and the Node integration suite again, against an ASan+UBSan build
+# (leaks, overflows and undefined behaviour fail the run).
+test-asan: build-asan node_modules/.package-lock.json
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 ctest --output-on-failure --timeout 180
+	VXEVENTS_SERVER=$(CURDIR)/$(ASAN_BUILD)/vxevents-server ASAN_OPTIONS=detect_leaks=1 \
+	  npm run --silent test:node
+
+bench-smoke: build
+	bash bench/smoke.sh
+
+# Everything: what CI runs after installing the dependencies.
+test: test-c test-node test-asan bench-smoke
+
+bench: build
+	bash bench/run.sh
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) bench/build

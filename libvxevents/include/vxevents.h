@@ -73,6 +73,34 @@ typedef void (*vx_log_cb)(int level, const char *message, void *data);
 #define VX_LOG_INFO 2
 #define VX_LOG_DEBUG 3
 
+/* A client event ({"type":"message"} on a private/presence channel the socket is
+ * subscribed to), after the core accepted and rebroadcast it. `data` is JSON text. */
+typedef void (*vx_client_event_cb)(const char *socket_id, const char *channel,
+                                   const char *event, const char *data, size_t data_len,
+                                   void *hook_data);
+
+/* Channel authorization asked of the host by the core's own HTTP routes:
+ * POST {path}/auth (kind VX_AUTH_TOKEN) and, with SSE, POST {sse_path}/subscribe (kind
+ * VX_AUTH_SUBSCRIBE). Every string is borrowed for the duration of the call. The host
+ * answers exactly once, from any thread, with vx_auth_reply(ev, req->id, ...); a request
+ * not answered within 10 s gets 503. */
+#define VX_AUTH_TOKEN 1
+#define VX_AUTH_SUBSCRIBE 2
+typedef struct vx_auth_request {
+  uint64_t id;            /* pass to vx_auth_reply */
+  int kind;               /* VX_AUTH_TOKEN or VX_AUTH_SUBSCRIBE */
+  const char *socket_id;  /* from the body (socketId / connectionId) */
+  const char *channel;    /* from the body, already checked to be a valid name */
+  const char *channel_type; /* "public", "private" or "presence" */
+  const char *method;     /* "POST" */
+  const char *url;        /* request target, query included */
+  const char *headers;    /* every header, "Name: value\r\n" each */
+  size_t headers_len;
+  const char *body;       /* the raw JSON body */
+  size_t body_len;
+} vx_auth_request;
+typedef void (*vx_authorize_cb)(const vx_auth_request *req, void *hook_data);
+
 typedef struct vx_options {
   const char *path;             /* WebSocket endpoint path; default "/ws" */
   uint32_t ping_interval_ms;    /* keep-alive ping period; default 30000; 0 disables */
@@ -81,6 +109,13 @@ typedef struct vx_options {
   uint32_t max_connections;     /* further connections get 503; default 100000 */
   uint32_t max_channels_per_conn; /* subscriptions per connection; default 100 */
   const char *api_key;          /* enables POST /api/broadcast|batch; NULL = off */
+  const char *auth_secret;      /* HMAC key for private/presence tokens, >= 32 chars; NULL =
+                                   private/presence subscriptions are refused */
+  vx_authorize_cb authorize;    /* NULL = public yes, private/presence no */
+  vx_client_event_cb on_client_event; /* optional */
+  uint32_t client_events_per_sec; /* per connection; default 10; 0 disables client events */
+  size_t max_member_size;       /* presence channel_data bytes; default 2048 */
+  uint32_t max_presence_members; /* per channel; default 10000 */
   vx_connect_cb on_connect;     /* optional */
   vx_disconnect_cb on_disconnect; /* optional */
   vx_log_cb on_log;             /* optional; NULL logs nothing */
@@ -126,6 +161,22 @@ VX_EXTERN int vx_broadcast_many(vx_events *ev, const char *const *channels, size
                                 const char *event, const char *data, size_t data_len,
                                 const char *except_id);
 
+/* Sign a channel subscription: writes "socketId:hex(HMAC-SHA256(secret,
+ * socketId:channel[:channel_data]))" and a NUL into `out` (`out_len` >= 200 + 66 + the
+ * socket id's length is always enough). Synchronous and thread-safe: it touches only the
+ * immutable secret. Returns the string length (> 0), or VX_EINVAL (bad socket id or
+ * channel, out too small), VX_ESECRET (no auth_secret configured). */
+VX_EXTERN int vx_sign(vx_events *ev, const char *socket_id, const char *channel,
+                      const char *channel_data, char *out, size_t out_len);
+
+/* Answer an authorization request (see vx_authorize_cb). `authorized` 0 refuses with
+ * `error` (may be NULL); otherwise for a presence channel `member_json` must be the member
+ * object {"id": ..., "info": ...} (a string or number id). Thread-safe; strings copied.
+ * Returns 0, VX_EINVAL (bad member JSON), VX_ENOTFOUND (unknown or expired id),
+ * VX_ECLOSED. */
+VX_EXTERN int vx_auth_reply(vx_events *ev, uint64_t id, int authorized, const char *member_json,
+                            const char *error);
+
 /* Query callbacks. `status` is 0 or a negative code (VX_ECLOSED when the instance closed
  * before answering); on error the other arguments are 0/NULL. */
 typedef void (*vx_count_cb)(int status, uint64_t count, void *data);
@@ -149,6 +200,12 @@ VX_EXTERN int vx_subscriber_count(vx_events *ev, const char *channel, vx_count_c
  * Returns 0, VX_ECHANNEL, VX_ECLOSED. */
 VX_EXTERN int vx_has_subscribers(vx_events *ev, const char *channel, vx_count_cb cb,
                                  void *data);
+/* Presence members of `channel` as a JSON array text [{"id":..,"info":..},...]
+ * (deduplicated by id), borrowed for the callback. Returns 0, VX_ECHANNEL, VX_ECLOSED. */
+typedef void (*vx_json_cb)(int status, const char *json, size_t len, void *data);
+VX_EXTERN int vx_presence_members(vx_events *ev, const char *channel, vx_json_cb cb,
+                                  void *data);
+
 /* Channels with at least one subscriber. Returns 0, VX_EINVAL (cb NULL), VX_ECLOSED. */
 VX_EXTERN int vx_channels(vx_events *ev, vx_channels_cb cb, void *data);
 /* Counters. Returns 0, VX_EINVAL (cb NULL), VX_ECLOSED. */

@@ -3,6 +3,8 @@
 #include "vx_int.h"
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void vx__client_send_json(vx_conn *c, const char *json, size_t n) {
@@ -54,7 +56,86 @@ static bool has_prefix(const char *s, size_t n, const char *pfx) {
   return n >= pl && memcmp(s, pfx, pl) == 0;
 }
 
-static void on_subscribe(vx_conn *c, const cJSON *msg) {
+/* Private and presence subscriptions: the token must be this connection's signature of
+ * this channel (and, for presence, of this exact channel_data). */
+static void on_subscribe_auth(vx_conn *c, const cJSON *msg, const char *raw, size_t rawlen,
+                              const char *name, size_t n, bool presence) {
+  vx_events *ev = c->ev;
+  (void)raw;
+  (void)rawlen;
+  if (!ev->auth_secret) {
+    send_sub_reply(c, "subscription_error", name, n,
+                   "private and presence channels are disabled: the server has no authSecret");
+    return;
+  }
+  const cJSON *auth = cJSON_GetObjectItemCaseSensitive(msg, "auth");
+  if (!cJSON_IsString(auth) || !*auth->valuestring) {
+    send_sub_reply(c, "subscription_error", name, n, "auth token required (from the auth endpoint)");
+    return;
+  }
+  const char *tok = auth->valuestring;
+  size_t tl = strlen(tok);
+  const char *colon = strchr(tok, ':');
+  if (!colon || (size_t)(colon - tok) != VX_SOCKET_ID_LEN ||
+      memcmp(tok, c->id, VX_SOCKET_ID_LEN) != 0) {
+    send_sub_reply(c, "subscription_error", name, n,
+                   colon ? "auth token was issued for another connection" : "malformed auth token");
+    return;
+  }
+  const cJSON *cd = NULL;
+  if (presence) {
+    cd = cJSON_GetObjectItemCaseSensitive(msg, "channel_data");
+    if (!cd)
+      cd = cJSON_GetObjectItemCaseSensitive(msg, "channelData");
+    if (!cJSON_IsString(cd)) {
+      send_sub_reply(c, "subscription_error", name, n,
+                     "presence channels need channel_data (a JSON string from the auth endpoint)");
+      return;
+    }
+    if (strlen(cd->valuestring) > ev->opts.max_member_size) {
+      send_sub_reply(c, "subscription_error", name, n, "channel_data is too large");
+      return;
+    }
+  }
+  if (!vx__auth_verify(ev, c->id, name, n, cd ? cd->valuestring : NULL,
+                       cd ? strlen(cd->valuestring) : 0, tok, tl)) {
+    send_sub_reply(c, "subscription_error", name, n,
+                   presence ? "invalid auth token for this channel and channel_data"
+                            : "invalid auth token for this channel");
+    return;
+  }
+  if (!presence) {
+    int r = vx__hub_subscribe(c, name, n);
+    if (r)
+      send_sub_reply(c, "subscription_error", name, n,
+                     r == VX_EINVAL ? "too many channels on this connection" : "server out of memory");
+    else
+      send_sub_reply(c, "subscription_succeeded", name, n, NULL);
+    return;
+  }
+  const char *err = NULL;
+  vx_member *m = vx__member_parse(cd->valuestring, strlen(cd->valuestring), &err);
+  if (!m || vx__hub_subscribe_presence(c, name, n, m, &err) != 0) {
+    send_sub_reply(c, "subscription_error", name, n, err);
+    return;
+  }
+  size_t ml = 0;
+  char *members = vx__hub_members_json(ev, name, n, &ml);
+  vx_str s = {0};
+  vx__str_addz(&s, "{\"type\":\"subscription_succeeded\",\"channel\":\"");
+  vx__str_add(&s, name, n);
+  vx__str_addz(&s, "\",\"data\":{\"members\":");
+  vx__str_add(&s, members ? members : "[]", members ? ml : 2);
+  vx__str_addz(&s, "}}");
+  if (!s.oom)
+    vx__client_send_json(c, s.p, s.len);
+  vx__str_free(&s);
+  free(members);
+}
+
+static void on_subscribe(vx_conn *c, const cJSON *msg, const char *raw, size_t rawlen) {
+  (void)raw;
+  (void)rawlen;
   const cJSON *ch = cJSON_GetObjectItemCaseSensitive(msg, "channel");
   if (!cJSON_IsString(ch)) {
     send_sub_reply(c, "subscription_error", "", 0, "channel is required and must be a string");
@@ -67,10 +148,9 @@ static void on_subscribe(vx_conn *c, const cJSON *msg) {
                    "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)");
     return;
   }
-  if (has_prefix(name, n, "private-") || has_prefix(name, n, "presence-")) {
-    send_sub_reply(c, "subscription_error", name, n,
-                   "private and presence channels need channel authorization, which this "
-                   "server does not offer yet");
+  bool presence = has_prefix(name, n, "presence-");
+  if (presence || has_prefix(name, n, "private-")) {
+    on_subscribe_auth(c, msg, raw, rawlen, name, n, presence);
     return;
   }
   int r = vx__hub_subscribe(c, name, n);
@@ -94,15 +174,66 @@ static void on_unsubscribe(vx_conn *c, const cJSON *msg) {
   vx__hub_unsubscribe(c, ch->valuestring, strlen(ch->valuestring));
 }
 
-static void on_client_event(vx_conn *c, const cJSON *msg) {
+/* Client events: only on private/presence channels the sender is subscribed to, rate
+ * limited per connection (token bucket), rebroadcast to the channel except the sender
+ * with the sender's data spliced verbatim. */
+static void on_client_event(vx_conn *c, const cJSON *msg, const char *raw, size_t rawlen) {
+  vx_events *ev = c->ev;
   const cJSON *ch = cJSON_GetObjectItemCaseSensitive(msg, "channel");
   const cJSON *evn = cJSON_GetObjectItemCaseSensitive(msg, "event");
   if (!cJSON_IsString(ch) || !cJSON_IsString(evn)) {
     send_error(c, "message needs channel and event strings");
     return;
   }
-  send_error(c, "client events are only allowed on private and presence channels the "
-                "connection is subscribed to");
+  const char *name = ch->valuestring;
+  size_t n = strlen(name);
+  size_t el = strlen(evn->valuestring);
+  if (el == 0 || el > VX_EVENT_MAX) {
+    send_error(c, "event must be a string of 1 to 200 bytes");
+    return;
+  }
+  if (!(has_prefix(name, n, "private-") || has_prefix(name, n, "presence-")) ||
+      !vx__hub_is_subscribed(c, name, n)) {
+    send_error(c, "client events are only allowed on private and presence channels the "
+                  "connection is subscribed to");
+    return;
+  }
+  if (ev->opts.client_events_per_sec == 0) {
+    send_error(c, "client events are disabled on this server");
+    return;
+  }
+  double rate = ev->opts.client_events_per_sec;
+  uint64_t now = uv_now(&ev->loop);
+  if (c->ce_last_ms == 0)
+    c->ce_tokens = rate;
+  else
+    c->ce_tokens += (double)(now - c->ce_last_ms) * rate / 1000.0;
+  if (c->ce_tokens > rate)
+    c->ce_tokens = rate;
+  c->ce_last_ms = now;
+  if (c->ce_tokens < 1.0) {
+    char m[96];
+    snprintf(m, sizeof m, "client event rate limit exceeded (%u per second)",
+             ev->opts.client_events_per_sec);
+    send_error(c, m);
+    return;
+  }
+  c->ce_tokens -= 1.0;
+  const char *data = "null";
+  size_t dl = 4;
+  vx__json_field(raw, rawlen, "data", &data, &dl);
+  const char *names[1] = {name};
+  size_t lens[1] = {n};
+  vx__hub_broadcast(ev, names, lens, 1, evn->valuestring, el, data, dl, c->id);
+  if (ev->opts.on_client_event) {
+    char *d = malloc(dl + 1);
+    if (d) {
+      memcpy(d, data, dl);
+      d[dl] = '\0';
+      ev->opts.on_client_event(c->id, name, evn->valuestring, d, dl, ev->opts.hook_data);
+      free(d);
+    }
+  }
 }
 
 void vx__client_message(vx_conn *c, const char *p, size_t n) {
@@ -126,13 +257,13 @@ void vx__client_message(vx_conn *c, const char *p, size_t n) {
   } else if (nul) {
     send_error(c, "NUL characters (\\u0000) are not allowed in messages");
   } else if (strcmp(type->valuestring, "subscribe") == 0) {
-    on_subscribe(c, msg);
+    on_subscribe(c, msg, p, n);
   } else if (strcmp(type->valuestring, "unsubscribe") == 0) {
     on_unsubscribe(c, msg);
   } else if (strcmp(type->valuestring, "ping") == 0) {
     vx__conn_send(c, c->ev->pong_msg);
   } else if (strcmp(type->valuestring, "message") == 0) {
-    on_client_event(c, msg);
+    on_client_event(c, msg, p, n);
   } else {
     send_error(c, "unknown message type");
   }

@@ -83,9 +83,9 @@ void vx__conn_send_owned(vx_conn *c, vx_buf *b) {
     doom(c);
     return;
   }
-  if (q_reserve(c) != 0) {
+  if (q_reserve(c) != 0) { /* out of memory: closed like a slow consumer, not here */
     vx__buf_unref(b);
-    vx__conn_terminate(c);
+    doom(c);
     return;
   }
   c->q[(c->qhead + c->qlen) & (c->qcap - 1)] = b;
@@ -229,6 +229,10 @@ void vx__conn_process_doomed(vx_events *ev) {
     }
     c->doomed = false;
     vx__conn_close_ws(c, 1008, "slow consumer");
+    /* Its kernel buffer is full, so the close frame waits behind what is in flight: give
+     * the peer longer than a normal handshake to read it (memory is already released). */
+    if (!c->closed && !c->ev->shutting_down)
+      c->deadline = uv_now(&c->ev->loop) + 10000;
   }
 }
 
@@ -269,6 +273,7 @@ void vx__conn_terminate(vx_conn *c) {
     return;
   vx_events *ev = c->ev;
   c->closed = true;
+  vx__http_auth_detach(c);
   vx__conn_leave_ws(c);
   if (c->prev)
     c->prev->next = c->next;

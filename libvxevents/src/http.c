@@ -31,6 +31,7 @@ struct vx_http_req {
   int cur;
   hval h[H_OTHER];
   vx_str body;
+  vx_str raw_headers; /* "Name: value\r\n" each, for the host's authorizer */
   int error_status;
   bool complete, keep_alive, stop;
   int method;
@@ -53,6 +54,7 @@ static int count_header(vx_conn *c, size_t n) {
 static int on_message_begin(http_parser *p) {
   vx_http_req *r = conn_of(p)->req;
   vx__str_free(&r->body);
+  vx__str_free(&r->raw_headers);
   memset(r, 0, sizeof *r);
   return 0;
 }
@@ -92,10 +94,13 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
   if (count_header(c, n))
     return 1;
   vx_http_req *r = c->req;
-  if (r->in_value) {
+  if (r->in_value || r->raw_headers.len == 0) {
+    if (r->raw_headers.len)
+      vx__str_addz(&r->raw_headers, "\r\n");
     r->in_value = false;
     r->field_len = 0;
   }
+  vx__str_add(&r->raw_headers, at, n);
   if (r->field_len + n < sizeof r->field) {
     memcpy(r->field + r->field_len, at, n);
     r->field_len += n;
@@ -110,6 +115,9 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
   if (count_header(c, n))
     return 1;
   vx_http_req *r = c->req;
+  if (!r->in_value)
+    vx__str_addz(&r->raw_headers, ": ");
+  vx__str_add(&r->raw_headers, at, n);
   if (!r->in_value) {
     r->in_value = true;
     r->cur = r->field_len < sizeof r->field ? field_id(r->field, r->field_len) : H_OTHER;
@@ -136,6 +144,12 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
 
 static int on_headers_complete(http_parser *p) {
   vx_conn *c = conn_of(p);
+  if (c->req->raw_headers.len)
+    vx__str_addz(&c->req->raw_headers, "\r\n");
+  if (c->req->raw_headers.oom) {
+    c->req->error_status = 503;
+    return 1;
+  }
   if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->ev->opts.max_payload) {
     c->req->error_status = 413;
     return 1;
@@ -194,8 +208,10 @@ int vx__http_start(vx_conn *c) {
 }
 
 void vx__http_free(vx_conn *c) {
-  if (c->req)
+  if (c->req) {
     vx__str_free(&c->req->body);
+    vx__str_free(&c->req->raw_headers);
+  }
   free(c->req);
   free(c->hp);
   c->req = NULL;
@@ -210,12 +226,14 @@ static const char *status_text(int s) {
   case 401: return "Unauthorized";
   case 404: return "Not Found";
   case 405: return "Method Not Allowed";
+  case 403: return "Forbidden";
   case 413: return "Payload Too Large";
   case 414: return "URI Too Long";
   case 426: return "Upgrade Required";
   case 431: return "Request Header Fields Too Large";
   case 500: return "Internal Server Error";
   case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout";
   default: return "Error";
   }
 }
@@ -525,6 +543,200 @@ static void handle_api(vx_conn *c, bool batch) {
   vx__http_respond(c, 200, NULL, out, ka);
 }
 
+/* ---- POST {path}/auth: tokens for private/presence channels ---- */
+
+static const char *channel_type(const char *name) {
+  if (strncmp(name, "private-", 8) == 0)
+    return "private";
+  if (strncmp(name, "presence-", 9) == 0)
+    return "presence";
+  return "public";
+}
+
+static bool socket_id_ok(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 64)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!strchr("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ._-", s[i]))
+      return false;
+  return true;
+}
+
+static const cJSON *field2(const cJSON *o, const char *a, const char *b) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, a);
+  return v ? v : cJSON_GetObjectItemCaseSensitive(o, b);
+}
+
+/* Answer an auth request once the decision is known (on the loop thread). */
+static void auth_respond(vx_conn *c, const char *socket_id, const char *channel, bool authorized,
+                         const char *member, const char *error) {
+  vx_events *ev = c->ev;
+  if (!authorized) {
+    respond_error(c, 403, error && *error ? error : "Forbidden", NULL, false);
+    return;
+  }
+  const char *type = channel_type(channel);
+  if (strcmp(type, "public") == 0) {
+    vx__http_respond(c, 200, NULL, "{\"auth\":null}", false);
+    return;
+  }
+  bool presence = strcmp(type, "presence") == 0;
+  if (presence && (!member || !*member)) {
+    respond_error(c, 403, "presence channels need a member from the authorizer", NULL, false);
+    return;
+  }
+  char tok[VX_CHANNEL_MAX + 140];
+  int n = vx__auth_token(ev->auth_secret, ev->auth_secret_len, socket_id, strlen(socket_id),
+                         channel, strlen(channel), presence ? member : NULL,
+                         presence ? strlen(member) : 0, tok, sizeof tok);
+  if (n < 0) {
+    respond_error(c, 500, "cannot sign the token", NULL, false);
+    return;
+  }
+  vx_str s = {0};
+  vx__str_addz(&s, "{\"auth\":");
+  vx__str_add_json_string(&s, tok, (size_t)n);
+  if (presence) {
+    vx__str_addz(&s, ",\"channel_data\":");
+    vx__str_add_json_string(&s, member, strlen(member));
+  }
+  vx__str_addz(&s, "}");
+  if (s.oom)
+    respond_error(c, 503, "out of memory", NULL, false);
+  else
+    vx__http_respond(c, 200, NULL, s.p, false);
+  vx__str_free(&s);
+}
+
+static void handle_auth(vx_conn *c) {
+  vx_events *ev = c->ev;
+  vx_http_req *r = c->req;
+  if (r->method != HTTP_POST) {
+    respond_error(c, 405, "Method not allowed", "Allow: POST\r\n", false);
+    return;
+  }
+  const char *body = r->body.p;
+  size_t blen = r->body.len;
+  cJSON *root = blen && vx__json_valid(body, blen) && !vx__json_has_nul(body, blen)
+                    ? cJSON_ParseWithLength(body, blen)
+                    : NULL;
+  details d = {0};
+  const cJSON *sid = root ? field2(root, "socketId", "socket_id") : NULL;
+  const cJSON *ch = root ? field2(root, "channel", "channel_name") : NULL;
+  if (!root || !cJSON_IsObject(root)) {
+    detail(&d, "body", "must be a JSON object {socketId, channel}");
+  } else {
+    if (!cJSON_IsString(sid) || !socket_id_ok(sid->valuestring))
+      detail(&d, "socketId", sid ? "must be a socket id string" : "required");
+    if (!cJSON_IsString(ch) || !vx__channel_valid(ch->valuestring, strlen(ch->valuestring)))
+      detail(&d, "channel", ch ? "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)"
+                               : "required");
+  }
+  if (d.n) {
+    vx__str_addz(&d.s, "]}");
+    vx__http_respond(c, 400, NULL, d.s.oom ? "{\"error\":\"Validation failed\"}" : d.s.p, false);
+    vx__str_free(&d.s);
+    cJSON_Delete(root);
+    return;
+  }
+  const char *type = channel_type(ch->valuestring);
+  if (strcmp(type, "public") != 0 && !ev->auth_secret) {
+    respond_error(c, 500, "authSecret is not configured", NULL, false);
+    cJSON_Delete(root);
+    return;
+  }
+  if (!ev->opts.authorize) { /* default: public yes, private/presence no */
+    auth_respond(c, sid->valuestring, ch->valuestring, strcmp(type, "public") == 0, NULL,
+                 "Forbidden");
+    cJSON_Delete(root);
+    return;
+  }
+  vx_pending_auth *p = calloc(1, sizeof *p);
+  if (!p || !(p->socket_id = malloc(strlen(sid->valuestring) + 1))) {
+    free(p);
+    respond_error(c, 503, "out of memory", NULL, false);
+    cJSON_Delete(root);
+    return;
+  }
+  strcpy(p->socket_id, sid->valuestring);
+  strcpy(p->channel, ch->valuestring);
+  p->id = ++ev->next_auth_id;
+  p->conn = c;
+  p->kind = VX_AUTH_TOKEN;
+  p->deadline = uv_now(&ev->loop) + 10000;
+  p->next = ev->pending;
+  ev->pending = p;
+  c->pending = p;
+  r->stop = true; /* nothing more is read from this connection until it is answered */
+  c->deadline = p->deadline + 1000;
+  vx_auth_request req = {
+      .id = p->id,
+      .kind = VX_AUTH_TOKEN,
+      .socket_id = p->socket_id,
+      .channel = p->channel,
+      .channel_type = type,
+      .method = "POST",
+      .url = r->url,
+      .headers = r->raw_headers.p ? r->raw_headers.p : "",
+      .headers_len = r->raw_headers.len,
+      .body = body,
+      .body_len = blen,
+  };
+  cJSON_Delete(root);
+  ev->opts.authorize(&req, ev->opts.hook_data);
+}
+
+static vx_pending_auth *pending_take(vx_events *ev, uint64_t id) {
+  for (vx_pending_auth **pp = &ev->pending; *pp; pp = &(*pp)->next) {
+    if ((*pp)->id == id) {
+      vx_pending_auth *p = *pp;
+      *pp = p->next;
+      if (p->conn)
+        p->conn->pending = NULL;
+      return p;
+    }
+  }
+  return NULL;
+}
+
+void vx__http_auth_answer(vx_events *ev, uint64_t id, bool authorized, const char *member,
+                          const char *error) {
+  vx_pending_auth *p = pending_take(ev, id);
+  if (!p)
+    return; /* expired, or its connection is gone */
+  if (p->conn && !p->conn->closed)
+    auth_respond(p->conn, p->socket_id, p->channel, authorized, member, error);
+  free(p->socket_id);
+  free(p);
+}
+
+void vx__http_auth_expire(vx_events *ev) {
+  uint64_t now = uv_now(&ev->loop);
+  vx_pending_auth **pp = &ev->pending;
+  while (*pp) {
+    vx_pending_auth *p = *pp;
+    if (now < p->deadline && !ev->shutting_down) {
+      pp = &p->next;
+      continue;
+    }
+    *pp = p->next;
+    if (p->conn) {
+      p->conn->pending = NULL;
+      respond_error(p->conn, 503, "the authorizer did not answer in time", NULL, false);
+    }
+    free(p->socket_id);
+    free(p);
+  }
+}
+
+void vx__http_auth_detach(vx_conn *c) {
+  if (c->pending) {
+    c->pending->conn = NULL;
+    c->pending = NULL;
+  }
+}
+
 static void handle_request(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   vx_events *ev = c->ev;
   vx_http_req *r = c->req;
@@ -547,6 +759,10 @@ static void handle_request(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   }
   if (wants_ws) {
     respond_error(c, 404, "Not found", NULL, false);
+    return;
+  }
+  if (plen == ev->auth_path_len && memcmp(r->url, ev->auth_path, plen) == 0) {
+    handle_auth(c);
     return;
   }
   if (plen == 7 && memcmp(r->url, "/health", 7) == 0) {

@@ -29,8 +29,28 @@ static void channel_drop_if_empty(vx_events *ev, vx_channel *ch) {
   if (ch->nsubs)
     return;
   vx__map_del(&ev->channels, ch->name, ch->name_len);
+  vx__map_free(&ch->members); /* every member went with its last subscription */
   free(ch->subs);
   free(ch);
+}
+
+/* Queue one frame to every subscriber of `ch` but `skip`. Never closes anything itself
+ * (slow consumers are only marked), so callers may hold channel pointers across it. */
+static void channel_send(vx_channel *ch, vx_buf *b, vx_conn *skip) {
+  for (uint32_t i = 0; i < ch->nsubs; i++) {
+    vx_conn *c = ch->subs[i]->conn;
+    if (c != skip)
+      vx__conn_send(c, b);
+  }
+}
+
+static void member_event(vx_channel *ch, const char *event, vx_member *m, vx_conn *skip) {
+  vx_buf *b = vx__envelope_frame(ch->name, ch->name_len, event, strlen(event), m->json,
+                                 m->json_len);
+  if (b) {
+    channel_send(ch, b, skip);
+    vx__buf_unref(b);
+  }
 }
 
 bool vx__hub_is_subscribed(vx_conn *c, const char *name, size_t n) {
@@ -40,29 +60,42 @@ bool vx__hub_is_subscribed(vx_conn *c, const char *name, size_t n) {
   return false;
 }
 
+static vx_sub *add_sub(vx_conn *c, const char *name, size_t n, int *err);
+
 int vx__hub_subscribe(vx_conn *c, const char *name, size_t n) {
-  vx_events *ev = c->ev;
   if (vx__hub_is_subscribed(c, name, n))
     return 0;
-  if (c->nsubs >= ev->opts.max_channels_per_conn)
-    return VX_EINVAL;
+  int err = 0;
+  add_sub(c, name, n, &err);
+  return err;
+}
+
+/* Join `c` to channel `name` (not yet subscribed). Returns the subscription, or NULL with
+ * *err = VX_EINVAL (per-connection limit) or VX_ENOMEM. */
+static vx_sub *add_sub(vx_conn *c, const char *name, size_t n, int *err) {
+  vx_events *ev = c->ev;
+  if (c->nsubs >= ev->opts.max_channels_per_conn) {
+    *err = VX_EINVAL;
+    return NULL;
+  }
+  *err = VX_ENOMEM;
   if (c->nsubs == c->subcap) {
     uint32_t ncap = c->subcap ? c->subcap * 2 : 2;
     vx_sub **ns = realloc(c->subs, ncap * sizeof *ns);
     if (!ns)
-      return VX_ENOMEM;
+      return NULL;
     c->subs = ns;
     c->subcap = ncap;
   }
   vx_channel *ch = channel_get(ev, name, n, true);
   if (!ch)
-    return VX_ENOMEM;
+    return NULL;
   if (ch->nsubs == ch->cap) {
     uint32_t ncap = ch->cap ? ch->cap * 2 : 4;
     vx_sub **ns = realloc(ch->subs, ncap * sizeof *ns);
     if (!ns) {
       channel_drop_if_empty(ev, ch);
-      return VX_ENOMEM;
+      return NULL;
     }
     ch->subs = ns;
     ch->cap = ncap;
@@ -70,14 +103,16 @@ int vx__hub_subscribe(vx_conn *c, const char *name, size_t n) {
   vx_sub *s = malloc(sizeof *s);
   if (!s) {
     channel_drop_if_empty(ev, ch);
-    return VX_ENOMEM;
+    return NULL;
   }
   s->conn = c;
   s->ch = ch;
+  s->member = NULL;
   s->idx = ch->nsubs;
   ch->subs[ch->nsubs++] = s;
   c->subs[c->nsubs++] = s;
-  return 0;
+  *err = 0;
+  return s;
 }
 
 static void sub_remove(vx_events *ev, vx_sub *s) {
@@ -85,8 +120,121 @@ static void sub_remove(vx_events *ev, vx_sub *s) {
   vx_sub *last = ch->subs[--ch->nsubs];
   ch->subs[s->idx] = last;
   last->idx = s->idx;
+  vx_member *m = s->member;
   free(s);
+  /* The user's last connection on the channel left: everyone else hears it once. */
+  if (m && --m->conns == 0) {
+    vx__map_del(&ch->members, m->id, m->id_len);
+    member_event(ch, "member_removed", m, NULL);
+    free(m);
+  }
   channel_drop_if_empty(ev, ch);
+}
+
+vx_member *vx__member_parse(const char *cd, size_t n, const char **err) {
+  const char *id, *info = "null";
+  size_t idn, infon = 4;
+  if (!vx__json_valid(cd, n) || vx__json_has_nul(cd, n)) {
+    *err = "channel_data must be a JSON object without NUL characters";
+    return NULL;
+  }
+  if (!vx__json_field(cd, n, "id", &id, &idn)) {
+    *err = "channel_data must be a JSON object with an id";
+    return NULL;
+  }
+  bool is_str = id[0] == '"';
+  bool is_num = id[0] == '-' || (id[0] >= '0' && id[0] <= '9');
+  if ((!is_str && !is_num) || (is_str && idn <= 2) || idn > 256) {
+    *err = "channel_data id must be a non-empty string or a number (at most 256 bytes)";
+    return NULL;
+  }
+  vx__json_field(cd, n, "info", &info, &infon);
+  size_t jl = 6 + idn + 8 + infon + 1; /* {"id":  ,"info":  } */
+  vx_member *m = malloc(sizeof *m + jl + 1);
+  if (!m) {
+    *err = "server out of memory";
+    return NULL;
+  }
+  char *p = m->json;
+  memcpy(p, "{\"id\":", 6);
+  memcpy(p + 6, id, idn);
+  memcpy(p + 6 + idn, ",\"info\":", 8);
+  memcpy(p + 14 + idn, info, infon);
+  p[14 + idn + infon] = '}';
+  p[jl] = '\0';
+  m->json_len = jl;
+  m->id = p + 6;
+  m->id_len = idn;
+  m->conns = 0;
+  return m;
+}
+
+/* Takes ownership of `m`. */
+int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member *m,
+                               const char **err) {
+  vx_events *ev = c->ev;
+  if (vx__hub_is_subscribed(c, name, n)) {
+    free(m);
+    return 0;
+  }
+  vx_channel *ch = channel_get(ev, name, n, false);
+  vx_member *have = ch ? vx__map_get(&ch->members, m->id, m->id_len) : NULL;
+  if (!have && ch && ch->members.len >= ev->opts.max_presence_members) {
+    free(m);
+    *err = "presence channel is full";
+    return VX_EINVAL;
+  }
+  int e = 0;
+  vx_sub *s = add_sub(c, name, n, &e);
+  if (!s) {
+    free(m);
+    *err = e == VX_EINVAL ? "too many channels on this connection" : "server out of memory";
+    return e;
+  }
+  ch = s->ch;
+  if (have) {
+    free(m);
+    m = have;
+  } else {
+    if (vx__map_put(&ch->members, m->id, m->id_len, m) != 0) {
+      free(m);
+      c->subs[--c->nsubs] = NULL;
+      sub_remove(ev, s);
+      *err = "server out of memory";
+      return VX_ENOMEM;
+    }
+    /* A new user: the others hear of it; the joining connection sees itself in the
+     * member list of its subscription_succeeded instead. */
+    member_event(ch, "member_added", m, c);
+  }
+  m->conns++;
+  s->member = m;
+  return 0;
+}
+
+char *vx__hub_members_json(vx_events *ev, const char *name, size_t n, size_t *len) {
+  vx_channel *ch = channel_get(ev, name, n, false);
+  vx_str s = {0};
+  vx__str_addz(&s, "[");
+  if (ch) {
+    bool first = true;
+    for (uint32_t i = 0; i < ch->members.cap; i++) {
+      vx_member *m = ch->members.slots[i].key ? ch->members.slots[i].val : NULL;
+      if (!m)
+        continue;
+      if (!first)
+        vx__str_addz(&s, ",");
+      first = false;
+      vx__str_add(&s, m->json, m->json_len);
+    }
+  }
+  vx__str_addz(&s, "]");
+  if (s.oom) {
+    vx__str_free(&s);
+    return NULL;
+  }
+  *len = s.len;
+  return s.p;
 }
 
 void vx__hub_unsubscribe(vx_conn *c, const char *name, size_t n) {
@@ -159,6 +307,10 @@ void vx__hub_free(vx_events *ev) {
   for (uint32_t i = 0; i < ev->channels.cap; i++) {
     vx_channel *ch = ev->channels.slots[i].key ? ev->channels.slots[i].val : NULL;
     if (ch) {
+      for (uint32_t j = 0; j < ch->members.cap; j++)
+        if (ch->members.slots[j].key)
+          free(ch->members.slots[j].val);
+      vx__map_free(&ch->members);
       for (uint32_t j = 0; j < ch->nsubs; j++)
         free(ch->subs[j]);
       free(ch->subs);

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 void vx_options_init(vx_options *o) {
   memset(o, 0, sizeof *o);
   o->path = "/ws";
@@ -16,6 +18,9 @@ void vx_options_init(vx_options *o) {
   o->max_connections = 100000;
   o->max_channels_per_conn = 100;
   o->log_level = VX_LOG_WARN;
+  o->client_events_per_sec = 10;
+  o->max_member_size = 2048;
+  o->max_presence_members = 10000;
 }
 
 static char *dupz(const char *s) {
@@ -88,6 +93,9 @@ static void cancel(vx_cmd *c) {
     break;
   case CMD_STATS:
     ((vx_stats_cb)c->cb)(VX_ECLOSED, NULL, c->cb_data);
+    break;
+  case CMD_MEMBERS:
+    ((vx_json_cb)c->cb)(VX_ECLOSED, NULL, 0, c->cb_data);
     break;
   default:
     break;
@@ -307,6 +315,16 @@ static void run_cmd(vx_events *ev, vx_cmd *c) {
   case CMD_CLOSE:
     begin_shutdown(ev, c);
     break;
+  case CMD_MEMBERS: {
+    size_t len = 0;
+    char *json = vx__hub_members_json(ev, c->channels[0], strlen(c->channels[0]), &len);
+    ((vx_json_cb)c->cb)(json ? 0 : VX_ENOMEM, json, json ? len : 0, c->cb_data);
+    free(json);
+    break;
+  }
+  case CMD_AUTH_REPLY:
+    vx__http_auth_answer(ev, c->auth_id, c->port != 0, c->data, c->event);
+    break;
   }
 }
 
@@ -358,6 +376,7 @@ static void finish_if_done(vx_events *ev) {
 static void on_sweep(uv_timer_t *t) {
   vx_events *ev = t->data;
   vx__conn_sweep(ev);
+  vx__http_auth_expire(ev);
   finish_if_done(ev);
 }
 
@@ -400,18 +419,35 @@ int vx_new(vx_events **out, const vx_options *opts) {
       o.max_payload < 64 || o.max_send_queue < 1024 || o.max_connections == 0 ||
       o.max_channels_per_conn == 0)
     return VX_EINVAL;
+  if (o.auth_secret && strlen(o.auth_secret) < 32)
+    return VX_ESECRET;
+  if (o.max_member_size < 16 || o.max_presence_members == 0)
+    return VX_EINVAL;
   vx_events *ev = calloc(1, sizeof *ev);
   if (!ev)
     return VX_ENOMEM;
   ev->opts = o;
   ev->path = dupz(o.path);
   ev->api_key = o.api_key && *o.api_key ? dupz(o.api_key) : NULL;
+  if (o.auth_secret) {
+    ev->auth_secret = dupz(o.auth_secret);
+    ev->auth_secret_len = strlen(o.auth_secret);
+  }
+  ev->auth_path = malloc(strlen(o.path) + 6);
+  if (ev->auth_path) {
+    strcpy(ev->auth_path, o.path);
+    strcat(ev->auth_path, "/auth");
+    ev->auth_path_len = strlen(ev->auth_path);
+  }
+  ev->opts.auth_secret = ev->auth_secret;
   ev->opts.path = ev->path;
   ev->opts.api_key = ev->api_key;
   ev->ping_frame = vx__buf_new(2);
   ev->pong_msg = vx__frame_text("{\"type\":\"pong\"}", 15);
   if (!ev->path || (o.api_key && *o.api_key && !ev->api_key) || !ev->ping_frame ||
-      !ev->pong_msg) {
+      !ev->pong_msg || !ev->auth_path || (o.auth_secret && !ev->auth_secret)) {
+    free(ev->auth_secret);
+    free(ev->auth_path);
     vx__buf_unref(ev->ping_frame);
     vx__buf_unref(ev->pong_msg);
     free(ev->path);
@@ -455,6 +491,8 @@ int vx_new(vx_events **out, const vx_options *opts) {
     vx__buf_unref(ev->pong_msg);
     free(ev->path);
     free(ev->api_key);
+    free(ev->auth_secret);
+    free(ev->auth_path);
     free(ev);
     return VX_ETHREAD;
   }
@@ -462,6 +500,8 @@ int vx_new(vx_events **out, const vx_options *opts) {
   *out = ev;
   return 0;
 fail_loop:
+  free(ev->auth_secret);
+  free(ev->auth_path);
   vx__buf_unref(ev->ping_frame);
   vx__buf_unref(ev->pong_msg);
   free(ev->path);
@@ -598,6 +638,39 @@ int vx_has_subscribers(vx_events *ev, const char *channel, vx_count_cb cb, void 
   return query(ev, CMD_HAS, channel, (void *)cb, data);
 }
 
+int vx_presence_members(vx_events *ev, const char *channel, vx_json_cb cb, void *data) {
+  if (!channel || !vx__channel_valid(channel, strlen(channel)))
+    return VX_ECHANNEL;
+  return query(ev, CMD_MEMBERS, channel, (void *)cb, data);
+}
+
+int vx_auth_reply(vx_events *ev, uint64_t id, int authorized, const char *member_json,
+                  const char *error) {
+  if (!ev)
+    return VX_EINVAL;
+  if (authorized && member_json) {
+    const char *err;
+    vx_member *m = vx__member_parse(member_json, strlen(member_json), &err);
+    if (!m)
+      return VX_EINVAL;
+    free(m);
+  }
+  vx_cmd *c = calloc(1, sizeof *c);
+  if (!c)
+    return VX_ENOMEM;
+  c->type = CMD_AUTH_REPLY;
+  c->auth_id = id;
+  c->port = authorized != 0;
+  if ((member_json && !(c->data = dupz(member_json))) || (error && !(c->event = dupz(error)))) {
+    cmd_free(c);
+    return VX_ENOMEM;
+  }
+  int r = push(ev, c);
+  if (r)
+    cmd_free(c);
+  return r;
+}
+
 int vx_channels(vx_events *ev, vx_channels_cb cb, void *data) {
   return query(ev, CMD_CHANNELS, NULL, (void *)cb, data);
 }
@@ -633,6 +706,16 @@ void vx_free(vx_events *ev) {
   vx__buf_unref(ev->ping_frame);
   vx__buf_unref(ev->pong_msg);
   uv_mutex_destroy(&ev->mu);
+  while (ev->pending) {
+    vx_pending_auth *p = ev->pending;
+    ev->pending = p->next;
+    free(p->socket_id);
+    free(p);
+  }
+  if (ev->auth_secret) /* do not leave the key in freed memory */
+    OPENSSL_cleanse(ev->auth_secret, ev->auth_secret_len);
+  free(ev->auth_secret);
+  free(ev->auth_path);
   free(ev->path);
   free(ev->api_key);
   free(ev);

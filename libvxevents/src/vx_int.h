@@ -106,15 +106,26 @@ vx_buf *vx__envelope_frame(const char *channel, size_t clen, const char *event, 
 typedef struct vx_conn vx_conn;
 typedef struct vx_channel vx_channel;
 
+/* A presence member: one per user id per channel, however many connections it has. */
+typedef struct vx_member {
+  uint32_t conns;    /* subscriptions of this user on the channel */
+  size_t id_len;     /* raw JSON text of the id value, the dedupe key */
+  size_t json_len;   /* {"id":..,"info":..} */
+  char *id;          /* points into json */
+  char json[];
+} vx_member;
+
 typedef struct vx_sub {
   vx_conn *conn;
   vx_channel *ch;
-  uint32_t idx; /* position in ch->subs */
+  vx_member *member; /* presence channels only */
+  uint32_t idx;      /* position in ch->subs */
 } vx_sub;
 
 struct vx_channel {
   vx_sub **subs;
   uint32_t nsubs, cap;
+  vx_map members;    /* presence channels: id -> vx_member */
   size_t name_len;
   char name[]; /* NUL-terminated */
 };
@@ -150,8 +161,22 @@ struct vx_conn {
 
   vx_sub **subs;
   uint32_t nsubs, subcap;
+  struct vx_pending_auth *pending; /* an auth request waiting for the host */
+  double ce_tokens;        /* client-event token bucket */
+  uint64_t ce_last_ms;
   char id[VX_SOCKET_ID_LEN + 1];
 };
+
+/* An HTTP request waiting for the host's authorize answer. */
+typedef struct vx_pending_auth {
+  uint64_t id;
+  vx_conn *conn;           /* NULL once the connection is gone */
+  uint64_t deadline;
+  int kind;
+  char *socket_id;
+  char channel[VX_CHANNEL_MAX + 1];
+  struct vx_pending_auth *next;
+} vx_pending_auth;
 
 typedef enum {
   CMD_LISTEN = 1,
@@ -162,6 +187,8 @@ typedef enum {
   CMD_CHANNELS,
   CMD_STATS,
   CMD_CLOSE,
+  CMD_MEMBERS,
+  CMD_AUTH_REPLY,
 } vx_cmd_type;
 
 typedef struct vx_cmd {
@@ -186,13 +213,19 @@ typedef struct vx_cmd {
   char *except;
   char *bytes;
   size_t bytes_len;
+  /* CMD_AUTH_REPLY: id in auth_id, authorized in port, member in data, error in event */
+  uint64_t auth_id;
 } vx_cmd;
 
 struct vx_events {
   vx_options opts;
   char *path;
   char *api_key;
+  char *auth_secret;
+  size_t auth_secret_len;
   size_t path_len;
+  char *auth_path;         /* path + "/auth" */
+  size_t auth_path_len;
 
   uv_thread_t thread;
   bool thread_started;
@@ -223,6 +256,8 @@ struct vx_events {
   vx_map channels;
   vx_map sockets;
   vx_stats stats;
+  vx_pending_auth *pending; /* auth requests waiting for the host, oldest last */
+  uint64_t next_auth_id;
   vx_buf *ping_frame;      /* shared: ping with empty payload */
   vx_buf *pong_msg;        /* shared: {"type":"pong"} */
   uint8_t rbuf[VX_READ_BUF]; /* every read lands here and is consumed synchronously */
@@ -273,6 +308,26 @@ uint64_t vx__hub_count(vx_events *ev, const char *name, size_t n);
 void vx__hub_free(vx_events *ev);
 int vx__validate_broadcast(const char *const *channels, size_t n, const char *event,
                            const char *data, size_t data_len, const char *except);
+
+/* auth.c */
+int vx__auth_token(const char *secret, size_t slen, const char *socket_id, size_t idlen,
+                   const char *channel, size_t clen, const char *cdata, size_t cdlen, char *out,
+                   size_t out_len);
+bool vx__auth_verify(vx_events *ev, const char *socket_id, const char *channel, size_t clen,
+                     const char *cdata, size_t cdlen, const char *auth, size_t alen);
+
+/* presence (hub.c) */
+/* Parse signed channel_data into a member; NULL with *err set on bad input. */
+vx_member *vx__member_parse(const char *cdata, size_t n, const char **err);
+int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member *m,
+                               const char **err);
+char *vx__hub_members_json(vx_events *ev, const char *name, size_t n, size_t *len);
+
+/* http.c: the auth endpoint's asynchronous answer */
+void vx__http_auth_answer(vx_events *ev, uint64_t id, bool authorized, const char *member,
+                          const char *error);
+void vx__http_auth_expire(vx_events *ev);
+void vx__http_auth_detach(vx_conn *c);
 
 /* client.c: JSON messages from WebSocket clients */
 void vx__client_message(vx_conn *c, const char *p, size_t n);

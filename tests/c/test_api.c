@@ -153,6 +153,45 @@ static void close_runs_its_callback_once_and_refuses_later_calls(void **st) {
   uv_sem_destroy(&w.sem);
 }
 
+static void sign_matches_independent_hmac_known_answers(void **st) {
+  (void)st;
+  vx_options o;
+  vx_options_init(&o);
+  o.auth_secret = "0123456789abcdef0123456789abcdef";
+  vx_events *ev;
+  assert_int_equal(vx_new(&ev, &o), 0);
+  char out[400];
+  /* Expected values computed with Python's hmac module. */
+  int n = vx_sign(ev, "1234.5678", "private-user.1", NULL, out, sizeof out);
+  assert_int_equal(n, 9 + 1 + 64);
+  assert_string_equal(out, "1234.5678:72b436ccb7798077dd7fe44ba64090b697f15f8ceacba476f3869ed4872d790f");
+  n = vx_sign(ev, "1234.5678", "presence-room", "{\"id\":\"u1\",\"info\":{\"name\":\"A\"}}", out,
+              sizeof out);
+  assert_true(n > 0);
+  assert_string_equal(out, "1234.5678:89d869bc3f16c72c4e0fb257619f51e14a619253fbe34165b7e3b27499180e45");
+  assert_int_equal(vx_sign(ev, "bad id", "private-x", NULL, out, sizeof out), VX_EINVAL);
+  assert_int_equal(vx_sign(ev, "1.2", "bad channel", NULL, out, sizeof out), VX_EINVAL);
+  assert_int_equal(vx_sign(ev, "1.2", "private-x", NULL, out, 10), VX_EINVAL);
+  vx_free(ev);
+  assert_int_equal(vx_new(&ev, NULL), 0);
+  assert_int_equal(vx_sign(ev, "1.2", "private-x", NULL, out, sizeof out), VX_ESECRET);
+  vx_free(ev);
+  o.auth_secret = "only-31-characters-long-secret!";
+  assert_int_equal(vx_new(&ev, &o), VX_ESECRET);
+}
+
+static void auth_reply_checks_member_json(void **st) {
+  (void)st;
+  vx_events *ev;
+  assert_int_equal(vx_new(&ev, NULL), 0);
+  assert_int_equal(vx_auth_reply(ev, 1, 1, "{\"info\":1}", NULL), VX_EINVAL);
+  assert_int_equal(vx_auth_reply(ev, 1, 1, "{\"id\":{}}", NULL), VX_EINVAL);
+  assert_int_equal(vx_auth_reply(ev, 1, 1, "nope", NULL), VX_EINVAL);
+  assert_int_equal(vx_auth_reply(ev, 1, 1, "{\"id\":\"u\"}", NULL), 0); /* unknown id: ignored */
+  assert_int_equal(vx_auth_reply(ev, 1, 0, NULL, "no"), 0);
+  vx_free(ev);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(errors_have_names_and_texts),
@@ -161,6 +200,8 @@ int main(void) {
       cmocka_unit_test(queries_answer_through_callbacks_exactly_once),
       cmocka_unit_test(listen_reports_address_in_use_and_bad_hosts),
       cmocka_unit_test(close_runs_its_callback_once_and_refuses_later_calls),
+      cmocka_unit_test(sign_matches_independent_hmac_known_answers),
+      cmocka_unit_test(auth_reply_checks_member_json),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

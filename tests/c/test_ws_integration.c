@@ -424,6 +424,90 @@ static void close_sends_1001_to_every_client(void **st) {
   assert_int_equal(c.ndisconnect, 5);
 }
 
+/* The core's own POST /ws/auth asks the host through the authorize hook; the host answers
+ * with vx_auth_reply (here from the hook itself; any thread may). */
+static void authorize_hook(const vx_auth_request *req, void *data) {
+  vx_events **evp = data;
+  if (strcmp(req->channel, "presence-room") == 0)
+    vx_auth_reply(*evp, req->id, 1, "{\"id\":\"u1\",\"info\":{\"name\":\"Ann\"}}", NULL);
+  else if (strcmp(req->channel, "private-mine") == 0 && strstr(req->headers, "Cookie: user=1"))
+    vx_auth_reply(*evp, req->id, 1, NULL, NULL);
+  else
+    vx_auth_reply(*evp, req->id, 0, NULL, "Access denied");
+}
+
+static int http_post(int port, const char *path, const char *extra, const char *body, char *resp,
+                     size_t resp_len) {
+  int fd = tcp_connect(port);
+  char req[1024];
+  int n = snprintf(req, sizeof req,
+                   "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%s"
+                   "Content-Length: %zu\r\n\r\n%s",
+                   path, extra, strlen(body), body);
+  send_all(fd, req, (size_t)n);
+  size_t have = 0;
+  for (;;) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 3000) <= 0)
+      break;
+    ssize_t r = recv(fd, resp + have, resp_len - 1 - have, 0);
+    if (r <= 0)
+      break;
+    have += (size_t)r;
+  }
+  resp[have] = 0;
+  close(fd);
+  int st = -1;
+  sscanf(resp, "HTTP/1.1 %d", &st);
+  return st;
+}
+
+static void auth_endpoint_asks_the_host_and_signs_its_answer(void **st) {
+  (void)st;
+  vx_options o;
+  vx_options_init(&o);
+  o.auth_secret = "0123456789abcdef0123456789abcdef";
+  o.authorize = authorize_hook;
+  vx_events *ev;
+  o.hook_data = &ev;
+  assert_int_equal(vx_new(&ev, &o), 0);
+  int port;
+  assert_int_equal(vx_listen(ev, "127.0.0.1", 0, &port), 0);
+  char id[64];
+  tws *w = client(port, id);
+  char resp[4096], body[256];
+
+  snprintf(body, sizeof body, "{\"socketId\":\"%s\",\"channel\":\"presence-room\"}", id);
+  assert_int_equal(http_post(port, "/ws/auth", "", body, resp, sizeof resp), 200);
+  char *auth = strstr(resp, "{\"auth\":\"");
+  assert_non_null(auth);
+  assert_non_null(strstr(resp, "\"channel_data\":\"{\\\"id\\\":\\\"u1\\\""));
+  /* Subscribe with exactly what the endpoint returned. */
+  char token[200];
+  sscanf(auth + 9, "%199[^\"]", token);
+  char sub[512];
+  snprintf(sub, sizeof sub,
+           "{\"type\":\"subscribe\",\"channel\":\"presence-room\",\"auth\":\"%s\","
+           "\"channel_data\":\"{\\\"id\\\":\\\"u1\\\",\\\"info\\\":{\\\"name\\\":\\\"Ann\\\"}}\"}",
+           token);
+  assert_int_equal(tws_send_text(w, sub), 0);
+  char *m = tws_text(w, 3000);
+  assert_string_equal(m, "{\"type\":\"subscription_succeeded\",\"channel\":\"presence-room\","
+                         "\"data\":{\"members\":[{\"id\":\"u1\",\"info\":{\"name\":\"Ann\"}}]}}");
+  free(m);
+
+  snprintf(body, sizeof body, "{\"socketId\":\"%s\",\"channel\":\"private-mine\"}", id);
+  assert_int_equal(http_post(port, "/ws/auth", "Cookie: user=1\r\n", body, resp, sizeof resp), 200);
+  assert_int_equal(http_post(port, "/ws/auth", "", body, resp, sizeof resp), 403);
+  assert_non_null(strstr(resp, "{\"error\":\"Access denied\"}"));
+  assert_int_equal(http_post(port, "/ws/auth", "", "{\"socketId\":\"a\",\"channel\":\"pub\"}", resp,
+                             sizeof resp), 403); /* the hook decides for public too */
+  assert_int_equal(http_post(port, "/ws/auth", "", "{\"channel\":\"x\"}", resp, sizeof resp), 400);
+  assert_int_equal(http_post(port, "/ws/auth", "", "[1]", resp, sizeof resp), 400);
+  tws_free(w);
+  vx_free(ev);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(broadcast_reaches_subscribers_once_and_nobody_else),
@@ -435,6 +519,7 @@ int main(void) {
       cmocka_unit_test(oversized_and_invalid_utf8_messages_close_with_the_right_codes),
       cmocka_unit_test(fragmented_message_is_reassembled),
       cmocka_unit_test(close_sends_1001_to_every_client),
+      cmocka_unit_test(auth_endpoint_asks_the_host_and_signs_its_answer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -184,8 +184,12 @@ static void flush(vx_conn *c) {
     size_t off = i == 0 ? c->qoff : 0;
     iov[i] = uv_buf_init(b->data + off, (unsigned)(b->len - off));
   }
-  c->wreq.data = c;
-  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, iov, k, on_write) != 0) {
+  if (!c->wreq && !(c->wreq = malloc(sizeof *c->wreq))) {
+    vx__conn_terminate(c);
+    return;
+  }
+  c->wreq->data = c;
+  if (uv_write(c->wreq, (uv_stream_t *)&c->tcp, iov, k, on_write) != 0) {
     vx__conn_terminate(c);
     return;
   }
@@ -290,6 +294,7 @@ static void on_close(uv_handle_t *h) {
   while (c->qlen)
     q_pop(c);
   free(c->q);
+  free(c->wreq);
   free(c->subs);
   vx__http_free(c);
   if (c->ws)

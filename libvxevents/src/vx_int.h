@@ -147,7 +147,13 @@ struct vx_conn {
 
   http_parser *hp;         /* HTTP phase only */
   vx_http_req *req;        /* HTTP phase only */
-  wslay_event_context_ptr ws;
+  wslay_event_context_ptr ws; /* created when bytes arrive, freed again between messages */
+  struct {                 /* frame boundaries of the input, to know when wslay is idle */
+    uint64_t remain;       /* payload bytes left in the current frame */
+    uint8_t hdr[14];
+    uint8_t hlen;          /* header bytes collected (0 = at a frame boundary) */
+    bool in_msg;           /* inside a fragmented data message */
+  } fr;
   const uint8_t *in;       /* bytes wslay may read, set around wslay_event_recv */
   size_t in_len;
 
@@ -157,7 +163,7 @@ struct vx_conn {
   uint32_t qinflight;      /* entries handed to an outstanding uv_write */
   size_t qoff;
   size_t qbytes;           /* unsent bytes in the queue */
-  uv_write_t wreq;
+  uv_write_t *wreq;        /* allocated the first time the kernel is full, then kept */
 
   vx_sub **subs;
   uint32_t nsubs, subcap;

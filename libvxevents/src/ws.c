@@ -124,11 +124,68 @@ static void after_wslay(vx_conn *c) {
   }
 }
 
+/* wslay's context costs ~9 KB (two 4 KiB buffers), far more than everything else a
+ * connection holds. An idle connection does not need one: it is created when bytes arrive
+ * and freed once wslay has consumed them at a message boundary with nothing queued, so
+ * only connections in the middle of a message (or closing) keep one. */
+static int ws_ctx(vx_conn *c) {
+  if (c->ws)
+    return 0;
+  if (wslay_event_context_server_init(&c->ws, &callbacks, c) != 0) {
+    c->ws = NULL;
+    return VX_ENOMEM;
+  }
+  wslay_event_config_set_max_recv_msg_length(c->ws, c->ev->opts.max_payload);
+  return 0;
+}
+
+/* Follow frame boundaries in the bytes given to wslay (it validates them; this only
+ * tracks where frames and fragmented messages end). */
+static void track_frames(vx_conn *c, const uint8_t *p, size_t n) {
+  while (n > 0) {
+    if (c->fr.remain) {
+      size_t k = n < c->fr.remain ? n : (size_t)c->fr.remain;
+      c->fr.remain -= k;
+      p += k;
+      n -= k;
+      if (!c->fr.remain)
+        c->fr.hlen = 0;
+      continue;
+    }
+    c->fr.hdr[c->fr.hlen++] = *p++;
+    n--;
+    if (c->fr.hlen < 2)
+      continue;
+    uint8_t len7 = c->fr.hdr[1] & 0x7F;
+    size_t need = 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((c->fr.hdr[1] & 0x80) ? 4 : 0);
+    if (c->fr.hlen < need)
+      continue;
+    uint64_t len = len7;
+    if (len7 == 126)
+      len = ((uint64_t)c->fr.hdr[2] << 8) | c->fr.hdr[3];
+    else if (len7 == 127)
+      for (int i = 0; i < 8; i++)
+        len = (len << 8) | c->fr.hdr[2 + i];
+    uint8_t op = c->fr.hdr[0] & 0x0F;
+    if (op < 8) /* data frames open or close a message; control frames do not */
+      c->fr.in_msg = !(c->fr.hdr[0] & 0x80);
+    c->fr.remain = len;
+    if (!len)
+      c->fr.hlen = 0;
+  }
+}
+
+static void ws_ctx_release_if_idle(vx_conn *c) {
+  if (c->ws && c->state == VXC_WS && !c->closed && c->fr.hlen == 0 && !c->fr.in_msg &&
+      !wslay_event_get_close_sent(c->ws) && !wslay_event_get_close_received(c->ws) &&
+      wslay_event_get_queued_msg_count(c->ws) == 0) {
+    wslay_event_context_free(c->ws);
+    c->ws = NULL;
+  }
+}
+
 int vx__ws_start(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   vx_events *ev = c->ev;
-  if (wslay_event_context_server_init(&c->ws, &callbacks, c) != 0)
-    return VX_ENOMEM;
-  wslay_event_config_set_max_recv_msg_length(c->ws, ev->opts.max_payload);
   vx__random_id(ev, c->id);
   if (vx__map_put(&ev->sockets, c->id, VX_SOCKET_ID_LEN, c) != 0)
     return VX_ENOMEM;
@@ -151,9 +208,14 @@ int vx__ws_start(vx_conn *c, const uint8_t *extra, size_t extra_len) {
 }
 
 void vx__ws_on_read(vx_conn *c, const uint8_t *p, size_t n) {
-  if (!c->ws || c->closed)
+  if (c->closed || c->state == VXC_HTTP)
     return;
+  if (ws_ctx(c) != 0) {
+    vx__conn_terminate(c);
+    return;
+  }
   c->alive = true; /* any bytes from the peer, a pong among them, prove it is there */
+  track_frames(c, p, n);
   c->in = p;
   c->in_len = n;
   int r = wslay_event_recv(c->ws);
@@ -164,10 +226,11 @@ void vx__ws_on_read(vx_conn *c, const uint8_t *p, size_t n) {
     return;
   }
   after_wslay(c);
+  ws_ctx_release_if_idle(c);
 }
 
 void vx__ws_queue_close(vx_conn *c, uint16_t code, const char *reason) {
-  if (!c->ws || c->closed || wslay_event_get_close_sent(c->ws))
+  if (c->closed || ws_ctx(c) != 0 || wslay_event_get_close_sent(c->ws))
     return;
   size_t rl = reason ? strlen(reason) : 0;
   if (rl > 123)

@@ -116,6 +116,10 @@ typedef struct vx_options {
   uint32_t client_events_per_sec; /* per connection; default 10; 0 disables client events */
   size_t max_member_size;       /* presence channel_data bytes; default 2048 */
   uint32_t max_presence_members; /* per channel; default 10000 */
+  const char *sse_path;         /* Server-Sent Events endpoint, e.g. "/events"; NULL = off.
+                                   Also serves {sse_path}/subscribe and /unsubscribe */
+  uint32_t heartbeat_interval_ms; /* SSE comment heartbeat; default 15000; 0 disables */
+  uint32_t retry_interval_ms;   /* SSE "retry:" sent to clients; default 3000 */
   vx_connect_cb on_connect;     /* optional */
   vx_disconnect_cb on_disconnect; /* optional */
   vx_log_cb on_log;             /* optional; NULL logs nothing */
@@ -172,8 +176,8 @@ VX_EXTERN int vx_sign(vx_events *ev, const char *socket_id, const char *channel,
 /* Answer an authorization request (see vx_authorize_cb). `authorized` 0 refuses with
  * `error` (may be NULL); otherwise for a presence channel `member_json` must be the member
  * object {"id": ..., "info": ...} (a string or number id). Thread-safe; strings copied.
- * Returns 0, VX_EINVAL (bad member JSON), VX_ENOTFOUND (unknown or expired id),
- * VX_ECLOSED. */
+ * An id that is unknown or already expired is ignored (the request was answered 503).
+ * Returns 0, VX_EINVAL (bad member JSON), VX_ENOMEM, VX_ECLOSED. */
 VX_EXTERN int vx_auth_reply(vx_events *ev, uint64_t id, int authorized, const char *member_json,
                             const char *error);
 
@@ -183,7 +187,7 @@ typedef void (*vx_count_cb)(int status, uint64_t count, void *data);
 typedef void (*vx_channels_cb)(int status, const char *const *names, size_t n, void *data);
 
 typedef struct vx_stats {
-  uint64_t connections;          /* open WebSocket connections */
+  uint64_t connections;          /* open WebSocket and SSE connections */
   uint64_t channels;             /* channels with at least one subscriber */
   uint64_t messages_delivered;   /* frames queued to connections since start */
   uint64_t bytes_written;        /* bytes accepted by the kernel */

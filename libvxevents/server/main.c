@@ -38,13 +38,17 @@ static const char USAGE[] =
     "                               are refused (VX_AUTH_SECRET)\n"
     "  --client-events-per-sec N    client events allowed per connection per second on\n"
     "                               private/presence channels; 0 disables (VX_CLIENT_EVENTS_PER_SEC; 10)\n"
+    "  --sse-path PATH              Server-Sent Events endpoint; '' disables (VX_SSE_PATH; /events)\n"
+    "  --heartbeat-interval MS      SSE comment heartbeat period (VX_HEARTBEAT_INTERVAL; 15000)\n"
+    "  --retry-interval MS          reconnect delay told to SSE clients (VX_RETRY_INTERVAL; 3000)\n"
     "  --log-level LEVEL            error, warn, info or debug (VX_LOG_LEVEL; warn)\n"
     "  -h, --help                   show this help and exit\n"
     "  -V, --version                print the version and exit\n"
     "\n"
     "Endpoints: GET PATH (WebSocket upgrade), POST PATH/auth (public channels only: the\n"
     "standalone server has no authorizer; apps sign tokens with the shared secret),\n"
-    "GET /health, POST /api/broadcast\n"
+    "GET SSE_PATH[?channels=a,b] (event stream), POST SSE_PATH/subscribe and /unsubscribe\n"
+    "{connectionId, channel} (public channels), GET /health, POST /api/broadcast\n"
     "  {\"channel\"|\"channels\", \"event\", \"data\", \"except\"?}, POST /api/batch {\"batch\": [...]}.\n"
     "When ready, prints 'vxevents-server listening on http://HOST:PORT (websocket path PATH)'.\n"
     "SIGINT or SIGTERM closes every client with 1001 and exits 0.\n";
@@ -78,16 +82,17 @@ static int parse_u64(const char *s, unsigned long long min, unsigned long long m
 
 enum {
   O_HOST = 1000, O_PORT, O_PATH, O_API_KEY, O_PING, O_MAX_PAYLOAD, O_MAX_SENDQ, O_MAX_CONN,
-  O_MAX_CHAN, O_LOG, O_AUTH_SECRET, O_CLIENT_EVENTS
+  O_MAX_CHAN, O_LOG, O_AUTH_SECRET, O_CLIENT_EVENTS, O_SSE_PATH, O_HEARTBEAT, O_RETRY
 };
 
 int main(int argc, char **argv) {
-  const char *vals[O_CLIENT_EVENTS - O_HOST + 1] = {0};
+  const char *vals[O_RETRY - O_HOST + 1] = {0};
   static const char *envs[] = {"VX_HOST",          "VX_PORT",          "VX_PATH",
                                "VX_API_KEY",       "VX_PING_INTERVAL", "VX_MAX_PAYLOAD",
                                "VX_MAX_SEND_QUEUE", "VX_MAX_CONNECTIONS",
                                "VX_MAX_CHANNELS_PER_CONNECTION", "VX_LOG_LEVEL",
-                               "VX_AUTH_SECRET", "VX_CLIENT_EVENTS_PER_SEC"};
+                               "VX_AUTH_SECRET", "VX_CLIENT_EVENTS_PER_SEC", "VX_SSE_PATH",
+                               "VX_HEARTBEAT_INTERVAL", "VX_RETRY_INTERVAL"};
   static const struct option longopts[] = {
       {"host", required_argument, 0, O_HOST},
       {"port", required_argument, 0, O_PORT},
@@ -101,10 +106,13 @@ int main(int argc, char **argv) {
       {"log-level", required_argument, 0, O_LOG},
       {"auth-secret", required_argument, 0, O_AUTH_SECRET},
       {"client-events-per-sec", required_argument, 0, O_CLIENT_EVENTS},
+      {"sse-path", required_argument, 0, O_SSE_PATH},
+      {"heartbeat-interval", required_argument, 0, O_HEARTBEAT},
+      {"retry-interval", required_argument, 0, O_RETRY},
       {"help", no_argument, 0, 'h'},
       {"version", no_argument, 0, 'V'},
       {0, 0, 0, 0}};
-  for (int i = 0; i <= O_CLIENT_EVENTS - O_HOST; i++)
+  for (int i = 0; i <= O_RETRY - O_HOST; i++)
     vals[i] = getenv(envs[i]);
   if (!vals[O_PORT - O_HOST])
     vals[O_PORT - O_HOST] = getenv("PORT");
@@ -151,6 +159,8 @@ int main(int argc, char **argv) {
   NUM(O_MAX_PAYLOAD, max_payload, 64, 1ull << 30, "--max-payload must be 64 bytes to 1 GiB, not '%s'")
   NUM(O_MAX_SENDQ, max_send_queue, 1024, 1ull << 32, "--max-send-queue must be 1024 bytes to 4 GiB, not '%s'")
   NUM(O_MAX_CONN, max_connections, 1, 10000000, "--max-connections must be 1 to 10000000, not '%s'")
+  NUM(O_HEARTBEAT, heartbeat_interval_ms, 0, 86400000, "--heartbeat-interval must be milliseconds (0 to disable), not '%s'")
+  NUM(O_RETRY, retry_interval_ms, 0, 86400000, "--retry-interval must be milliseconds, not '%s'")
   NUM(O_CLIENT_EVENTS, client_events_per_sec, 0, 100000, "--client-events-per-sec must be 0 to 100000, not '%s'")
   NUM(O_MAX_CHAN, max_channels_per_conn, 1, 100000, "--max-channels-per-connection must be 1 to 100000, not '%s'")
 #undef NUM
@@ -171,6 +181,11 @@ int main(int argc, char **argv) {
     }
     o.auth_secret = vals[O_AUTH_SECRET - O_HOST];
   }
+  o.sse_path = "/events";
+  if (vals[O_SSE_PATH - O_HOST])
+    o.sse_path = *vals[O_SSE_PATH - O_HOST] ? vals[O_SSE_PATH - O_HOST] : NULL;
+  if (o.sse_path && (o.sse_path[0] != '/' || strpbrk(o.sse_path, "?# ") || strcmp(o.sse_path, o.path) == 0))
+    return die("--sse-path must start with '/', contain no '?', '#' or spaces, and differ from --path: '%s'", o.sse_path);
   if (o.path[0] != '/' || strpbrk(o.path, "?# "))
     return die("--path must start with '/' and contain no '?', '#' or spaces: '%s'", o.path);
 

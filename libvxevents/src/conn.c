@@ -78,7 +78,7 @@ void vx__conn_send_owned(vx_conn *c, vx_buf *b) {
   /* While the kernel still takes everything, a burst bigger than the bound is fine: it is
    * flushed at the end of this iteration. Once a write is pending (the kernel is full),
    * the bound applies to every frame queued. */
-  if (c->state == VXC_WS && c->writing && c->qbytes + b->len > ev->opts.max_send_queue) {
+  if (VX_IS_CLIENT(c) && c->writing && c->qbytes + b->len > ev->opts.max_send_queue) {
     vx__buf_unref(b);
     doom(c);
     return;
@@ -195,7 +195,7 @@ static void flush(vx_conn *c) {
   }
   c->writing = true;
   c->qinflight = k;
-  if (c->state == VXC_WS && c->qbytes > c->ev->opts.max_send_queue)
+  if (VX_IS_CLIENT(c) && c->qbytes > c->ev->opts.max_send_queue)
     doom(c);
 }
 
@@ -245,6 +245,15 @@ void vx__conn_process_doomed(vx_events *ev) {
 void vx__conn_close_ws(vx_conn *c, uint16_t code, const char *reason) {
   if (c->closed)
     return;
+  if (c->state == VXC_SSE) { /* no close frame: finish what is queued, then close */
+    vx__conn_leave_ws(c);
+    c->close_after_flush = true;
+    c->deadline = uv_now(&c->ev->loop) + 2000;
+    if (c->ev->shutting_down && c->ev->shutdown_deadline < c->deadline)
+      c->deadline = c->ev->shutdown_deadline;
+    vx__conn_mark_dirty(c);
+    return;
+  }
   if (c->state != VXC_WS) {
     vx__conn_terminate(c);
     return;
@@ -261,7 +270,7 @@ void vx__conn_close_ws(vx_conn *c, uint16_t code, const char *reason) {
 void vx__conn_leave_ws(vx_conn *c) {
   vx_events *ev = c->ev;
   vx__hub_unsubscribe_all(c);
-  if (c->state == VXC_WS)
+  if (VX_IS_CLIENT(c))
     c->state = VXC_CLOSING;
   if (c->announced) {
     c->announced = false;
@@ -310,7 +319,7 @@ void vx__conn_sweep(vx_events *ev) {
   vx_conn *next;
   for (vx_conn *c = ev->conns; c; c = next) {
     next = c->next;
-    if (c->state != VXC_WS && c->deadline && now >= c->deadline) {
+    if (!VX_IS_CLIENT(c) && c->deadline && now >= c->deadline) {
       vx__log(ev, VX_LOG_DEBUG, "deadline passed for %s (%s), %zu bytes unsent",
               c->state == VXC_HTTP ? "HTTP request" : "close handshake",
               c->state == VXC_HTTP ? "-" : c->id, c->qbytes);

@@ -609,6 +609,9 @@ static void auth_respond(vx_conn *c, const char *socket_id, const char *channel,
   vx__str_free(&s);
 }
 
+static void ask_host(vx_conn *c, int kind, const char *socket_id, const char *channel,
+                     const char *type);
+
 static void handle_auth(vx_conn *c) {
   vx_events *ev = c->ev;
   vx_http_req *r = c->req;
@@ -652,18 +655,51 @@ static void handle_auth(vx_conn *c) {
     cJSON_Delete(root);
     return;
   }
-  vx_pending_auth *p = calloc(1, sizeof *p);
-  if (!p || !(p->socket_id = malloc(strlen(sid->valuestring) + 1))) {
-    free(p);
-    respond_error(c, 503, "out of memory", NULL, false);
-    cJSON_Delete(root);
+  ask_host(c, VX_AUTH_TOKEN, sid->valuestring, ch->valuestring, type);
+  cJSON_Delete(root);
+}
+
+/* ---- POST {sse_path}/subscribe and /unsubscribe ---- */
+
+static vx_conn *sse_target(vx_events *ev, const char *id) {
+  vx_conn *t = vx__map_get(&ev->sockets, id, strlen(id));
+  return t && t->state == VXC_SSE && !t->closed ? t : NULL;
+}
+
+static void sse_subscribe_answer(vx_conn *c, const char *conn_id, const char *channel,
+                                 bool authorized, const char *member, const char *error) {
+  if (!authorized) {
+    respond_error(c, 403, error && *error ? error : "Forbidden", NULL, false);
     return;
   }
-  strcpy(p->socket_id, sid->valuestring);
-  strcpy(p->channel, ch->valuestring);
+  vx_conn *t = sse_target(c->ev, conn_id);
+  if (!t) {
+    respond_error(c, 404, "Unknown connectionId", NULL, false);
+    return;
+  }
+  const char *err = vx__sse_subscribe(t, channel, strlen(channel), member);
+  if (err)
+    respond_error(c, 403, err, NULL, false);
+  else
+    vx__http_respond(c, 200, NULL, "{\"success\":true}", false);
+}
+
+/* Registers a pending request and asks the host; answered in vx__http_auth_answer. */
+static void ask_host(vx_conn *c, int kind, const char *socket_id, const char *channel,
+                     const char *type) {
+  vx_events *ev = c->ev;
+  vx_http_req *r = c->req;
+  vx_pending_auth *p = calloc(1, sizeof *p);
+  if (!p || !(p->socket_id = malloc(strlen(socket_id) + 1))) {
+    free(p);
+    respond_error(c, 503, "out of memory", NULL, false);
+    return;
+  }
+  strcpy(p->socket_id, socket_id);
+  strcpy(p->channel, channel);
   p->id = ++ev->next_auth_id;
   p->conn = c;
-  p->kind = VX_AUTH_TOKEN;
+  p->kind = kind;
   p->deadline = uv_now(&ev->loop) + 10000;
   p->next = ev->pending;
   ev->pending = p;
@@ -672,7 +708,7 @@ static void handle_auth(vx_conn *c) {
   c->deadline = p->deadline + 1000;
   vx_auth_request req = {
       .id = p->id,
-      .kind = VX_AUTH_TOKEN,
+      .kind = kind,
       .socket_id = p->socket_id,
       .channel = p->channel,
       .channel_type = type,
@@ -680,11 +716,60 @@ static void handle_auth(vx_conn *c) {
       .url = r->url,
       .headers = r->raw_headers.p ? r->raw_headers.p : "",
       .headers_len = r->raw_headers.len,
-      .body = body,
-      .body_len = blen,
+      .body = r->body.p ? r->body.p : "",
+      .body_len = r->body.len,
   };
-  cJSON_Delete(root);
   ev->opts.authorize(&req, ev->opts.hook_data);
+}
+
+static void handle_sse_sub(vx_conn *c, bool subscribe) {
+  vx_events *ev = c->ev;
+  vx_http_req *r = c->req;
+  if (r->method != HTTP_POST) {
+    respond_error(c, 405, "Method not allowed", "Allow: POST\r\n", false);
+    return;
+  }
+  const char *body = r->body.p;
+  size_t blen = r->body.len;
+  cJSON *root = blen && vx__json_valid(body, blen) && !vx__json_has_nul(body, blen)
+                    ? cJSON_ParseWithLength(body, blen)
+                    : NULL;
+  details d = {0};
+  const cJSON *cid = root ? field2(root, "connectionId", "socketId") : NULL;
+  const cJSON *ch = root ? cJSON_GetObjectItemCaseSensitive(root, "channel") : NULL;
+  if (!root || !cJSON_IsObject(root)) {
+    detail(&d, "body", "must be a JSON object {connectionId, channel}");
+  } else {
+    if (!cJSON_IsString(cid) || !socket_id_ok(cid->valuestring))
+      detail(&d, "connectionId", cid ? "must be a connection id string" : "required");
+    if (!cJSON_IsString(ch) || !vx__channel_valid(ch->valuestring, strlen(ch->valuestring)))
+      detail(&d, "channel", ch ? "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)"
+                               : "required");
+  }
+  if (d.n) {
+    vx__str_addz(&d.s, "]}");
+    vx__http_respond(c, 400, NULL, d.s.oom ? "{\"error\":\"Validation failed\"}" : d.s.p, false);
+    vx__str_free(&d.s);
+    cJSON_Delete(root);
+    return;
+  }
+  vx_conn *t = sse_target(ev, cid->valuestring);
+  if (!t) {
+    respond_error(c, 404, "Unknown connectionId", NULL, false);
+    cJSON_Delete(root);
+    return;
+  }
+  const char *name = ch->valuestring;
+  if (!subscribe) {
+    vx__hub_unsubscribe(t, name, strlen(name));
+    vx__http_respond(c, 200, NULL, "{\"success\":true}", false);
+  } else if (ev->opts.authorize) {
+    ask_host(c, VX_AUTH_SUBSCRIBE, cid->valuestring, name, channel_type(name));
+  } else { /* default: public yes, private/presence no */
+    sse_subscribe_answer(c, cid->valuestring, name, strcmp(channel_type(name), "public") == 0,
+                         NULL, "Forbidden");
+  }
+  cJSON_Delete(root);
 }
 
 static vx_pending_auth *pending_take(vx_events *ev, uint64_t id) {
@@ -705,8 +790,12 @@ void vx__http_auth_answer(vx_events *ev, uint64_t id, bool authorized, const cha
   vx_pending_auth *p = pending_take(ev, id);
   if (!p)
     return; /* expired, or its connection is gone */
-  if (p->conn && !p->conn->closed)
-    auth_respond(p->conn, p->socket_id, p->channel, authorized, member, error);
+  if (p->conn && !p->conn->closed) {
+    if (p->kind == VX_AUTH_SUBSCRIBE)
+      sse_subscribe_answer(p->conn, p->socket_id, p->channel, authorized, member, error);
+    else
+      auth_respond(p->conn, p->socket_id, p->channel, authorized, member, error);
+  }
   free(p->socket_id);
   free(p);
 }
@@ -764,6 +853,26 @@ static void handle_request(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   if (plen == ev->auth_path_len && memcmp(r->url, ev->auth_path, plen) == 0) {
     handle_auth(c);
     return;
+  }
+  if (ev->sse_path) {
+    if (plen == ev->sse_path_len && memcmp(r->url, ev->sse_path, plen) == 0) {
+      if (r->method != HTTP_GET) {
+        respond_error(c, 405, "Method not allowed", "Allow: GET\r\n", false);
+        return;
+      }
+      vx__sse_start(c, r->url[plen] == '?' ? r->url + plen + 1 : NULL);
+      if (c->state == VXC_SSE)
+        vx__http_free(c);
+      return;
+    }
+    if (strlen(ev->sse_sub_path) == plen && memcmp(r->url, ev->sse_sub_path, plen) == 0) {
+      handle_sse_sub(c, true);
+      return;
+    }
+    if (strlen(ev->sse_unsub_path) == plen && memcmp(r->url, ev->sse_unsub_path, plen) == 0) {
+      handle_sse_sub(c, false);
+      return;
+    }
   }
   if (plen == 7 && memcmp(r->url, "/health", 7) == 0) {
     if (r->method != HTTP_GET && r->method != HTTP_HEAD) {

@@ -36,19 +36,29 @@ static void channel_drop_if_empty(vx_events *ev, vx_channel *ch) {
 
 /* Queue one frame to every subscriber of `ch` but `skip`. Never closes anything itself
  * (slow consumers are only marked), so callers may hold channel pointers across it. */
-static void channel_send(vx_channel *ch, vx_buf *b, vx_conn *skip) {
+static void channel_send(vx_channel *ch, vx_buf *b, vx_conn *skip, const char *event,
+                         size_t elen, uint64_t seq) {
+  vx_buf *sse = NULL; /* built on the first SSE recipient, shared by the others */
   for (uint32_t i = 0; i < ch->nsubs; i++) {
     vx_conn *c = ch->subs[i]->conn;
-    if (c != skip)
+    if (c == skip)
+      continue;
+    if (c->state == VXC_SSE) {
+      if (!sse && !(sse = vx__sse_from_frame(b, event, elen, seq)))
+        continue;
+      vx__conn_send(c, sse);
+    } else {
       vx__conn_send(c, b);
+    }
   }
+  vx__buf_unref(sse);
 }
 
 static void member_event(vx_channel *ch, const char *event, vx_member *m, vx_conn *skip) {
   vx_buf *b = vx__envelope_frame(ch->name, ch->name_len, event, strlen(event), m->json,
                                  m->json_len);
   if (b) {
-    channel_send(ch, b, skip);
+    channel_send(ch, b, skip, event, strlen(event), 0);
     vx__buf_unref(b);
   }
 }
@@ -285,11 +295,7 @@ int vx__hub_broadcast(vx_events *ev, const char *const *channels, const size_t *
     vx_buf *b = vx__envelope_frame(ch->name, ch->name_len, event, elen, data, dlen);
     if (!b)
       return VX_ENOMEM;
-    for (uint32_t i = 0; i < ch->nsubs; i++) {
-      vx_conn *c = ch->subs[i]->conn;
-      if (c != skip)
-        vx__conn_send(c, b);
-    }
+    channel_send(ch, b, skip, event, elen, ++ev->sse_seq);
     vx__buf_unref(b);
     /* Slow consumers found in this walk are closed now, before any other walk. */
     vx__conn_process_doomed(ev);

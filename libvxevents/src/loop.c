@@ -21,6 +21,17 @@ void vx_options_init(vx_options *o) {
   o->client_events_per_sec = 10;
   o->max_member_size = 2048;
   o->max_presence_members = 10000;
+  o->heartbeat_interval_ms = 15000;
+  o->retry_interval_ms = 3000;
+}
+
+static char *concat(const char *a, const char *b) {
+  char *d = malloc(strlen(a) + strlen(b) + 1);
+  if (d) {
+    strcpy(d, a);
+    strcat(d, b);
+  }
+  return d;
 }
 
 static char *dupz(const char *s) {
@@ -113,6 +124,8 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 static void feed(vx_conn *c, const uint8_t *p, size_t n) {
   if (c->state == VXC_HTTP)
     vx__http_on_read(c, p, n);
+  else if (c->is_sse)
+    return; /* an event stream has nothing more to say after its request */
   else
     vx__ws_on_read(c, p, n);
 }
@@ -253,7 +266,7 @@ static void begin_shutdown(vx_events *ev, vx_cmd *c) {
   vx_conn *next;
   for (vx_conn *k = ev->conns; k; k = next) {
     next = k->next;
-    if (k->state == VXC_WS)
+    if (VX_IS_CLIENT(k))
       vx__conn_close_ws(k, 1001, "server shutting down");
     else if (k->state == VXC_HTTP && !k->close_after_flush)
       vx__conn_terminate(k);
@@ -261,6 +274,7 @@ static void begin_shutdown(vx_events *ev, vx_cmd *c) {
       k->deadline = ev->shutdown_deadline;
   }
   uv_timer_stop(&ev->ping_timer);
+  uv_timer_stop(&ev->heartbeat_timer);
   finish_if_done(ev);
 }
 
@@ -349,6 +363,7 @@ static void on_check(uv_check_t *h) { vx__conn_flush_all(h->data); }
 static void on_prepare(uv_prepare_t *h) { vx__conn_flush_all(h->data); }
 
 static void on_ping(uv_timer_t *t) { vx__conn_ping_all(t->data); }
+static void on_heartbeat(uv_timer_t *t) { vx__sse_heartbeat_all(t->data); }
 
 static void finish_if_done(vx_events *ev) {
   if (!ev->shutting_down)
@@ -369,6 +384,7 @@ static void finish_if_done(vx_events *ev) {
     uv_close((uv_handle_t *)&ev->check, NULL);
     uv_close((uv_handle_t *)&ev->prepare, NULL);
     uv_close((uv_handle_t *)&ev->ping_timer, NULL);
+    uv_close((uv_handle_t *)&ev->heartbeat_timer, NULL);
     uv_close((uv_handle_t *)&ev->sweep_timer, NULL);
   }
 }
@@ -406,6 +422,17 @@ static void thread_main(void *arg) {
 
 /* ---- public API ---- */
 
+static void free_paths(vx_events *ev) {
+  free(ev->auth_secret);
+  free(ev->auth_path);
+  free(ev->sse_path);
+  free(ev->sse_sub_path);
+  free(ev->sse_unsub_path);
+  vx__buf_unref(ev->heartbeat);
+  ev->auth_secret = ev->auth_path = ev->sse_path = ev->sse_sub_path = ev->sse_unsub_path = NULL;
+  ev->heartbeat = NULL;
+}
+
 int vx_new(vx_events **out, const vx_options *opts) {
   if (!out)
     return VX_EINVAL;
@@ -422,6 +449,9 @@ int vx_new(vx_events **out, const vx_options *opts) {
   if (o.auth_secret && strlen(o.auth_secret) < 32)
     return VX_ESECRET;
   if (o.max_member_size < 16 || o.max_presence_members == 0)
+    return VX_EINVAL;
+  if (o.sse_path && (o.sse_path[0] != '/' || strlen(o.sse_path) > 200 ||
+                     strpbrk(o.sse_path, "?# ") || strcmp(o.sse_path, o.path) == 0))
     return VX_EINVAL;
   vx_events *ev = calloc(1, sizeof *ev);
   if (!ev)
@@ -440,14 +470,26 @@ int vx_new(vx_events **out, const vx_options *opts) {
     ev->auth_path_len = strlen(ev->auth_path);
   }
   ev->opts.auth_secret = ev->auth_secret;
+  bool sse_ok = true;
+  if (o.sse_path) {
+    ev->sse_path = dupz(o.sse_path);
+    ev->sse_sub_path = concat(o.sse_path, "/subscribe");
+    ev->sse_unsub_path = concat(o.sse_path, "/unsubscribe");
+    sse_ok = ev->sse_path && ev->sse_sub_path && ev->sse_unsub_path;
+    ev->sse_path_len = ev->sse_path ? strlen(ev->sse_path) : 0;
+  }
+  ev->opts.sse_path = ev->sse_path;
+  ev->heartbeat = vx__buf_new(13);
+  if (ev->heartbeat)
+    memcpy(ev->heartbeat->data, ": heartbeat\n\n", 13);
   ev->opts.path = ev->path;
   ev->opts.api_key = ev->api_key;
   ev->ping_frame = vx__buf_new(2);
   ev->pong_msg = vx__frame_text("{\"type\":\"pong\"}", 15);
   if (!ev->path || (o.api_key && *o.api_key && !ev->api_key) || !ev->ping_frame ||
-      !ev->pong_msg || !ev->auth_path || (o.auth_secret && !ev->auth_secret)) {
-    free(ev->auth_secret);
-    free(ev->auth_path);
+      !ev->pong_msg || !ev->auth_path || (o.auth_secret && !ev->auth_secret) || !sse_ok ||
+      !ev->heartbeat) {
+    free_paths(ev);
     vx__buf_unref(ev->ping_frame);
     vx__buf_unref(ev->pong_msg);
     free(ev->path);
@@ -475,6 +517,11 @@ int vx_new(vx_events **out, const vx_options *opts) {
   ev->ping_timer.data = ev;
   if (o.ping_interval_ms)
     uv_timer_start(&ev->ping_timer, on_ping, o.ping_interval_ms, o.ping_interval_ms);
+  uv_timer_init(&ev->loop, &ev->heartbeat_timer);
+  ev->heartbeat_timer.data = ev;
+  if (o.sse_path && o.heartbeat_interval_ms)
+    uv_timer_start(&ev->heartbeat_timer, on_heartbeat, o.heartbeat_interval_ms,
+                   o.heartbeat_interval_ms);
   uv_timer_init(&ev->loop, &ev->sweep_timer);
   ev->sweep_timer.data = ev;
   uv_timer_start(&ev->sweep_timer, on_sweep, 250, 250);
@@ -483,6 +530,7 @@ int vx_new(vx_events **out, const vx_options *opts) {
     uv_close((uv_handle_t *)&ev->check, NULL);
     uv_close((uv_handle_t *)&ev->prepare, NULL);
     uv_close((uv_handle_t *)&ev->ping_timer, NULL);
+    uv_close((uv_handle_t *)&ev->heartbeat_timer, NULL);
     uv_close((uv_handle_t *)&ev->sweep_timer, NULL);
     uv_run(&ev->loop, UV_RUN_DEFAULT);
     uv_loop_close(&ev->loop);
@@ -491,8 +539,7 @@ int vx_new(vx_events **out, const vx_options *opts) {
     vx__buf_unref(ev->pong_msg);
     free(ev->path);
     free(ev->api_key);
-    free(ev->auth_secret);
-    free(ev->auth_path);
+    free_paths(ev);
     free(ev);
     return VX_ETHREAD;
   }
@@ -500,8 +547,7 @@ int vx_new(vx_events **out, const vx_options *opts) {
   *out = ev;
   return 0;
 fail_loop:
-  free(ev->auth_secret);
-  free(ev->auth_path);
+  free_paths(ev);
   vx__buf_unref(ev->ping_frame);
   vx__buf_unref(ev->pong_msg);
   free(ev->path);
@@ -714,8 +760,7 @@ void vx_free(vx_events *ev) {
   }
   if (ev->auth_secret) /* do not leave the key in freed memory */
     OPENSSL_cleanse(ev->auth_secret, ev->auth_secret_len);
-  free(ev->auth_secret);
-  free(ev->auth_path);
+  free_paths(ev);
   free(ev->path);
   free(ev->api_key);
   free(ev);

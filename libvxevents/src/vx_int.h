@@ -130,7 +130,8 @@ struct vx_channel {
   char name[]; /* NUL-terminated */
 };
 
-enum { VXC_HTTP = 0, VXC_WS, VXC_CLOSING };
+enum { VXC_HTTP = 0, VXC_WS, VXC_CLOSING, VXC_SSE };
+#define VX_IS_CLIENT(c) ((c)->state == VXC_WS || (c)->state == VXC_SSE)
 
 typedef struct vx_http_req vx_http_req;
 
@@ -141,7 +142,7 @@ struct vx_conn {
   vx_conn *dirty_next;     /* ev->dirty, conns with output to flush this iteration */
   vx_conn *doomed_next;    /* ev->doomed, slow consumers to close after a broadcast */
   uint8_t state;
-  bool dirty, doomed, closed, alive, writing, announced, close_after_flush;
+  bool dirty, doomed, closed, alive, writing, announced, close_after_flush, is_sse;
   uint16_t pending_close_code; /* close code queued by wslay */
   uint64_t deadline;       /* HTTP request or close handshake deadline (uv_now ms) */
 
@@ -264,6 +265,12 @@ struct vx_events {
   vx_stats stats;
   vx_pending_auth *pending; /* auth requests waiting for the host, oldest last */
   uint64_t next_auth_id;
+  uint64_t sse_seq;        /* id: of SSE events, one per broadcast */
+  char *sse_path;
+  size_t sse_path_len;
+  char *sse_sub_path, *sse_unsub_path; /* sse_path + "/subscribe", "/unsubscribe" */
+  uv_timer_t heartbeat_timer;
+  vx_buf *heartbeat;       /* shared: ": heartbeat" comment */
   vx_buf *ping_frame;      /* shared: ping with empty payload */
   vx_buf *pong_msg;        /* shared: {"type":"pong"} */
   uint8_t rbuf[VX_READ_BUF]; /* every read lands here and is consumed synchronously */
@@ -328,6 +335,15 @@ vx_member *vx__member_parse(const char *cdata, size_t n, const char **err);
 int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member *m,
                                const char **err);
 char *vx__hub_members_json(vx_events *ev, const char *name, size_t n, size_t *len);
+
+/* sse.c */
+void vx__sse_start(vx_conn *c, const char *query);
+/* SSE bytes of a WebSocket text frame built by vx__envelope_frame/vx__frame_text: the
+ * same JSON under "event: <name>" (and "id: <seq>" when seq is non-zero). */
+vx_buf *vx__sse_from_frame(const vx_buf *frame, const char *event, size_t elen, uint64_t seq);
+void vx__sse_send_json(vx_conn *c, const char *event, const char *json, size_t n);
+void vx__sse_heartbeat_all(vx_events *ev);
+const char *vx__sse_subscribe(vx_conn *c, const char *name, size_t n, const char *member);
 
 /* http.c: the auth endpoint's asynchronous answer */
 void vx__http_auth_answer(vx_events *ev, uint64_t id, bool authorized, const char *member,

@@ -508,6 +508,52 @@ static void auth_endpoint_asks_the_host_and_signs_its_answer(void **st) {
   vx_free(ev);
 }
 
+static void sse_subscribe_asks_the_authorizer_and_takes_its_member(void **st) {
+  (void)st;
+  vx_options o;
+  vx_options_init(&o);
+  o.sse_path = "/events";
+  o.authorize = authorize_hook;
+  vx_events *ev;
+  o.hook_data = &ev;
+  assert_int_equal(vx_new(&ev, &o), 0);
+  int port;
+  assert_int_equal(vx_listen(ev, "127.0.0.1", 0, &port), 0);
+  tws *s = calloc(1, sizeof *s);
+  s->fd = tcp_connect(port);
+  const char get[] = "GET /events HTTP/1.1\r\nHost: x\r\n\r\n";
+  assert_int_equal(send_all(s->fd, get, sizeof get - 1), 0);
+  assert_int_equal(tws_http_status(s, 3000), 200);
+  while (!memmem(s->buf, s->len, "\"}}\n\n", 5))
+    assert_true(tws_fill(s, 3000) > 0);
+  s->buf[s->len] = 0;
+  char *p = strstr((char *)s->buf, "\"connectionId\":\"");
+  assert_non_null(p);
+  char id[33];
+  memcpy(id, p + 16, 32);
+  id[32] = 0;
+  char resp[2048], body[256];
+  snprintf(body, sizeof body, "{\"connectionId\":\"%s\",\"channel\":\"presence-room\","
+                              "\"member\":{\"id\":\"forged\"}}", id);
+  assert_int_equal(http_post(port, "/events/subscribe", "", body, resp, sizeof resp), 200);
+  snprintf(body, sizeof body, "{\"connectionId\":\"%s\",\"channel\":\"private-other\"}", id);
+  assert_int_equal(http_post(port, "/events/subscribe", "", body, resp, sizeof resp), 403);
+  assert_non_null(strstr(resp, "Access denied"));
+  /* The stream got the member the authorizer chose, not the one in the body. */
+  while (!memmem(s->buf, s->len, "subscription_succeeded", 22))
+    assert_true(tws_fill(s, 3000) > 0);
+  while (!memmem(s->buf, s->len, "]}}\n\n", 5))
+    assert_true(tws_fill(s, 3000) > 0);
+  s->buf[s->len] = 0;
+  assert_non_null(strstr((char *)s->buf,
+                         "event: subscription_succeeded\ndata: {\"type\":\"subscription_succeeded\","
+                         "\"channel\":\"presence-room\",\"data\":{\"members\":[{\"id\":\"u1\","
+                         "\"info\":{\"name\":\"Ann\"}}]}}\n\n"));
+  assert_null(strstr((char *)s->buf, "forged"));
+  tws_free(s);
+  vx_free(ev);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(broadcast_reaches_subscribers_once_and_nobody_else),
@@ -520,6 +566,7 @@ int main(void) {
       cmocka_unit_test(fragmented_message_is_reassembled),
       cmocka_unit_test(close_sends_1001_to_every_client),
       cmocka_unit_test(auth_endpoint_asks_the_host_and_signs_its_answer),
+      cmocka_unit_test(sse_subscribe_asks_the_authorizer_and_takes_its_member),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,231 @@
+/* Server-Sent Events: GET {sse_path} streams the same JSON messages as the WebSocket
+ * transport, each as "event: <name>\ndata: <json>\n\n" (channel events carry an "id:"
+ * line too). Subscriptions arrive over separate POST requests naming the stream's
+ * connectionId. A broadcast's SSE bytes are built once, on its first SSE recipient. */
+#include "vx_int.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* "id: N\n" "event: E\n" "data: <json, one data: line per line>\n\n" */
+static vx_buf *sse_build(const char *event, size_t elen, const char *json, size_t n,
+                         uint64_t seq) {
+  /* An event name with a line break cannot go on the event: line. */
+  if (memchr(event, '\n', elen) || memchr(event, '\r', elen)) {
+    event = "event";
+    elen = 5;
+  }
+  size_t lines = 0;
+  for (size_t i = 0; i < n; i++)
+    lines += json[i] == '\n';
+  char idl[32] = "";
+  int il = seq ? snprintf(idl, sizeof idl, "id: %llu\n", (unsigned long long)seq) : 0;
+  size_t total = (size_t)il + 7 + elen + 1 + 6 + n + lines * 6 + 2;
+  vx_buf *b = vx__buf_new(total);
+  if (!b)
+    return NULL;
+  char *d = b->data;
+  memcpy(d, idl, (size_t)il);
+  d += il;
+  memcpy(d, "event: ", 7);
+  d += 7;
+  memcpy(d, event, elen);
+  d += elen;
+  memcpy(d, "\ndata: ", 7);
+  d += 7;
+  for (size_t i = 0; i < n; i++) {
+    /* Raw CR/LF can only be whitespace between JSON tokens: a LF starts another data:
+     * line (the client joins them with LF again), a CR becomes a space. */
+    if (json[i] == '\n') {
+      memcpy(d, "\ndata: ", 7);
+      d += 7;
+    } else {
+      *d++ = json[i] == '\r' ? ' ' : json[i];
+    }
+  }
+  *d++ = '\n';
+  *d++ = '\n';
+  b->len = (uint32_t)(d - b->data);
+  return b;
+}
+
+vx_buf *vx__sse_from_frame(const vx_buf *frame, const char *event, size_t elen, uint64_t seq) {
+  uint8_t l7 = (uint8_t)frame->data[1] & 0x7F;
+  size_t hl = l7 == 126 ? 4 : l7 == 127 ? 10 : 2;
+  return sse_build(event, elen, frame->data + hl, frame->len - hl, seq);
+}
+
+void vx__sse_send_json(vx_conn *c, const char *event, const char *json, size_t n) {
+  if (c->closed || c->state != VXC_SSE)
+    return;
+  vx_buf *b = sse_build(event, strlen(event), json, n, 0);
+  if (b)
+    vx__conn_send_owned(c, b);
+}
+
+void vx__sse_heartbeat_all(vx_events *ev) {
+  for (vx_conn *c = ev->conns; c; c = c->next)
+    if (c->state == VXC_SSE)
+      vx__conn_send(c, ev->heartbeat);
+}
+
+static int unhex(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+/* Percent-decode in place; false on a bad escape or a decoded NUL. */
+static bool pct_decode(char *s, size_t *n) {
+  size_t o = 0;
+  for (size_t i = 0; i < *n; i++) {
+    if (s[i] == '%') {
+      if (i + 2 >= *n)
+        return false;
+      int a = unhex(s[i + 1]), b = unhex(s[i + 2]);
+      if (a < 0 || b < 0 || (a == 0 && b == 0))
+        return false;
+      s[o++] = (char)(a * 16 + b);
+      i += 2;
+    } else {
+      s[o++] = s[i] == '+' ? ' ' : s[i];
+    }
+  }
+  *n = o;
+  return true;
+}
+
+static void sse_sub_reply(vx_conn *c, const char *type, const char *channel, size_t clen,
+                          const char *error, const char *members, size_t mlen) {
+  vx_str s = {0};
+  vx__str_addz(&s, "{\"type\":\"");
+  vx__str_addz(&s, type);
+  vx__str_addz(&s, "\",\"channel\":");
+  vx__str_add_json_string(&s, channel, clen > 256 ? 256 : clen);
+  if (error) {
+    vx__str_addz(&s, ",\"error\":");
+    vx__str_add_json_string(&s, error, strlen(error));
+  }
+  if (members) {
+    vx__str_addz(&s, ",\"data\":{\"members\":");
+    vx__str_add(&s, members, mlen);
+    vx__str_addz(&s, "}");
+  }
+  vx__str_addz(&s, "}");
+  if (!s.oom)
+    vx__sse_send_json(c, type, s.p, s.len);
+  vx__str_free(&s);
+}
+
+/* ?channels=a,b — public channels only (private ones need the POST route's authorizer). */
+static void subscribe_query(vx_conn *c, const char *query) {
+  const char *p = query;
+  while (p && *p) {
+    const char *amp = strchr(p, '&');
+    size_t kl = amp ? (size_t)(amp - p) : strlen(p);
+    if (kl > 9 && strncmp(p, "channels=", 9) == 0) {
+      const char *v = p + 9, *end = p + kl;
+      while (v < end) {
+        const char *comma = memchr(v, ',', (size_t)(end - v));
+        size_t raw = comma ? (size_t)(comma - v) : (size_t)(end - v);
+        size_t n = raw;
+        char name[3 * VX_CHANNEL_MAX + 1];
+        if (n && n < sizeof name) {
+          memcpy(name, v, n);
+          bool ok = pct_decode(name, &n) && vx__channel_valid(name, n);
+          if (!ok)
+            sse_sub_reply(c, "subscription_error", name, n, "invalid channel name", NULL, 0);
+          else if (strncmp(name, "private-", 8) == 0 || strncmp(name, "presence-", 9) == 0)
+            sse_sub_reply(c, "subscription_error", name, n,
+                          "private and presence channels need POST subscribe", NULL, 0);
+          else if (vx__hub_subscribe(c, name, n) != 0)
+            sse_sub_reply(c, "subscription_error", name, n, "cannot subscribe (limit reached)",
+                          NULL, 0);
+          else
+            sse_sub_reply(c, "subscription_succeeded", name, n, NULL, NULL, 0);
+        }
+        v += raw + 1;
+      }
+    }
+    p = amp ? amp + 1 : NULL;
+  }
+}
+
+void vx__sse_start(vx_conn *c, const char *query) {
+  vx_events *ev = c->ev;
+  if (ev->nws >= ev->opts.max_connections || ev->shutting_down) {
+    ev->stats.rejected_connections++;
+    vx__http_respond(c, 503, "Retry-After: 5\r\n",
+                     ev->shutting_down ? "{\"error\":\"server shutting down\"}"
+                                       : "{\"error\":\"too many connections\"}",
+                     false);
+    return;
+  }
+  char head[512];
+  int n = snprintf(head, sizeof head,
+                   "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+                   "Cache-Control: no-cache\r\nConnection: keep-alive\r\nX-Accel-Buffering: no\r\n"
+                   "\r\nretry: %u\n\n",
+                   ev->opts.retry_interval_ms);
+  vx_buf *b = vx__buf_new((size_t)n);
+  if (!b) {
+    vx__conn_terminate(c);
+    return;
+  }
+  memcpy(b->data, head, (size_t)n);
+  vx__conn_send_owned(c, b);
+  vx__random_id(ev, c->id);
+  if (vx__map_put(&ev->sockets, c->id, VX_SOCKET_ID_LEN, c) != 0) {
+    vx__conn_terminate(c);
+    return;
+  }
+  c->state = VXC_SSE;
+  c->is_sse = true;
+  c->announced = true;
+  c->deadline = 0;
+  ev->nws++;
+  char msg[160];
+  n = snprintf(msg, sizeof msg,
+               "{\"type\":\"event\",\"event\":\"connected\",\"data\":{\"connectionId\":\"%s\","
+               "\"socketId\":\"%s\"}}",
+               c->id, c->id);
+  vx__sse_send_json(c, "connected", msg, (size_t)n);
+  if (ev->opts.on_connect)
+    ev->opts.on_connect(c->id, ev->opts.hook_data);
+  if (query)
+    subscribe_query(c, query);
+}
+
+/* Subscribe an event stream after the decision was made. Returns NULL, or the reason it
+ * could not be done. The stream hears subscription_succeeded (with the member list on
+ * presence channels), like a WebSocket client would. */
+const char *vx__sse_subscribe(vx_conn *c, const char *name, size_t n, const char *member) {
+  bool presence = strncmp(name, "presence-", 9) == 0;
+  if (!presence) {
+    int r = vx__hub_subscribe(c, name, n);
+    if (r)
+      return r == VX_EINVAL ? "too many channels on this connection" : "server out of memory";
+    sse_sub_reply(c, "subscription_succeeded", name, n, NULL, NULL, 0);
+    return NULL;
+  }
+  if (!member || !*member)
+    return "presence channels need a member from the authorizer";
+  if (strlen(member) > c->ev->opts.max_member_size)
+    return "member is too large";
+  const char *err = NULL;
+  vx_member *m = vx__member_parse(member, strlen(member), &err);
+  if (!m || vx__hub_subscribe_presence(c, name, n, m, &err) != 0)
+    return err;
+  size_t ml = 0;
+  char *members = vx__hub_members_json(c->ev, name, n, &ml);
+  sse_sub_reply(c, "subscription_succeeded", name, n, NULL, members ? members : "[]",
+                members ? ml : 2);
+  free(members);
+  return NULL;
+}

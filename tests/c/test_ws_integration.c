@@ -20,6 +20,14 @@ typedef struct {
   int nconnect, ndisconnect;
 } ctx;
 
+static char members_seen[512];
+static void members_cb(int status, const char *json, size_t len, void *data) {
+  ctx *c = data;
+  c->status = status;
+  snprintf(members_seen, sizeof members_seen, "%.*s", (int)len, json ? json : "");
+  uv_sem_post(&c->sem);
+}
+
 static void count_cb(int status, uint64_t count, void *data) {
   ctx *c = data;
   c->status = status;
@@ -495,6 +503,19 @@ static void auth_endpoint_asks_the_host_and_signs_its_answer(void **st) {
   assert_string_equal(m, "{\"type\":\"subscription_succeeded\",\"channel\":\"presence-room\","
                          "\"data\":{\"members\":[{\"id\":\"u1\",\"info\":{\"name\":\"Ann\"}}]}}");
   free(m);
+
+  ctx q;
+  memset(&q, 0, sizeof q);
+  uv_sem_init(&q.sem, 0);
+  assert_int_equal(vx_presence_members(ev, "presence-room", members_cb, &q), 0);
+  uv_sem_wait(&q.sem);
+  assert_int_equal(q.status, 0);
+  assert_string_equal(members_seen, "[{\"id\":\"u1\",\"info\":{\"name\":\"Ann\"}}]");
+  assert_int_equal(vx_presence_members(ev, "presence-empty", members_cb, &q), 0);
+  uv_sem_wait(&q.sem);
+  assert_string_equal(members_seen, "[]");
+  assert_int_equal(vx_presence_members(ev, "bad name", members_cb, &q), VX_ECHANNEL);
+  uv_sem_destroy(&q.sem);
 
   snprintf(body, sizeof body, "{\"socketId\":\"%s\",\"channel\":\"private-mine\"}", id);
   assert_int_equal(http_post(port, "/ws/auth", "Cookie: user=1\r\n", body, resp, sizeof resp), 200);

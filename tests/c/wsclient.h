@@ -23,7 +23,7 @@ typedef struct {
   size_t len;
 } tws;
 
-static int tcp_connect(int port) {
+__attribute__((unused)) static int tcp_connect(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -34,7 +34,7 @@ static int tcp_connect(int port) {
   return fd;
 }
 
-static int send_all(int fd, const void *p, size_t n) {
+__attribute__((unused)) static int send_all(int fd, const void *p, size_t n) {
   const uint8_t *b = p;
   while (n) {
     ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
@@ -47,7 +47,7 @@ static int send_all(int fd, const void *p, size_t n) {
 }
 
 /* Read more bytes into c->buf; 1 on data, 0 on EOF, -1 on timeout/error. */
-static int tws_fill(tws *c, int timeout_ms) {
+__attribute__((unused)) static int tws_fill(tws *c, int timeout_ms) {
   struct pollfd p = {.fd = c->fd, .events = POLLIN};
   if (poll(&p, 1, timeout_ms) <= 0)
     return -1;
@@ -61,7 +61,7 @@ static int tws_fill(tws *c, int timeout_ms) {
 }
 
 /* Read an HTTP response head; returns status code or -1. Leaves body/extra in buf. */
-static int tws_http_status(tws *c, int timeout_ms) {
+__attribute__((unused)) static int tws_http_status(tws *c, int timeout_ms) {
   for (;;) {
     uint8_t *e = memmem(c->buf, c->len, "\r\n\r\n", 4);
     if (e) {
@@ -77,7 +77,7 @@ static int tws_http_status(tws *c, int timeout_ms) {
   }
 }
 
-static int tws_open_fd(tws *c, int fd, const char *path) {
+__attribute__((unused)) static int tws_open_fd(tws *c, int fd, const char *path) {
   c->fd = fd;
   c->len = 0;
   char req[512];
@@ -91,7 +91,7 @@ static int tws_open_fd(tws *c, int fd, const char *path) {
   return tws_http_status(c, 3000) == 101 ? 0 : -1;
 }
 
-static tws *tws_open(int port, const char *path) {
+__attribute__((unused)) static tws *tws_open(int port, const char *path) {
   tws *c = calloc(1, sizeof *c);
   int fd = tcp_connect(port);
   if (fd < 0 || tws_open_fd(c, fd, path) != 0) {
@@ -103,7 +103,7 @@ static tws *tws_open(int port, const char *path) {
   return c;
 }
 
-static int tws_send_frame(tws *c, uint8_t opcode, const void *p, size_t n) {
+__attribute__((unused)) static int tws_send_frame(tws *c, uint8_t opcode, const void *p, size_t n) {
   uint8_t h[14];
   size_t hl = 2;
   h[0] = (uint8_t)(0x80 | opcode);
@@ -132,17 +132,17 @@ static int tws_send_frame(tws *c, uint8_t opcode, const void *p, size_t n) {
   return r;
 }
 
-static int tws_send_text(tws *c, const char *s) { return tws_send_frame(c, 1, s, strlen(s)); }
+__attribute__((unused)) static int tws_send_text(tws *c, const char *s) { return tws_send_frame(c, 1, s, strlen(s)); }
 
 /* Next frame: returns opcode (payload NUL-terminated in *out, caller frees), -1 on
  * timeout, -2 on EOF. Pings are answered and skipped. */
-static long long now_ms(void) {
+__attribute__((unused)) static long long now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int tws_next(tws *c, char **out, size_t *outlen, int timeout_ms) {
+__attribute__((unused)) static int tws_next(tws *c, char **out, size_t *outlen, int timeout_ms) {
   long long deadline = now_ms() + timeout_ms;
   for (;;) {
     if (c->len >= 2) {
@@ -192,7 +192,7 @@ static int tws_next(tws *c, char **out, size_t *outlen, int timeout_ms) {
 }
 
 /* Next text message, or NULL. */
-static char *tws_text(tws *c, int timeout_ms) {
+__attribute__((unused)) static char *tws_text(tws *c, int timeout_ms) {
   char *p = NULL;
   int op = tws_next(c, &p, NULL, timeout_ms);
   if (op == 1)
@@ -202,7 +202,7 @@ static char *tws_text(tws *c, int timeout_ms) {
 }
 
 /* Wait for a close frame; returns its status code, or -1. */
-static int tws_close_code(tws *c, int timeout_ms) {
+__attribute__((unused)) static int tws_close_code(tws *c, int timeout_ms) {
   for (;;) {
     char *p = NULL;
     size_t n = 0;
@@ -220,7 +220,7 @@ static int tws_close_code(tws *c, int timeout_ms) {
   }
 }
 
-static void tws_free(tws *c) {
+__attribute__((unused)) static void tws_free(tws *c) {
   if (c) {
     close(c->fd);
     free(c);

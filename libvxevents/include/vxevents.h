@@ -47,7 +47,8 @@ extern "C" {
   XX(ENOTFOUND, -10, "not found")                                                  \
   XX(ELISTEN, -11, "cannot listen on the given address")                           \
   XX(EBUSY, -12, "operation already in progress")                                  \
-  XX(ETHREAD, -13, "cannot start the event loop thread")
+  XX(ETHREAD, -13, "cannot start the event loop thread")                           \
+  XX(EBACKLOG, -14, "Redis is unreachable and the broadcast backlog is full")
 
 typedef enum {
 #define VX_ERR_ENUM(name, code, text) VX_##name = (code),
@@ -120,6 +121,11 @@ typedef struct vx_options {
                                    Also serves {sse_path}/subscribe and /unsubscribe */
   uint32_t heartbeat_interval_ms; /* SSE comment heartbeat; default 15000; 0 disables */
   uint32_t retry_interval_ms;   /* SSE "retry:" sent to clients; default 3000 */
+  const char *redis_url;        /* redis://[[user]:password@]host[:port][/db]; NULL = single
+                                   instance. Broadcasts then reach every instance sharing it */
+  const char *redis_prefix;     /* key and channel prefix; default "vx" */
+  size_t redis_backlog_max;     /* bytes of broadcasts kept while Redis is unreachable;
+                                   default 16 MiB; past it vx_broadcast returns VX_EBACKLOG */
   vx_connect_cb on_connect;     /* optional */
   vx_disconnect_cb on_disconnect; /* optional */
   vx_log_cb on_log;             /* optional; NULL logs nothing */
@@ -154,8 +160,10 @@ VX_EXTERN int vx_adopt(vx_events *ev, int fd, const char *bytes, size_t len);
  * subscriber of `channel`, skipping the connection whose socket id is `except_id`
  * (NULL = none). Everything is copied before return. The envelope is serialized once and
  * shared by all recipients.
+ * With Redis the broadcast also reaches every other instance (exactly once each).
  * Returns 0, VX_ECHANNEL (bad channel name), VX_EINVAL (event empty or over 200 bytes,
- * except_id too long), VX_EJSON (data not JSON), VX_ETOOBIG, VX_ENOMEM, VX_ECLOSED. */
+ * except_id too long), VX_EJSON (data not JSON), VX_ETOOBIG, VX_EBACKLOG (Redis has been
+ * unreachable long enough to fill redis_backlog_max), VX_ENOMEM, VX_ECLOSED. */
 VX_EXTERN int vx_broadcast(vx_events *ev, const char *channel, const char *event,
                            const char *data, size_t data_len, const char *except_id);
 

@@ -41,6 +41,10 @@ static const char USAGE[] =
     "  --sse-path PATH              Server-Sent Events endpoint; '' disables (VX_SSE_PATH; /events)\n"
     "  --heartbeat-interval MS      SSE comment heartbeat period (VX_HEARTBEAT_INTERVAL; 15000)\n"
     "  --retry-interval MS          reconnect delay told to SSE clients (VX_RETRY_INTERVAL; 3000)\n"
+    "  --redis URL                  redis://[[user]:password@]host[:port][/db]: share broadcasts\n"
+    "                               with every instance on the same Redis (VX_REDIS_URL or\n"
+    "                               REDIS_URL; default: single instance, all in memory)\n"
+    "  --redis-prefix P             Redis key/channel prefix (VX_REDIS_PREFIX; vx)\n"
     "  --log-level LEVEL            error, warn, info or debug (VX_LOG_LEVEL; warn)\n"
     "  -h, --help                   show this help and exit\n"
     "  -V, --version                print the version and exit\n"
@@ -82,17 +86,18 @@ static int parse_u64(const char *s, unsigned long long min, unsigned long long m
 
 enum {
   O_HOST = 1000, O_PORT, O_PATH, O_API_KEY, O_PING, O_MAX_PAYLOAD, O_MAX_SENDQ, O_MAX_CONN,
-  O_MAX_CHAN, O_LOG, O_AUTH_SECRET, O_CLIENT_EVENTS, O_SSE_PATH, O_HEARTBEAT, O_RETRY
+  O_MAX_CHAN, O_LOG, O_AUTH_SECRET, O_CLIENT_EVENTS, O_SSE_PATH, O_HEARTBEAT, O_RETRY, O_REDIS, O_REDIS_PREFIX
 };
 
 int main(int argc, char **argv) {
-  const char *vals[O_RETRY - O_HOST + 1] = {0};
+  const char *vals[O_REDIS_PREFIX - O_HOST + 1] = {0};
   static const char *envs[] = {"VX_HOST",          "VX_PORT",          "VX_PATH",
                                "VX_API_KEY",       "VX_PING_INTERVAL", "VX_MAX_PAYLOAD",
                                "VX_MAX_SEND_QUEUE", "VX_MAX_CONNECTIONS",
                                "VX_MAX_CHANNELS_PER_CONNECTION", "VX_LOG_LEVEL",
                                "VX_AUTH_SECRET", "VX_CLIENT_EVENTS_PER_SEC", "VX_SSE_PATH",
-                               "VX_HEARTBEAT_INTERVAL", "VX_RETRY_INTERVAL"};
+                               "VX_HEARTBEAT_INTERVAL", "VX_RETRY_INTERVAL", "VX_REDIS_URL",
+                               "VX_REDIS_PREFIX"};
   static const struct option longopts[] = {
       {"host", required_argument, 0, O_HOST},
       {"port", required_argument, 0, O_PORT},
@@ -109,11 +114,15 @@ int main(int argc, char **argv) {
       {"sse-path", required_argument, 0, O_SSE_PATH},
       {"heartbeat-interval", required_argument, 0, O_HEARTBEAT},
       {"retry-interval", required_argument, 0, O_RETRY},
+      {"redis", required_argument, 0, O_REDIS},
+      {"redis-prefix", required_argument, 0, O_REDIS_PREFIX},
       {"help", no_argument, 0, 'h'},
       {"version", no_argument, 0, 'V'},
       {0, 0, 0, 0}};
-  for (int i = 0; i <= O_RETRY - O_HOST; i++)
+  for (int i = 0; i <= O_REDIS_PREFIX - O_HOST; i++)
     vals[i] = getenv(envs[i]);
+  if (!vals[O_REDIS - O_HOST])
+    vals[O_REDIS - O_HOST] = getenv("REDIS_URL");
   if (!vals[O_PORT - O_HOST])
     vals[O_PORT - O_HOST] = getenv("PORT");
   int opt;
@@ -181,6 +190,10 @@ int main(int argc, char **argv) {
     }
     o.auth_secret = vals[O_AUTH_SECRET - O_HOST];
   }
+  if (vals[O_REDIS - O_HOST] && *vals[O_REDIS - O_HOST])
+    o.redis_url = vals[O_REDIS - O_HOST];
+  if (vals[O_REDIS_PREFIX - O_HOST] && *vals[O_REDIS_PREFIX - O_HOST])
+    o.redis_prefix = vals[O_REDIS_PREFIX - O_HOST];
   o.sse_path = "/events";
   if (vals[O_SSE_PATH - O_HOST])
     o.sse_path = *vals[O_SSE_PATH - O_HOST] ? vals[O_SSE_PATH - O_HOST] : NULL;
@@ -200,6 +213,11 @@ int main(int argc, char **argv) {
 
   vx_events *ev;
   int r = vx_new(&ev, &o);
+  if (r == VX_EINVAL && o.redis_url) {
+    fprintf(stderr, "vxevents-server: --redis must look like redis://[[user]:password@]host[:port][/db] "
+                    "(rediss:// is not supported yet): '%s'\n", o.redis_url);
+    return 2;
+  }
   if (r) {
     fprintf(stderr, "vxevents-server: cannot start: %s\n", vx_strerror(r));
     return 1;

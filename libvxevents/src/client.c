@@ -46,8 +46,12 @@ static void send_sub_reply(vx_conn *c, const char *type, const char *channel, si
     vx__str_add_json_string(&s, error, strlen(error));
   }
   vx__str_addz(&s, "}");
-  if (!s.oom)
-    vx__client_send_json(c, s.p, s.len);
+  if (!s.oom) {
+    if (!error && strcmp(type, "subscription_succeeded") == 0)
+      vx__hub_ack(c, channel, clen, s.p, s.len);
+    else
+      vx__client_send_json(c, s.p, s.len);
+  }
   vx__str_free(&s);
 }
 
@@ -128,7 +132,7 @@ static void on_subscribe_auth(vx_conn *c, const cJSON *msg, const char *raw, siz
   vx__str_add(&s, members ? members : "[]", members ? ml : 2);
   vx__str_addz(&s, "}}");
   if (!s.oom)
-    vx__client_send_json(c, s.p, s.len);
+    vx__hub_ack(c, name, n, s.p, s.len);
   vx__str_free(&s);
   free(members);
 }

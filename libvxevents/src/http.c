@@ -532,7 +532,7 @@ static void handle_api(vx_conn *c, bool batch) {
   }
   cJSON_Delete(root);
   if (rc) {
-    respond_error(c, rc == VX_ENOMEM ? 503 : 400, vx_strerror(rc), NULL, ka);
+    respond_error(c, rc == VX_ENOMEM || rc == VX_EBACKLOG ? 503 : 400, vx_strerror(rc), NULL, ka);
     return;
   }
   char out[64];

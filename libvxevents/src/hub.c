@@ -22,12 +22,14 @@ static vx_channel *channel_get(vx_events *ev, const char *name, size_t n, bool c
     free(ch);
     return NULL;
   }
+  vx__redis_channel_new(ev, ch); /* SUBSCRIBE while the channel has local subscribers */
   return ch;
 }
 
 static void channel_drop_if_empty(vx_events *ev, vx_channel *ch) {
   if (ch->nsubs)
     return;
+  vx__redis_channel_gone(ev, ch);
   vx__map_del(&ev->channels, ch->name, ch->name_len);
   vx__map_free(&ch->members); /* every member went with its last subscription */
   free(ch->subs);
@@ -118,6 +120,7 @@ static vx_sub *add_sub(vx_conn *c, const char *name, size_t n, int *err) {
   s->conn = c;
   s->ch = ch;
   s->member = NULL;
+  s->deferred_ack = NULL;
   s->idx = ch->nsubs;
   ch->subs[ch->nsubs++] = s;
   c->subs[c->nsubs++] = s;
@@ -131,6 +134,7 @@ static void sub_remove(vx_events *ev, vx_sub *s) {
   ch->subs[s->idx] = last;
   last->idx = s->idx;
   vx_member *m = s->member;
+  free(s->deferred_ack);
   free(s);
   /* The user's last connection on the channel left: everyone else hears it once. */
   if (m && --m->conns == 0) {
@@ -282,9 +286,63 @@ int vx__validate_broadcast(const char *const *channels, size_t n, const char *ev
   return 0;
 }
 
+static void send_ack(vx_conn *c, const char *json, size_t len) {
+  if (c->is_sse)
+    vx__sse_send_json(c, "subscription_succeeded", json, len);
+  else
+    vx__client_send_json(c, json, len);
+}
+
+/* subscription_succeeded goes out now, or, while the channel's Redis SUBSCRIBE is not yet
+ * confirmed, when it is (so that nothing published after the ack is missed). */
+void vx__hub_ack(vx_conn *c, const char *name, size_t n, const char *json, size_t len) {
+  for (uint32_t i = 0; i < c->nsubs; i++) {
+    vx_sub *s = c->subs[i];
+    if (s->ch->name_len != n || memcmp(s->ch->name, name, n) != 0)
+      continue;
+    if (s->ch->rstate == VX_RS_SUBSCRIBING) {
+      char *copy = malloc(len + 1);
+      if (copy) {
+        memcpy(copy, json, len);
+        copy[len] = '\0';
+        free(s->deferred_ack);
+        s->deferred_ack = copy;
+        return;
+      }
+    }
+    break;
+  }
+  send_ack(c, json, len);
+}
+
+void vx__hub_flush_acks(vx_events *ev, vx_channel *ch) {
+  (void)ev;
+  for (uint32_t i = 0; i < ch->nsubs; i++) {
+    vx_sub *s = ch->subs[i];
+    if (s->deferred_ack) {
+      char *a = s->deferred_ack;
+      s->deferred_ack = NULL;
+      send_ack(s->conn, a, strlen(a));
+      free(a);
+    }
+  }
+}
+
 int vx__hub_broadcast(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                       const char *event, size_t elen, const char *data, size_t dlen,
                       const char *except) {
+  int rc = vx__hub_deliver(ev, channels, lens, n, event, elen, data, dlen, except);
+  for (size_t k = 0; k < n && ev->redis; k++) {
+    int r = vx__redis_publish(ev, channels[k], lens[k], event, elen, data, dlen, except);
+    if (r && !rc)
+      rc = r;
+  }
+  return rc;
+}
+
+int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
+                    const char *event, size_t elen, const char *data, size_t dlen,
+                    const char *except) {
   vx_conn *skip = NULL;
   if (except && strlen(except) == VX_SOCKET_ID_LEN)
     skip = vx__map_get(&ev->sockets, except, VX_SOCKET_ID_LEN);

@@ -23,6 +23,7 @@ void vx_options_init(vx_options *o) {
   o->max_presence_members = 10000;
   o->heartbeat_interval_ms = 15000;
   o->retry_interval_ms = 3000;
+  o->redis_backlog_max = 16 * 1024 * 1024;
 }
 
 static char *concat(const char *a, const char *b) {
@@ -275,6 +276,7 @@ static void begin_shutdown(vx_events *ev, vx_cmd *c) {
   }
   uv_timer_stop(&ev->ping_timer);
   uv_timer_stop(&ev->heartbeat_timer);
+  vx__redis_stop(ev);
   finish_if_done(ev);
 }
 
@@ -374,8 +376,9 @@ static void finish_if_done(vx_events *ev) {
       next = k->next;
       vx__conn_terminate(k);
     }
+    vx__redis_force(ev);
   }
-  if (ev->conns)
+  if (ev->conns || vx__redis_busy(ev))
     return;
   /* Everything is closed or closing: release the loop's own handles so uv_run returns
    * once the close callbacks have run. The check handle flushes nothing more. */
@@ -403,6 +406,8 @@ static void thread_main(void *arg) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
+  if (ev->opts.redis_url && vx__redis_start(ev) != 0)
+    vx__log(ev, VX_LOG_ERROR, "redis: cannot start");
   uv_run(&ev->loop, UV_RUN_DEFAULT);
   /* Commands that raced with close are answered now. */
   uv_mutex_lock(&ev->mu);
@@ -429,6 +434,9 @@ static void free_paths(vx_events *ev) {
   free(ev->sse_sub_path);
   free(ev->sse_unsub_path);
   vx__buf_unref(ev->heartbeat);
+  free(ev->redis_url);
+  free(ev->redis_prefix);
+  ev->redis_url = ev->redis_prefix = NULL;
   ev->auth_secret = ev->auth_path = ev->sse_path = ev->sse_sub_path = ev->sse_unsub_path = NULL;
   ev->heartbeat = NULL;
 }
@@ -449,6 +457,10 @@ int vx_new(vx_events **out, const vx_options *opts) {
   if (o.auth_secret && strlen(o.auth_secret) < 32)
     return VX_ESECRET;
   if (o.max_member_size < 16 || o.max_presence_members == 0)
+    return VX_EINVAL;
+  if (o.redis_url && vx__redis_url_valid(o.redis_url) != 0)
+    return VX_EINVAL;
+  if (o.redis_prefix && (!*o.redis_prefix || strlen(o.redis_prefix) > 60))
     return VX_EINVAL;
   if (o.sse_path && (o.sse_path[0] != '/' || strlen(o.sse_path) > 200 ||
                      strpbrk(o.sse_path, "?# ") || strcmp(o.sse_path, o.path) == 0))
@@ -479,6 +491,11 @@ int vx_new(vx_events **out, const vx_options *opts) {
     ev->sse_path_len = ev->sse_path ? strlen(ev->sse_path) : 0;
   }
   ev->opts.sse_path = ev->sse_path;
+  ev->redis_url = o.redis_url ? dupz(o.redis_url) : NULL;
+  ev->redis_prefix = o.redis_prefix ? dupz(o.redis_prefix) : NULL;
+  ev->opts.redis_url = ev->redis_url;
+  ev->opts.redis_prefix = ev->redis_prefix;
+  sse_ok = sse_ok && (!o.redis_url || ev->redis_url) && (!o.redis_prefix || ev->redis_prefix);
   ev->heartbeat = vx__buf_new(13);
   if (ev->heartbeat)
     memcpy(ev->heartbeat->data, ": heartbeat\n\n", 13);
@@ -615,6 +632,9 @@ int vx_broadcast_many(vx_events *ev, const char *const *channels, size_t n, cons
   int r = vx__validate_broadcast(channels, n, event, data, data_len, except_id);
   if (r)
     return r;
+  if (ev->opts.redis_url &&
+      atomic_load(&ev->redis_backlog) + data_len + 512 > ev->opts.redis_backlog_max)
+    return VX_EBACKLOG;
   if (data && data_len > UINT32_MAX / 2)
     return VX_ETOOBIG;
   vx_cmd *c = calloc(1, sizeof *c);
@@ -749,6 +769,7 @@ void vx_free(vx_events *ev) {
     uv_thread_join(&ev->thread);
   }
   vx__hub_free(ev);
+  vx__redis_free(ev);
   vx__buf_unref(ev->ping_frame);
   vx__buf_unref(ev->pong_msg);
   uv_mutex_destroy(&ev->mu);

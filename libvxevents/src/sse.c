@@ -118,8 +118,12 @@ static void sse_sub_reply(vx_conn *c, const char *type, const char *channel, siz
     vx__str_addz(&s, "}");
   }
   vx__str_addz(&s, "}");
-  if (!s.oom)
-    vx__sse_send_json(c, type, s.p, s.len);
+  if (!s.oom) {
+    if (!error && strcmp(type, "subscription_succeeded") == 0)
+      vx__hub_ack(c, channel, clen > 256 ? 256 : clen, s.p, s.len);
+    else
+      vx__sse_send_json(c, type, s.p, s.len);
+  }
   vx__str_free(&s);
 }
 

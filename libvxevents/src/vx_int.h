@@ -7,6 +7,7 @@
 #include "vxevents.h"
 
 #include <http_parser.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -104,6 +105,7 @@ vx_buf *vx__envelope_frame(const char *channel, size_t clen, const char *event, 
 /* ---- the instance and its connections ---- */
 
 typedef struct vx_conn vx_conn;
+typedef struct vx_redis vx_redis;
 typedef struct vx_channel vx_channel;
 
 /* A presence member: one per user id per channel, however many connections it has. */
@@ -119,12 +121,16 @@ typedef struct vx_sub {
   vx_conn *conn;
   vx_channel *ch;
   vx_member *member; /* presence channels only */
+  char *deferred_ack; /* subscription_succeeded waiting for Redis to confirm */
   uint32_t idx;      /* position in ch->subs */
 } vx_sub;
+
+enum { VX_RS_NONE = 0, VX_RS_SUBSCRIBING, VX_RS_SUBSCRIBED };
 
 struct vx_channel {
   vx_sub **subs;
   uint32_t nsubs, cap;
+  uint8_t rstate;    /* VX_RS_*: Redis SUBSCRIBE state of this channel */
   vx_map members;    /* presence channels: id -> vx_member */
   size_t name_len;
   char name[]; /* NUL-terminated */
@@ -230,6 +236,7 @@ struct vx_events {
   char *api_key;
   char *auth_secret;
   size_t auth_secret_len;
+  char *redis_url, *redis_prefix;
   size_t path_len;
   char *auth_path;         /* path + "/auth" */
   size_t auth_path_len;
@@ -263,6 +270,8 @@ struct vx_events {
   vx_map channels;
   vx_map sockets;
   vx_stats stats;
+  vx_redis *redis;         /* NULL without redis_url */
+  atomic_size_t redis_backlog; /* bytes waiting for Redis; read by any thread */
   vx_pending_auth *pending; /* auth requests waiting for the host, oldest last */
   uint64_t next_auth_id;
   uint64_t sse_seq;        /* id: of SSE events, one per broadcast */
@@ -321,6 +330,25 @@ uint64_t vx__hub_count(vx_events *ev, const char *name, size_t n);
 void vx__hub_free(vx_events *ev);
 int vx__validate_broadcast(const char *const *channels, size_t n, const char *event,
                            const char *data, size_t data_len, const char *except);
+
+/* redis.c */
+int vx__redis_url_valid(const char *url);
+int vx__redis_start(vx_events *ev);
+void vx__redis_stop(vx_events *ev);
+bool vx__redis_busy(vx_events *ev);
+void vx__redis_force(vx_events *ev);
+void vx__redis_free(vx_events *ev);
+int vx__redis_publish(vx_events *ev, const char *channel, size_t clen, const char *event,
+                      size_t elen, const char *data, size_t dlen, const char *except);
+bool vx__redis_channel_new(vx_events *ev, vx_channel *ch);
+void vx__redis_channel_gone(vx_events *ev, vx_channel *ch);
+
+/* hub.c: acknowledgements that wait for Redis, and local-only delivery */
+void vx__hub_ack(vx_conn *c, const char *name, size_t n, const char *json, size_t len);
+void vx__hub_flush_acks(vx_events *ev, vx_channel *ch);
+int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
+                    const char *event, size_t elen, const char *data, size_t dlen,
+                    const char *except);
 
 /* auth.c */
 int vx__auth_token(const char *secret, size_t slen, const char *socket_id, size_t idlen,

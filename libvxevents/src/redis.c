@@ -1,0 +1,585 @@
+/* Redis pub/sub between instances.
+ *
+ * Two hiredis async connections live on the instance's loop: `sub` SUBSCRIBEs to
+ * <prefix>:ch:<channel> while the channel has local subscribers, `cmd` PUBLISHes every
+ * broadcast there (pipelined: hiredis appends to its output buffer, no round trip). The
+ * payload names the origin instance (which already delivered locally and skips its own
+ * echo) and the `except` socket. A local subscription is acknowledged to its client only
+ * once Redis confirmed the SUBSCRIBE, so nothing published after the ack can be missed.
+ *
+ * While `cmd` is down, broadcasts for other instances wait in a bounded FIFO that is
+ * flushed, in order, on reconnect; past the bound vx_broadcast fails with VX_EBACKLOG.
+ * Both connections reconnect with capped exponential backoff and jitter; `sub`
+ * re-subscribes every channel that has local subscribers. */
+#include "vx_int.h"
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <hiredis/adapters/libuv.h>
+
+typedef struct qmsg {
+  struct qmsg *next;
+  size_t klen, plen;
+  char data[]; /* key then payload */
+} qmsg;
+
+typedef struct rconn {
+  vx_redis *r;
+  redisAsyncContext *ac;
+  uv_timer_t retry;
+  uint32_t backoff_ms;
+  bool ready, is_sub;
+} rconn;
+
+struct vx_redis {
+  vx_events *ev;
+  char host[256];
+  char ip[64];
+  int port, db;
+  char *user, *password;
+  char prefix[64];
+  size_t prefix_len;
+  char origin[17];
+  rconn cmd, sub;
+  uv_getaddrinfo_t gai;
+  bool resolving, resolved, closing;
+  qmsg *qhead, *qtail;
+  size_t qbytes, qmax;
+  vx_map acks; /* key -> outstanding SUBSCRIBE replies (as intptr_t) */
+};
+
+static void rconn_connect(rconn *rc);
+static void retry_cb(uv_timer_t *t);
+
+/* ---- URL ---- */
+
+static int pct(const char *s, size_t n, char **out) {
+  char *d = malloc(n + 1);
+  if (!d)
+    return VX_ENOMEM;
+  size_t o = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '%' && i + 2 < n) {
+      char h[3] = {s[i + 1], s[i + 2], 0};
+      d[o++] = (char)strtol(h, NULL, 16);
+      i += 2;
+    } else {
+      d[o++] = s[i];
+    }
+  }
+  d[o] = 0;
+  *out = d;
+  return 0;
+}
+
+/* redis://[[user]:password@]host[:port][/db] */
+static int parse_url(vx_redis *r, const char *url) {
+  const char *p;
+  if (strncmp(url, "redis://", 8) == 0)
+    p = url + 8;
+  else
+    return VX_EINVAL; /* rediss:// (TLS) is not supported yet */
+  const char *at = strrchr(p, '@');
+  const char *slash = strchr(at ? at : p, '/');
+  if (at && slash && slash < at)
+    return VX_EINVAL;
+  if (at) {
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    if (colon) {
+      if (colon > p && pct(p, (size_t)(colon - p), &r->user))
+        return VX_ENOMEM;
+      if (pct(colon + 1, (size_t)(at - colon - 1), &r->password))
+        return VX_ENOMEM;
+    } else if (at > p && pct(p, (size_t)(at - p), &r->password)) {
+      return VX_ENOMEM;
+    }
+    p = at + 1;
+  }
+  const char *hend = slash ? slash : p + strlen(p);
+  const char *colon = NULL;
+  if (*p == '[') { /* [ipv6]:port */
+    const char *rb = memchr(p, ']', (size_t)(hend - p));
+    if (!rb)
+      return VX_EINVAL;
+    if ((size_t)(rb - p - 1) >= sizeof r->host)
+      return VX_EINVAL;
+    memcpy(r->host, p + 1, (size_t)(rb - p - 1));
+    r->host[rb - p - 1] = 0;
+    colon = rb + 1 < hend && rb[1] == ':' ? rb + 1 : NULL;
+  } else {
+    colon = memchr(p, ':', (size_t)(hend - p));
+    const char *he = colon ? colon : hend;
+    if (he == p || (size_t)(he - p) >= sizeof r->host)
+      return VX_EINVAL;
+    memcpy(r->host, p, (size_t)(he - p));
+    r->host[he - p] = 0;
+  }
+  r->port = 6379;
+  if (colon) {
+    char *end;
+    long v = strtol(colon + 1, &end, 10);
+    if (end != hend || v <= 0 || v > 65535)
+      return VX_EINVAL;
+    r->port = (int)v;
+  }
+  if (slash && slash[1]) {
+    char *end;
+    long v = strtol(slash + 1, &end, 10);
+    if (*end || v < 0 || v > 1000000)
+      return VX_EINVAL;
+    r->db = (int)v;
+  }
+  return 0;
+}
+
+int vx__redis_url_valid(const char *url) {
+  vx_redis r;
+  memset(&r, 0, sizeof r);
+  int e = parse_url(&r, url);
+  free(r.user);
+  free(r.password);
+  return e;
+}
+
+/* ---- keys and payloads ---- */
+
+static size_t channel_key(vx_redis *r, const char *name, size_t n, char *out) {
+  memcpy(out, r->prefix, r->prefix_len);
+  memcpy(out + r->prefix_len, ":ch:", 4);
+  memcpy(out + r->prefix_len + 4, name, n);
+  return r->prefix_len + 4 + n;
+}
+
+/* ---- the backlog ---- */
+
+static void publish_now(vx_redis *r, const char *key, size_t klen, const char *p, size_t plen) {
+  redisAsyncCommand(r->cmd.ac, NULL, NULL, "PUBLISH %b %b", key, klen, p, plen);
+}
+
+static void backlog_flush(vx_redis *r) {
+  while (r->qhead && r->cmd.ready) {
+    qmsg *m = r->qhead;
+    r->qhead = m->next;
+    if (!r->qhead)
+      r->qtail = NULL;
+    publish_now(r, m->data, m->klen, m->data + m->klen, m->plen);
+    r->qbytes -= m->klen + m->plen;
+    atomic_store(&r->ev->redis_backlog, r->qbytes);
+    free(m);
+  }
+}
+
+static int backlog_push(vx_redis *r, const char *key, size_t klen, const char *p, size_t plen) {
+  if (r->qbytes + klen + plen > r->qmax)
+    return VX_EBACKLOG;
+  qmsg *m = malloc(sizeof *m + klen + plen);
+  if (!m)
+    return VX_ENOMEM;
+  m->next = NULL;
+  m->klen = klen;
+  m->plen = plen;
+  memcpy(m->data, key, klen);
+  memcpy(m->data + klen, p, plen);
+  if (r->qtail)
+    r->qtail->next = m;
+  else
+    r->qhead = m;
+  r->qtail = m;
+  r->qbytes += klen + plen;
+  atomic_store(&r->ev->redis_backlog, r->qbytes);
+  return 0;
+}
+
+/* Publish one broadcast for the other instances:
+ * {"o":"<origin>","x":"<except>"|null,"e":"<event>","d":<data>} */
+int vx__redis_publish(vx_events *ev, const char *channel, size_t clen, const char *event,
+                      size_t elen, const char *data, size_t dlen, const char *except) {
+  vx_redis *r = ev->redis;
+  if (!r || r->closing)
+    return 0;
+  vx_str s = {0};
+  vx__str_addz(&s, "{\"o\":\"");
+  vx__str_addz(&s, r->origin);
+  vx__str_addz(&s, "\",\"x\":");
+  if (except)
+    vx__str_add_json_string(&s, except, strlen(except));
+  else
+    vx__str_addz(&s, "null");
+  vx__str_addz(&s, ",\"e\":");
+  vx__str_add_json_string(&s, event, elen);
+  vx__str_addz(&s, ",\"d\":");
+  vx__str_add(&s, data, dlen);
+  vx__str_addz(&s, "}");
+  if (s.oom) {
+    vx__str_free(&s);
+    return VX_ENOMEM;
+  }
+  char key[64 + 4 + VX_CHANNEL_MAX];
+  size_t kl = channel_key(r, channel, clen, key);
+  int rc = 0;
+  if (r->cmd.ready && !r->qhead)
+    publish_now(r, key, kl, s.p, s.len);
+  else
+    rc = backlog_push(r, key, kl, s.p, s.len);
+  vx__str_free(&s);
+  return rc;
+}
+
+/* ---- subscriptions ---- */
+
+static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv);
+
+static void subscribe_key(vx_redis *r, const char *name, size_t n) {
+  char key[64 + 4 + VX_CHANNEL_MAX];
+  size_t kl = channel_key(r, name, n, key);
+  intptr_t want = (intptr_t)vx__map_get(&r->acks, name, n);
+  /* The map borrows its keys: the channel's name lives as long as the channel, and the
+   * entry is dropped with the channel (vx__redis_channel_gone). */
+  vx_channel *ch = vx__map_get(&r->ev->channels, name, n);
+  if (!ch)
+    return;
+  vx__map_put(&r->acks, ch->name, n, (void *)(want + 1));
+  ch->rstate = VX_RS_SUBSCRIBING;
+  redisAsyncCommand(r->sub.ac, on_sub_reply, NULL, "SUBSCRIBE %b", key, kl);
+}
+
+bool vx__redis_channel_new(vx_events *ev, vx_channel *ch) {
+  vx_redis *r = ev->redis;
+  if (!r || r->closing || !r->sub.ready)
+    return false; /* acknowledged at once: local delivery only until Redis is back */
+  subscribe_key(r, ch->name, ch->name_len);
+  return true;
+}
+
+void vx__redis_channel_gone(vx_events *ev, vx_channel *ch) {
+  vx_redis *r = ev->redis;
+  if (!r)
+    return;
+  vx__map_del(&r->acks, ch->name, ch->name_len);
+  if (r->sub.ready && !r->closing) {
+    char key[64 + 4 + VX_CHANNEL_MAX];
+    size_t kl = channel_key(r, ch->name, ch->name_len, key);
+    redisAsyncCommand(r->sub.ac, NULL, NULL, "UNSUBSCRIBE %b", key, kl);
+  }
+}
+
+static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv) {
+  (void)priv;
+  rconn *rc = ac->data;
+  vx_redis *r = rc->r;
+  redisReply *rep = reply;
+  if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+      rep->element[0]->type != REDIS_REPLY_STRING || rep->element[1]->type != REDIS_REPLY_STRING)
+    return;
+  const char *kind = rep->element[0]->str;
+  const char *key = rep->element[1]->str;
+  size_t kl = rep->element[1]->len;
+  size_t pre = r->prefix_len + 4;
+  if (kl <= pre || memcmp(key, r->prefix, r->prefix_len) != 0)
+    return;
+  const char *name = key + pre;
+  size_t n = kl - pre;
+  vx_channel *ch = vx__map_get(&r->ev->channels, name, n);
+  if (strcmp(kind, "subscribe") == 0) {
+    if (!ch)
+      return;
+    intptr_t want = (intptr_t)vx__map_get(&r->acks, name, n);
+    if (want > 1) {
+      vx__map_put(&r->acks, ch->name, n, (void *)(want - 1));
+      return; /* a later SUBSCRIBE of the same key is still on its way */
+    }
+    vx__map_del(&r->acks, name, n);
+    ch->rstate = VX_RS_SUBSCRIBED;
+    vx__hub_flush_acks(r->ev, ch);
+  } else if (strcmp(kind, "message") == 0 && rep->element[2]->type == REDIS_REPLY_STRING) {
+    const char *p = rep->element[2]->str;
+    size_t pl = rep->element[2]->len;
+    const char *o, *x, *e, *d;
+    size_t ol, xl, el, dl;
+    if (!vx__json_valid(p, pl) || !vx__json_field(p, pl, "o", &o, &ol) ||
+        !vx__json_field(p, pl, "e", &e, &el) || !vx__json_field(p, pl, "d", &d, &dl) ||
+        !vx__json_field(p, pl, "x", &x, &xl) || e[0] != '"')
+      return;
+    if (ol == 18 && memcmp(o + 1, r->origin, 16) == 0)
+      return; /* our own broadcast, already delivered here */
+    if (!ch)
+      return;
+    /* Event names and except ids were escaped by the publisher; unescaping is only needed
+     * for exotic event names, which take the slow path through a copy. */
+    char ev_name[VX_EVENT_MAX * 6 + 1], except[80];
+    size_t evl = 0;
+    for (size_t i = 1; i + 1 < el && evl < sizeof ev_name - 1; i++) {
+      if (e[i] == '\\' && i + 2 < el) {
+        char c = e[++i];
+        if (c == 'u' && i + 4 < el) {
+          char h[5] = {e[i + 1], e[i + 2], e[i + 3], e[i + 4], 0};
+          long cp = strtol(h, NULL, 16);
+          i += 4;
+          if (cp < 0x80) {
+            ev_name[evl++] = (char)cp;
+            continue;
+          }
+          return; /* the publisher never escapes non-ASCII */
+        }
+        ev_name[evl++] = c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : c == 'b' ? '\b'
+                       : c == 'f' ? '\f' : c;
+      } else {
+        ev_name[evl++] = e[i];
+      }
+    }
+    ev_name[evl] = 0;
+    const char *exc = NULL;
+    if (x[0] == '"' && xl >= 2 && xl - 2 < sizeof except) {
+      memcpy(except, x + 1, xl - 2);
+      except[xl - 2] = 0;
+      exc = except;
+    }
+    const char *names[1] = {ch->name};
+    size_t lens[1] = {ch->name_len};
+    vx__hub_deliver(r->ev, names, lens, 1, ev_name, evl, d, dl, exc);
+  }
+}
+
+/* ---- connections ---- */
+
+static void schedule_retry(rconn *rc) {
+  vx_redis *r = rc->r;
+  if (r->closing || uv_is_active((uv_handle_t *)&rc->retry))
+    return;
+  rc->backoff_ms = rc->backoff_ms ? rc->backoff_ms * 2 : 100;
+  if (rc->backoff_ms > 5000)
+    rc->backoff_ms = 5000;
+  /* +-25 % jitter so a fleet does not reconnect in lockstep */
+  uint32_t j = (uint32_t)((uv_hrtime() >> 10) % (rc->backoff_ms / 2 + 1));
+  uv_timer_start(&rc->retry, retry_cb, rc->backoff_ms * 3 / 4 + j, 0);
+}
+
+static void on_auth_reply(redisAsyncContext *ac, void *reply, void *priv) {
+  (void)priv;
+  rconn *rc = ac->data;
+  redisReply *rep = reply;
+  if (rep && rep->type == REDIS_REPLY_ERROR)
+    vx__log(rc->r->ev, VX_LOG_ERROR, "redis %s: %s", rc->is_sub ? "subscriber" : "commands",
+            rep->str);
+}
+
+static void on_connect(const redisAsyncContext *cac, int status) {
+  redisAsyncContext *ac = (redisAsyncContext *)cac;
+  rconn *rc = ac->data;
+  vx_redis *r = rc->r;
+  if (status != REDIS_OK) {
+    vx__log(r->ev, VX_LOG_WARN, "redis %s:%d: %s", r->host, r->port, ac->errstr);
+    rc->ac = NULL; /* hiredis frees the context after this callback */
+    schedule_retry(rc);
+    return;
+  }
+  if (r->password) {
+    if (r->user)
+      redisAsyncCommand(ac, on_auth_reply, NULL, "AUTH %s %s", r->user, r->password);
+    else
+      redisAsyncCommand(ac, on_auth_reply, NULL, "AUTH %s", r->password);
+  }
+  if (r->db && !rc->is_sub)
+    redisAsyncCommand(ac, on_auth_reply, NULL, "SELECT %d", r->db);
+  rc->ready = true;
+  rc->backoff_ms = 0;
+  vx__log(r->ev, VX_LOG_INFO, "redis %s connected to %s:%d", rc->is_sub ? "subscriber" : "commands",
+          r->host, r->port);
+  if (rc->is_sub) {
+    /* Every channel with local subscribers, again (after an outage they were being served
+     * locally only). */
+    for (uint32_t i = 0; i < r->ev->channels.cap; i++) {
+      vx_channel *ch = r->ev->channels.slots[i].key ? r->ev->channels.slots[i].val : NULL;
+      if (ch)
+        subscribe_key(r, ch->name, ch->name_len);
+    }
+  } else {
+    backlog_flush(r);
+  }
+}
+
+static void on_disconnect(const redisAsyncContext *cac, int status) {
+  redisAsyncContext *ac = (redisAsyncContext *)cac;
+  rconn *rc = ac->data;
+  vx_redis *r = rc->r;
+  rc->ac = NULL;
+  rc->ready = false;
+  if (r->closing)
+    return;
+  vx__log(r->ev, VX_LOG_WARN, "redis %s lost (%s); reconnecting",
+          rc->is_sub ? "subscriber" : "commands", status == REDIS_OK ? "closed" : ac->errstr);
+  if (rc->is_sub) {
+    /* Channels are served locally until the subscriber is back; nobody waits for an ack. */
+    vx__map_free(&r->acks);
+    for (uint32_t i = 0; i < r->ev->channels.cap; i++) {
+      vx_channel *ch = r->ev->channels.slots[i].key ? r->ev->channels.slots[i].val : NULL;
+      if (ch) {
+        ch->rstate = VX_RS_NONE;
+        vx__hub_flush_acks(r->ev, ch);
+      }
+    }
+  }
+  schedule_retry(rc);
+}
+
+static void rconn_connect(rconn *rc) {
+  vx_redis *r = rc->r;
+  if (r->closing || rc->ac)
+    return;
+  redisAsyncContext *ac = redisAsyncConnect(r->ip, r->port);
+  if (!ac || ac->err) {
+    vx__log(r->ev, VX_LOG_WARN, "redis connect %s:%d: %s", r->host, r->port,
+            ac ? ac->errstr : "out of memory");
+    if (ac)
+      redisAsyncFree(ac);
+    schedule_retry(rc);
+    return;
+  }
+  ac->data = rc;
+  if (redisLibuvAttach(ac, &r->ev->loop) != REDIS_OK) {
+    redisAsyncFree(ac);
+    schedule_retry(rc);
+    return;
+  }
+  redisAsyncSetConnectCallback(ac, on_connect);
+  redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  rc->ac = ac;
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  vx_redis *r = req->data;
+  r->resolving = false;
+  if (status == 0 && res) {
+    if (res->ai_family == AF_INET6)
+      uv_ip6_name((struct sockaddr_in6 *)res->ai_addr, r->ip, sizeof r->ip);
+    else
+      uv_ip4_name((struct sockaddr_in *)res->ai_addr, r->ip, sizeof r->ip);
+    r->resolved = true;
+  }
+  uv_freeaddrinfo(res);
+  if (r->closing)
+    return;
+  if (!r->resolved) {
+    vx__log(r->ev, VX_LOG_ERROR, "redis host %s: %s", r->host, uv_strerror(status));
+    schedule_retry(&r->cmd);
+    return;
+  }
+  rconn_connect(&r->cmd);
+  rconn_connect(&r->sub);
+}
+
+static void retry_cb(uv_timer_t *t) {
+  rconn *rc = t->data;
+  if (!rc->r->resolved) {
+    if (!rc->r->resolving) {
+      rc->r->resolving = true;
+      struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+      if (uv_getaddrinfo(&rc->r->ev->loop, &rc->r->gai, on_resolved, rc->r->host, NULL, &hints))
+        rc->r->resolving = false;
+    }
+    return;
+  }
+  rconn_connect(rc);
+}
+
+int vx__redis_start(vx_events *ev) {
+  vx_redis *r = calloc(1, sizeof *r);
+  if (!r)
+    return VX_ENOMEM;
+  r->ev = ev;
+  int e = parse_url(r, ev->opts.redis_url);
+  if (e) {
+    free(r->user);
+    free(r->password);
+    free(r);
+    return e;
+  }
+  const char *prefix = ev->opts.redis_prefix ? ev->opts.redis_prefix : "vx";
+  r->prefix_len = strlen(prefix);
+  memcpy(r->prefix, prefix, r->prefix_len + 1);
+  r->qmax = ev->opts.redis_backlog_max;
+  char id[VX_SOCKET_ID_LEN + 1];
+  vx__random_id(ev, id);
+  memcpy(r->origin, id, 16);
+  r->cmd.r = r->sub.r = r;
+  r->sub.is_sub = true;
+  uv_timer_init(&ev->loop, &r->cmd.retry);
+  uv_timer_init(&ev->loop, &r->sub.retry);
+  r->cmd.retry.data = &r->cmd;
+  r->sub.retry.data = &r->sub;
+  r->gai.data = r;
+  ev->redis = r;
+  /* An IP literal connects at once; a name is resolved off the loop first. */
+  struct sockaddr_in6 a6;
+  struct sockaddr_in a4;
+  if (uv_ip4_addr(r->host, r->port, &a4) == 0 || uv_ip6_addr(r->host, r->port, &a6) == 0) {
+    snprintf(r->ip, sizeof r->ip, "%.63s", r->host);
+    r->resolved = true;
+    rconn_connect(&r->cmd);
+    rconn_connect(&r->sub);
+  } else {
+    retry_cb(&r->cmd.retry);
+  }
+  return 0;
+}
+
+/* Stop: flush what hiredis holds (a graceful disconnect writes pending commands first),
+ * drop reconnects. The loop ends once the contexts' poll handles are closed. */
+void vx__redis_stop(vx_events *ev) {
+  vx_redis *r = ev->redis;
+  if (!r || r->closing)
+    return;
+  r->closing = true;
+  uv_close((uv_handle_t *)&r->cmd.retry, NULL);
+  uv_close((uv_handle_t *)&r->sub.retry, NULL);
+  if (r->resolving)
+    uv_cancel((uv_req_t *)&r->gai);
+  if (r->sub.ac)
+    redisAsyncDisconnect(r->sub.ac);
+  if (r->cmd.ac)
+    redisAsyncDisconnect(r->cmd.ac);
+}
+
+void vx__redis_free(vx_events *ev) {
+  vx_redis *r = ev->redis;
+  if (!r)
+    return;
+  while (r->qhead) {
+    qmsg *m = r->qhead;
+    r->qhead = m->next;
+    free(m);
+  }
+  vx__map_free(&r->acks);
+  free(r->user);
+  free(r->password);
+  free(r);
+  ev->redis = NULL;
+}
+
+bool vx__redis_busy(vx_events *ev) {
+  vx_redis *r = ev->redis;
+  return r && (r->cmd.ac || r->sub.ac || r->resolving);
+}
+
+/* Shutdown deadline passed with Redis still not done: drop the connections. */
+void vx__redis_force(vx_events *ev) {
+  vx_redis *r = ev->redis;
+  if (!r)
+    return;
+  r->closing = true;
+  if (r->sub.ac) {
+    redisAsyncContext *ac = r->sub.ac;
+    r->sub.ac = NULL;
+    redisAsyncFree(ac);
+  }
+  if (r->cmd.ac) {
+    redisAsyncContext *ac = r->cmd.ac;
+    r->cmd.ac = NULL;
+    redisAsyncFree(ac);
+  }
+}

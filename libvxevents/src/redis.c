@@ -20,7 +20,70 @@
 #include <string.h>
 #include <strings.h>
 
-#include <hiredis/adapters/libuv.h>
+/* ---- hiredis on our libuv loop ----
+ * A small adapter of our own rather than hiredis's bundled one: that one ignores a poll
+ * error status, so a refused connect (EPOLLERR) is never reported and reconnection
+ * stalls. Here an error wakes hiredis for both directions so it finds the socket error. */
+typedef struct rpoll {
+  uv_poll_t h;
+  redisAsyncContext *ac;
+  int events;
+} rpoll;
+
+static void rpoll_cb(uv_poll_t *h, int status, int events) {
+  rpoll *p = h->data;
+  if (status < 0)
+    events = p->events ? p->events : UV_READABLE;
+  if (p->ac && (events & UV_READABLE))
+    redisAsyncHandleRead(p->ac);
+  if (p->ac && (events & UV_WRITABLE))
+    redisAsyncHandleWrite(p->ac);
+}
+
+static void rpoll_update(rpoll *p, int events) {
+  p->events = events;
+  if (events)
+    uv_poll_start(&p->h, events, rpoll_cb);
+  else
+    uv_poll_stop(&p->h);
+}
+
+static void rpoll_add_read(void *d) { rpoll_update(d, ((rpoll *)d)->events | UV_READABLE); }
+static void rpoll_del_read(void *d) { rpoll_update(d, ((rpoll *)d)->events & ~UV_READABLE); }
+static void rpoll_add_write(void *d) { rpoll_update(d, ((rpoll *)d)->events | UV_WRITABLE); }
+static void rpoll_del_write(void *d) { rpoll_update(d, ((rpoll *)d)->events & ~UV_WRITABLE); }
+static void rpoll_closed(uv_handle_t *h) { free(h->data); }
+static void rpoll_cleanup(void *d) {
+  rpoll *p = d;
+  p->ac = NULL;
+  uv_close((uv_handle_t *)&p->h, rpoll_closed);
+}
+
+static int rpoll_attach(redisAsyncContext *ac, uv_loop_t *loop) {
+  rpoll *p = calloc(1, sizeof *p);
+  if (!p)
+    return REDIS_ERR;
+  if (uv_poll_init_socket(loop, &p->h, ac->c.fd) != 0) {
+    free(p);
+    return REDIS_ERR;
+  }
+  p->h.data = p;
+  p->ac = ac;
+  ac->ev.data = p;
+  ac->ev.addRead = rpoll_add_read;
+  ac->ev.delRead = rpoll_del_read;
+  ac->ev.addWrite = rpoll_add_write;
+  ac->ev.delWrite = rpoll_del_write;
+  ac->ev.cleanup = rpoll_cleanup;
+  return REDIS_OK;
+}
+
+/* Reconnect attempts are at most this far apart (plus 25 % jitter). */
+#define VX_REDIS_BACKOFF_MAX 2000
+/* A backlog built during an outage is published this long after the commands connection
+ * is back, so that the other instances' subscribers, retrying on the same schedule, have
+ * re-subscribed by then: pub/sub keeps nothing for a channel nobody listens to. */
+#define VX_REDIS_FLUSH_DELAY (VX_REDIS_BACKOFF_MAX * 5 / 4 + 1000)
 
 typedef struct qmsg {
   struct qmsg *next;
@@ -47,7 +110,8 @@ struct vx_redis {
   char origin[17];
   rconn cmd, sub;
   uv_getaddrinfo_t gai;
-  bool resolving, resolved, closing;
+  bool resolving, resolved, closing, flush_scheduled;
+  uv_timer_t flush_timer;
   qmsg *qhead, *qtail;
   size_t qbytes, qmax;
   vx_map acks; /* key -> outstanding SUBSCRIBE replies (as intptr_t) */
@@ -222,7 +286,7 @@ int vx__redis_publish(vx_events *ev, const char *channel, size_t clen, const cha
   char key[64 + 4 + VX_CHANNEL_MAX];
   size_t kl = channel_key(r, channel, clen, key);
   int rc = 0;
-  if (r->cmd.ready && !r->qhead)
+  if (r->cmd.ready && !r->qhead && !r->flush_scheduled)
     publish_now(r, key, kl, s.p, s.len);
   else
     rc = backlog_push(r, key, kl, s.p, s.len);
@@ -352,11 +416,17 @@ static void schedule_retry(rconn *rc) {
   if (r->closing || uv_is_active((uv_handle_t *)&rc->retry))
     return;
   rc->backoff_ms = rc->backoff_ms ? rc->backoff_ms * 2 : 100;
-  if (rc->backoff_ms > 5000)
-    rc->backoff_ms = 5000;
+  if (rc->backoff_ms > VX_REDIS_BACKOFF_MAX)
+    rc->backoff_ms = VX_REDIS_BACKOFF_MAX;
   /* +-25 % jitter so a fleet does not reconnect in lockstep */
   uint32_t j = (uint32_t)((uv_hrtime() >> 10) % (rc->backoff_ms / 2 + 1));
   uv_timer_start(&rc->retry, retry_cb, rc->backoff_ms * 3 / 4 + j, 0);
+}
+
+static void flush_cb(uv_timer_t *t) {
+  vx_redis *r = t->data;
+  r->flush_scheduled = false;
+  backlog_flush(r);
 }
 
 static void on_auth_reply(redisAsyncContext *ac, void *reply, void *priv) {
@@ -373,7 +443,9 @@ static void on_connect(const redisAsyncContext *cac, int status) {
   rconn *rc = ac->data;
   vx_redis *r = rc->r;
   if (status != REDIS_OK) {
-    vx__log(r->ev, VX_LOG_WARN, "redis %s:%d: %s", r->host, r->port, ac->errstr);
+    /* Loud once per outage, quiet on every retry after that. */
+    vx__log(r->ev, rc->backoff_ms <= 100 ? VX_LOG_WARN : VX_LOG_DEBUG, "redis %s:%d: %s",
+            r->host, r->port, ac->errstr);
     rc->ac = NULL; /* hiredis frees the context after this callback */
     schedule_retry(rc);
     return;
@@ -398,8 +470,9 @@ static void on_connect(const redisAsyncContext *cac, int status) {
       if (ch)
         subscribe_key(r, ch->name, ch->name_len);
     }
-  } else {
-    backlog_flush(r);
+  } else if (r->qhead) {
+    r->flush_scheduled = true;
+    uv_timer_start(&r->flush_timer, flush_cb, VX_REDIS_FLUSH_DELAY, 0);
   }
 }
 
@@ -441,7 +514,7 @@ static void rconn_connect(rconn *rc) {
     return;
   }
   ac->data = rc;
-  if (redisLibuvAttach(ac, &r->ev->loop) != REDIS_OK) {
+  if (rpoll_attach(ac, &r->ev->loop) != REDIS_OK) {
     redisAsyncFree(ac);
     schedule_retry(rc);
     return;
@@ -513,6 +586,8 @@ int vx__redis_start(vx_events *ev) {
   r->cmd.retry.data = &r->cmd;
   r->sub.retry.data = &r->sub;
   r->gai.data = r;
+  uv_timer_init(&ev->loop, &r->flush_timer);
+  r->flush_timer.data = r;
   ev->redis = r;
   /* An IP literal connects at once; a name is resolved off the loop first. */
   struct sockaddr_in6 a6;
@@ -535,14 +610,28 @@ void vx__redis_stop(vx_events *ev) {
   if (!r || r->closing)
     return;
   r->closing = true;
+  /* A backlog still waiting for its delay goes out now, before the graceful disconnect. */
+  if (r->flush_scheduled) {
+    r->flush_scheduled = false;
+    backlog_flush(r);
+  }
+  uv_close((uv_handle_t *)&r->flush_timer, NULL);
   uv_close((uv_handle_t *)&r->cmd.retry, NULL);
   uv_close((uv_handle_t *)&r->sub.retry, NULL);
   if (r->resolving)
     uv_cancel((uv_req_t *)&r->gai);
-  if (r->sub.ac)
-    redisAsyncDisconnect(r->sub.ac);
-  if (r->cmd.ac)
-    redisAsyncDisconnect(r->cmd.ac);
+  rconn *both[2] = {&r->sub, &r->cmd};
+  for (int i = 0; i < 2; i++) {
+    redisAsyncContext *ac = both[i]->ac;
+    if (!ac)
+      continue;
+    if (ac->c.flags & REDIS_CONNECTED) {
+      redisAsyncDisconnect(ac); /* on_disconnect clears ->ac once pending replies are in */
+    } else {
+      both[i]->ac = NULL; /* still connecting: nothing to flush, and no callback will come */
+      redisAsyncFree(ac);
+    }
+  }
 }
 
 void vx__redis_free(vx_events *ev) {

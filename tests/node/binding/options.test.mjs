@@ -1,0 +1,73 @@
+// Option validation: eventsPlugin() throws at the call with a message naming the problem.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import Fastify from 'fastify';
+import { eventsPlugin, getEvents } from 'vxevents';
+
+function throwsWith(fn, re, code) {
+  assert.throws(fn, (err) => {
+    assert.match(err.message, re);
+    if (code) assert.equal(err.code, code);
+    return true;
+  });
+}
+
+test('refuses_unknown_driver', () => {
+  throwsWith(() => eventsPlugin({ driver: 'socketio' }), /unknown driver "socketio"/, 'EINVAL');
+});
+
+test('refuses_short_authSecret_and_says_32', () => {
+  throwsWith(() => eventsPlugin({ authSecret: 'too-short' }), /at least 32 characters/, 'ESECRET');
+  assert.equal(typeof eventsPlugin({ authSecret: 'x'.repeat(32) }), 'function');
+});
+
+test('treats_unset_env_values_as_absent', () => {
+  assert.equal(typeof eventsPlugin({ driver: 'ws', path: '/ws', redis: undefined, authSecret: undefined }), 'function');
+});
+
+test('refuses_bad_redis_url', () => {
+  throwsWith(() => eventsPlugin({ redis: 'not a url' }), /redis is not a valid URL/);
+  throwsWith(() => eventsPlugin({ redis: 'http://localhost:6379' }), /redis:\/\/ or rediss:\/\//);
+});
+
+test('reports_redis_as_not_supported_yet', () => {
+  throwsWith(() => eventsPlugin({ redis: 'redis://localhost:6379' }), /not supported yet/, 'ENOTSUP');
+});
+
+test('refuses_bad_path', () => {
+  throwsWith(() => eventsPlugin({ path: 'ws' }), /option path/);
+  throwsWith(() => eventsPlugin({ path: '/ws?x=1' }), /option path/);
+  throwsWith(() => eventsPlugin({ path: '/w s' }), /option path/);
+  throwsWith(() => eventsPlugin({ path: '/ws/' }), /option path/);
+});
+
+test('refuses_bad_numbers_and_unknown_options', () => {
+  throwsWith(() => eventsPlugin({ pingInterval: -1 }), /pingInterval/);
+  throwsWith(() => eventsPlugin({ maxPayloadSize: 0 }), /maxPayloadSize/);
+  throwsWith(() => eventsPlugin({ authoriser: () => {} }), /unknown option "authoriser"/);
+  throwsWith(() => eventsPlugin({ authorizer: 'yes' }), /authorizer must be a function/);
+  throwsWith(() => eventsPlugin({ listen: { port: 70000 } }), /listen.port/);
+});
+
+test('getEvents_validates_too', async () => {
+  await assert.rejects(getEvents({ driver: 'nope' }), /unknown driver/);
+});
+
+test('refuses_tls_app_server_and_points_to_listen_tls', async () => {
+  const app = Fastify({ https: {} });
+  app.register(eventsPlugin({ path: '/ws' }));
+  await assert.rejects(app.ready(), /TLS.*listen: \{ port, tls \}/s);
+  await app.close().catch(() => {});
+});
+
+test('reports_a_busy_dedicated_port', async () => {
+  const first = Fastify();
+  first.register(eventsPlugin({ listen: { host: '127.0.0.1', port: 0 } }));
+  await first.ready();
+  const second = Fastify();
+  second.register(eventsPlugin({ listen: { host: '127.0.0.1', port: first.events.port } }));
+  await assert.rejects(second.ready(), (err) => err.code === 'EADDRINUSE' || err.code === 'ELISTEN');
+  await second.close().catch(() => {});
+  await first.close();
+});

@@ -1,0 +1,46 @@
+// A private redis-server for one test: a free loopback port, no persistence, stopped by
+// the test. Restartable on the same port to simulate an outage.
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+
+export const REDIS_SERVER = process.env.REDIS_SERVER || 'redis-server';
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function ping(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: '127.0.0.1', port }, () => sock.write('PING\r\n'));
+    sock.on('data', (d) => { sock.destroy(); resolve(d.toString().startsWith('+PONG')); });
+    sock.on('error', () => resolve(false));
+    setTimeout(() => { sock.destroy(); resolve(false); }, 500);
+  });
+}
+
+export async function startRedis(port) {
+  port = port || (await freePort());
+  const proc = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+    '--appendonly', 'no', '--protected-mode', 'no'], { stdio: 'ignore' });
+  const exited = new Promise((r) => proc.on('exit', r));
+  for (let i = 0; i < 100; i++) {
+    if (await ping(port)) break;
+    if (proc.exitCode !== null) throw new Error(`redis-server exited (${proc.exitCode})`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      await exited;
+    },
+  };
+}

@@ -124,6 +124,7 @@ static vx_sub *add_sub(vx_conn *c, const char *name, size_t n, int *err) {
   s->idx = ch->nsubs;
   ch->subs[ch->nsubs++] = s;
   c->subs[c->nsubs++] = s;
+  vx__redis_count(ev, ch->name, ch->name_len, +1);
   *err = 0;
   return s;
 }
@@ -133,6 +134,7 @@ static void sub_remove(vx_events *ev, vx_sub *s) {
   vx_sub *last = ch->subs[--ch->nsubs];
   ch->subs[s->idx] = last;
   last->idx = s->idx;
+  vx__redis_count(ev, ch->name, ch->name_len, -1);
   vx_member *m = s->member;
   free(s->deferred_ack);
   free(s);
@@ -383,4 +385,18 @@ void vx__hub_free(vx_events *ev) {
   }
   vx__map_free(&ev->channels);
   vx__map_free(&ev->sockets);
+}
+
+void vx__hub_channels_local(vx_events *ev, vx_channels_cb cb, void *data) {
+  const char **names = malloc((ev->channels.len + 1) * sizeof *names);
+  if (!names) {
+    cb(VX_ENOMEM, NULL, 0, data);
+    return;
+  }
+  size_t n = 0;
+  for (uint32_t i = 0; i < ev->channels.cap; i++)
+    if (ev->channels.slots[i].key)
+      names[n++] = ev->channels.slots[i].key;
+  cb(0, names, n, data);
+  free(names);
 }

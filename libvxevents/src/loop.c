@@ -299,28 +299,22 @@ static void run_cmd(vx_events *ev, vx_cmd *c) {
       vx__log(ev, VX_LOG_ERROR, "broadcast failed: %s", vx_strerror(r));
     break;
   }
+  /* With Redis these answer for the whole cluster (falling back to the local view while
+   * Redis is unreachable). */
   case CMD_COUNT:
-    ((vx_count_cb)c->cb)(0, vx__hub_count(ev, c->channels[0], strlen(c->channels[0])),
-                         c->cb_data);
+    if (!vx__redis_query(ev, 0, c->channels[0], c->cb, c->cb_data))
+      ((vx_count_cb)c->cb)(0, vx__hub_count(ev, c->channels[0], strlen(c->channels[0])),
+                           c->cb_data);
     break;
   case CMD_HAS:
-    ((vx_count_cb)c->cb)(0, vx__hub_count(ev, c->channels[0], strlen(c->channels[0])) > 0,
-                         c->cb_data);
+    if (!vx__redis_query(ev, 1, c->channels[0], c->cb, c->cb_data))
+      ((vx_count_cb)c->cb)(0, vx__hub_count(ev, c->channels[0], strlen(c->channels[0])) > 0,
+                           c->cb_data);
     break;
-  case CMD_CHANNELS: {
-    const char **names = malloc((ev->channels.len + 1) * sizeof *names);
-    if (!names) {
-      ((vx_channels_cb)c->cb)(VX_ENOMEM, NULL, 0, c->cb_data);
-      break;
-    }
-    size_t n = 0;
-    for (uint32_t i = 0; i < ev->channels.cap; i++)
-      if (ev->channels.slots[i].key)
-        names[n++] = ev->channels.slots[i].key;
-    ((vx_channels_cb)c->cb)(0, names, n, c->cb_data);
-    free(names);
+  case CMD_CHANNELS:
+    if (!vx__redis_query(ev, 2, NULL, c->cb, c->cb_data))
+      vx__hub_channels_local(ev, (vx_channels_cb)c->cb, c->cb_data);
     break;
-  }
   case CMD_STATS: {
     vx_stats st = ev->stats;
     st.connections = ev->nws;

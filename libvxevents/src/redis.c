@@ -15,6 +15,7 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,8 +97,39 @@ typedef struct rconn {
   redisAsyncContext *ac;
   uv_timer_t retry;
   uint32_t backoff_ms;
-  bool ready, is_sub;
+  bool ready, is_sub, was_connected;
 } rconn;
+
+/* Cluster-wide subscriber counts: <prefix>:count:<channel> is a hash of instance id ->
+ * local subscribers, <prefix>:channels the set of channels with any. Scripts keep the two
+ * consistent atomically; they are loaded once per connection and run with EVALSHA. */
+static const char SCRIPT_ADD[] =
+    "local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) "
+    "if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end "
+    "if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) "
+    "else redis.call('SADD', KEYS[2], ARGV[3]) end "
+    "return n";
+static const char SCRIPT_SET[] = /* absolute value, after a reconnect */
+    "if tonumber(ARGV[2]) > 0 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
+    "redis.call('SADD', KEYS[2], ARGV[3]) else redis.call('HDEL', KEYS[1], ARGV[1]) "
+    "if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) end end "
+    "return 1";
+static const char SCRIPT_SUM[] =
+    "local t = 0 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do t = t + tonumber(v) end "
+    "return t";
+/* Instances whose liveness key expired lose their counts (run by every instance). */
+static const char SCRIPT_REAP[] =
+    "local p = ARGV[1] local gone = 0 "
+    "for _, id in ipairs(redis.call('SMEMBERS', p .. ':instances')) do "
+    "if redis.call('EXISTS', p .. ':alive:' .. id) == 0 then "
+    "for _, ch in ipairs(redis.call('SMEMBERS', p .. ':channels')) do "
+    "local k = p .. ':count:' .. ch redis.call('HDEL', k, id) "
+    "if redis.call('HLEN', k) == 0 then redis.call('SREM', p .. ':channels', ch) end end "
+    "redis.call('SREM', p .. ':instances', id) gone = gone + 1 end end "
+    "return gone";
+
+enum { S_ADD, S_SET, S_SUM, S_REAP, S_COUNT };
+static const char *const scripts[S_COUNT] = {SCRIPT_ADD, SCRIPT_SET, SCRIPT_SUM, SCRIPT_REAP};
 
 struct vx_redis {
   vx_events *ev;
@@ -115,10 +147,17 @@ struct vx_redis {
   qmsg *qhead, *qtail;
   size_t qbytes, qmax;
   vx_map acks; /* key -> outstanding SUBSCRIBE replies (as intptr_t) */
+  char sha[S_COUNT][41];
+  uv_timer_t live_timer; /* refreshes our liveness key, reaps dead instances */
 };
 
 static void rconn_connect(rconn *rc);
 static void retry_cb(uv_timer_t *t);
+static void load_scripts(vx_redis *r);
+static void live_tick(uv_timer_t *t);
+static void run_script(vx_redis *r, int which, redisCallbackFn *cb, void *priv, const char *name,
+                       size_t n, const char *arg2);
+#define VX_LIVENESS_MS 2000 /* dead instances are reaped within 3 x this */
 
 /* ---- URL ---- */
 
@@ -470,10 +509,18 @@ static void on_connect(const redisAsyncContext *cac, int status) {
       if (ch)
         subscribe_key(r, ch->name, ch->name_len);
     }
-  } else if (r->qhead) {
-    r->flush_scheduled = true;
-    uv_timer_start(&r->flush_timer, flush_cb, VX_REDIS_FLUSH_DELAY, 0);
+  } else {
+    load_scripts(r);
   }
+  if (!rc->is_sub && r->qhead) {
+    if (rc->was_connected) { /* after an outage: let the others re-subscribe first */
+      r->flush_scheduled = true;
+      uv_timer_start(&r->flush_timer, flush_cb, VX_REDIS_FLUSH_DELAY, 0);
+    } else {
+      backlog_flush(r); /* broadcasts made while starting up */
+    }
+  }
+  rc->was_connected = true;
 }
 
 static void on_disconnect(const redisAsyncContext *cac, int status) {
@@ -588,6 +635,16 @@ int vx__redis_start(vx_events *ev) {
   r->gai.data = r;
   uv_timer_init(&ev->loop, &r->flush_timer);
   r->flush_timer.data = r;
+  uv_timer_init(&ev->loop, &r->live_timer);
+  r->live_timer.data = r;
+  uv_timer_start(&r->live_timer, live_tick, VX_LIVENESS_MS, VX_LIVENESS_MS);
+  for (int i = 0; i < S_COUNT; i++) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int ml = 0;
+    EVP_Digest(scripts[i], strlen(scripts[i]), md, &ml, EVP_sha1(), NULL);
+    for (unsigned k = 0; k < 20; k++)
+      snprintf(r->sha[i] + 2 * k, 3, "%02x", md[k]);
+  }
   ev->redis = r;
   /* An IP literal connects at once; a name is resolved off the loop first. */
   struct sockaddr_in6 a6;
@@ -616,6 +673,20 @@ void vx__redis_stop(vx_events *ev) {
     backlog_flush(r);
   }
   uv_close((uv_handle_t *)&r->flush_timer, NULL);
+  uv_close((uv_handle_t *)&r->live_timer, NULL);
+  /* Leave the cluster view at once instead of waiting for the liveness key to expire. */
+  if (r->cmd.ready) {
+    for (uint32_t i = 0; i < ev->channels.cap; i++) {
+      vx_channel *ch = ev->channels.slots[i].key ? ev->channels.slots[i].val : NULL;
+      if (ch)
+        run_script(r, S_SET, NULL, NULL, ch->name, ch->name_len, "0");
+    }
+    char k[96];
+    snprintf(k, sizeof k, "%s:alive:%s", r->prefix, r->origin);
+    redisAsyncCommand(r->cmd.ac, NULL, NULL, "DEL %s", k);
+    snprintf(k, sizeof k, "%s:instances", r->prefix);
+    redisAsyncCommand(r->cmd.ac, NULL, NULL, "SREM %s %s", k, r->origin);
+  }
   uv_close((uv_handle_t *)&r->cmd.retry, NULL);
   uv_close((uv_handle_t *)&r->sub.retry, NULL);
   if (r->resolving)
@@ -671,4 +742,128 @@ void vx__redis_force(vx_events *ev) {
     r->cmd.ac = NULL;
     redisAsyncFree(ac);
   }
+}
+
+/* ---- cluster-wide counts ---- */
+
+static void count_key(vx_redis *r, const char *name, size_t n, char *out, size_t *kl) {
+  memcpy(out, r->prefix, r->prefix_len);
+  memcpy(out + r->prefix_len, ":count:", 7);
+  memcpy(out + r->prefix_len + 7, name, n);
+  *kl = r->prefix_len + 7 + n;
+}
+
+static void run_script(vx_redis *r, int which, redisCallbackFn *cb, void *priv, const char *name,
+                       size_t n, const char *arg2) {
+  char ck[64 + 7 + VX_CHANNEL_MAX], sk[80];
+  size_t ckl;
+  count_key(r, name, n, ck, &ckl);
+  int skl = snprintf(sk, sizeof sk, "%s:channels", r->prefix);
+  const char *argv[8] = {"EVALSHA", r->sha[which], "2", ck, sk, r->origin, arg2, name};
+  size_t lens[8] = {7, 40, 1, ckl, (size_t)skl, 16, strlen(arg2), n};
+  redisAsyncCommandArgv(r->cmd.ac, cb, priv, 8, argv, lens);
+}
+
+/* The local subscriber count of a channel changed by delta. */
+void vx__redis_count(vx_events *ev, const char *name, size_t n, int delta) {
+  vx_redis *r = ev->redis;
+  if (!r || !r->cmd.ready || r->closing)
+    return; /* re-registered in full on reconnect */
+  run_script(r, S_ADD, NULL, NULL, name, n, delta > 0 ? "1" : "-1");
+}
+
+static void register_all(vx_redis *r) {
+  char v[24];
+  for (uint32_t i = 0; i < r->ev->channels.cap; i++) {
+    vx_channel *ch = r->ev->channels.slots[i].key ? r->ev->channels.slots[i].val : NULL;
+    if (!ch)
+      continue;
+    snprintf(v, sizeof v, "%u", ch->nsubs);
+    run_script(r, S_SET, NULL, NULL, ch->name, ch->name_len, v);
+  }
+}
+
+static void live_tick(uv_timer_t *t) {
+  vx_redis *r = t->data;
+  if (!r->cmd.ready || r->closing)
+    return;
+  char k[96], ms[16];
+  snprintf(k, sizeof k, "%s:alive:%s", r->prefix, r->origin);
+  snprintf(ms, sizeof ms, "%d", 3 * VX_LIVENESS_MS);
+  redisAsyncCommand(r->cmd.ac, NULL, NULL, "SET %s 1 PX %s", k, ms);
+  snprintf(k, sizeof k, "%s:instances", r->prefix);
+  redisAsyncCommand(r->cmd.ac, NULL, NULL, "SADD %s %s", k, r->origin);
+  redisAsyncCommand(r->cmd.ac, NULL, NULL, "EVALSHA %s 0 %s", r->sha[S_REAP], r->prefix);
+}
+
+static void load_scripts(vx_redis *r) {
+  for (int i = 0; i < S_COUNT; i++)
+    redisAsyncCommand(r->cmd.ac, on_auth_reply, NULL, "SCRIPT LOAD %s", scripts[i]);
+  live_tick(&r->live_timer);
+  register_all(r);
+}
+
+typedef struct {
+  vx_events *ev;
+  int kind; /* 0 count, 1 has, 2 channels */
+  void *cb, *data;
+  char name[VX_CHANNEL_MAX + 1];
+} rquery;
+
+static void answer_local(rquery *q) {
+  size_t n = strlen(q->name);
+  if (q->kind == 0)
+    ((vx_count_cb)q->cb)(0, vx__hub_count(q->ev, q->name, n), q->data);
+  else if (q->kind == 1)
+    ((vx_count_cb)q->cb)(0, vx__hub_count(q->ev, q->name, n) > 0, q->data);
+  else
+    vx__hub_channels_local(q->ev, (vx_channels_cb)q->cb, q->data);
+}
+
+static void on_query(redisAsyncContext *ac, void *reply, void *priv) {
+  (void)ac;
+  rquery *q = priv;
+  redisReply *rep = reply;
+  if (q->kind < 2 && rep && rep->type == REDIS_REPLY_INTEGER) {
+    uint64_t v = rep->integer > 0 ? (uint64_t)rep->integer : 0;
+    ((vx_count_cb)q->cb)(0, q->kind == 1 ? v > 0 : v, q->data);
+  } else if (q->kind == 2 && rep && rep->type == REDIS_REPLY_ARRAY) {
+    const char **names = malloc((rep->elements + 1) * sizeof *names);
+    size_t k = 0;
+    for (size_t i = 0; names && i < rep->elements; i++)
+      if (rep->element[i]->type == REDIS_REPLY_STRING)
+        names[k++] = rep->element[i]->str;
+    if (names)
+      ((vx_channels_cb)q->cb)(0, names, k, q->data);
+    else
+      ((vx_channels_cb)q->cb)(VX_ENOMEM, NULL, 0, q->data);
+    free(names);
+  } else {
+    answer_local(q); /* Redis went away or refused: the local view is the best answer */
+  }
+  free(q);
+}
+
+/* Answer a count/has/channels query for the whole cluster; false = answer locally. */
+bool vx__redis_query(vx_events *ev, int kind, const char *name, void *cb, void *data) {
+  vx_redis *r = ev->redis;
+  if (!r || !r->cmd.ready || r->closing)
+    return false;
+  rquery *q = calloc(1, sizeof *q);
+  if (!q)
+    return false;
+  q->ev = ev;
+  q->kind = kind;
+  q->cb = cb;
+  q->data = data;
+  if (name)
+    snprintf(q->name, sizeof q->name, "%s", name);
+  if (kind < 2) {
+    run_script(r, S_SUM, on_query, q, q->name, strlen(q->name), "0");
+  } else {
+    char k[80];
+    snprintf(k, sizeof k, "%s:channels", r->prefix);
+    redisAsyncCommand(r->cmd.ac, on_query, q, "SMEMBERS %s", k);
+  }
+  return true;
 }

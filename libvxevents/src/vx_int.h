@@ -342,6 +342,9 @@ int vx__redis_publish(vx_events *ev, const char *channel, size_t clen, const cha
                       size_t elen, const char *data, size_t dlen, const char *except);
 bool vx__redis_channel_new(vx_events *ev, vx_channel *ch);
 void vx__redis_channel_gone(vx_events *ev, vx_channel *ch);
+void vx__redis_count(vx_events *ev, const char *name, size_t n, int delta);
+bool vx__redis_query(vx_events *ev, int kind, const char *name, void *cb, void *data);
+void vx__hub_channels_local(vx_events *ev, vx_channels_cb cb, void *data);
 
 /* hub.c: acknowledgements that wait for Redis, and local-only delivery */
 void vx__hub_ack(vx_conn *c, const char *name, size_t n, const char *json, size_t len);

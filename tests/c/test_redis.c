@@ -138,12 +138,108 @@ static void bad_redis_urls_are_refused(void **st) {
   vx_free(ev);
 }
 
+typedef struct {
+  uv_sem_t sem;
+  uint64_t count;
+  size_t n;
+  char first[64];
+} q_t;
+
+static void count_cb(int status, uint64_t count, void *data) {
+  q_t *q = data;
+  q->count = status ? 999 : count;
+  uv_sem_post(&q->sem);
+}
+
+static void channels_cb(int status, const char *const *names, size_t n, void *data) {
+  q_t *q = data;
+  q->n = status ? 999 : n;
+  snprintf(q->first, sizeof q->first, "%s", n ? names[0] : "");
+  uv_sem_post(&q->sem);
+}
+
+static uint64_t cluster_count(vx_events *ev, q_t *q, const char *ch) {
+  assert_int_equal(vx_subscriber_count(ev, ch, count_cb, q), 0);
+  uv_sem_wait(&q->sem);
+  return q->count;
+}
+
+/* Counts and channels answer for every instance; a killed instance's subscribers stop
+ * counting within 3 x the liveness interval. */
+static void counts_are_cluster_wide_and_dead_instances_are_reaped(void **st) {
+  (void)st;
+  int rport = free_port();
+  pid_t redis = start_redis(rport);
+  char url[64];
+  snprintf(url, sizeof url, "redis://127.0.0.1:%d", rport);
+  vx_options o;
+  vx_options_init(&o);
+  o.redis_url = url;
+  o.redis_prefix = "reap";
+  /* A child process runs one instance with two subscribers, then is killed with -9. */
+  int pfd[2];
+  assert_int_equal(pipe(pfd), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    vx_events *ev;
+    int port;
+    if (vx_new(&ev, &o) || vx_listen(ev, "127.0.0.1", 0, &port))
+      _exit(2);
+    for (int i = 0; i < 2; i++) {
+      tws *w = tws_open(port, "/ws");
+      free(tws_text(w, 3000));
+      tws_send_text(w, "{\"type\":\"subscribe\",\"channel\":\"room\"}");
+      free(tws_text(w, 5000));
+    }
+    if (write(pfd[1], "k", 1) != 1)
+      _exit(3);
+    pause();
+    _exit(0);
+  }
+  char k;
+  assert_int_equal(read(pfd[0], &k, 1), 1);
+  vx_events *here;
+  int port;
+  assert_int_equal(vx_new(&here, &o), 0);
+  assert_int_equal(vx_listen(here, "127.0.0.1", 0, &port), 0);
+  tws *w = tws_open(port, "/ws");
+  free(tws_text(w, 3000));
+  assert_int_equal(tws_send_text(w, "{\"type\":\"subscribe\",\"channel\":\"room\"}"), 0);
+  free(tws_text(w, 5000));
+  q_t q;
+  memset(&q, 0, sizeof q);
+  uv_sem_init(&q.sem, 0);
+  uint64_t c = 0;
+  for (int i = 0; i < 50 && (c = cluster_count(here, &q, "room")) != 3; i++)
+    usleep(100000);
+  assert_int_equal(c, 3);
+  assert_int_equal(vx_channels(here, channels_cb, &q), 0);
+  uv_sem_wait(&q.sem);
+  assert_int_equal(q.n, 1);
+  assert_string_equal(q.first, "room");
+  kill(child, SIGKILL);
+  waitpid(child, NULL, 0);
+  for (int i = 0; i < 100 && (c = cluster_count(here, &q, "room")) != 1; i++)
+    usleep(100000);
+  assert_int_equal(c, 1); /* reaped within 10 s (bound: 3 x 2 s + one tick) */
+  tws_free(w);
+  for (int i = 0; i < 50 && (c = cluster_count(here, &q, "room")) != 0; i++)
+    usleep(100000);
+  assert_int_equal(c, 0);
+  uv_sem_destroy(&q.sem);
+  vx_free(here);
+  close(pfd[0]);
+  close(pfd[1]);
+  stop_redis(redis);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(publisher_only_instance_reaches_clients_of_a_listening_instance),
       cmocka_unit_test(broadcasts_fail_with_ebacklog_once_an_outage_fills_the_backlog),
       cmocka_unit_test(bad_redis_urls_are_refused),
+      cmocka_unit_test(counts_are_cluster_wide_and_dead_instances_are_reaped),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

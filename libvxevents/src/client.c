@@ -119,10 +119,13 @@ static void on_subscribe_auth(vx_conn *c, const cJSON *msg, const char *raw, siz
   }
   const char *err = NULL;
   vx_member *m = vx__member_parse(cd->valuestring, strlen(cd->valuestring), &err);
-  if (!m || vx__hub_subscribe_presence(c, name, n, m, &err) != 0) {
+  bool redis_acks = false;
+  if (!m || vx__hub_subscribe_presence(c, name, n, m, &err, &redis_acks) != 0) {
     send_sub_reply(c, "subscription_error", name, n, err);
     return;
   }
+  if (redis_acks)
+    return; /* the cluster's member list comes back from Redis with the ack */
   size_t ml = 0;
   char *members = vx__hub_members_json(ev, name, n, &ml);
   vx_str s = {0};

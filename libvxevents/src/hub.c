@@ -141,7 +141,8 @@ static void sub_remove(vx_events *ev, vx_sub *s) {
   /* The user's last connection on the channel left: everyone else hears it once. */
   if (m && --m->conns == 0) {
     vx__map_del(&ch->members, m->id, m->id_len);
-    member_event(ch, "member_removed", m, NULL);
+    if (!vx__redis_presence_leave(ev, ch, m))
+      member_event(ch, "member_removed", m, NULL);
     free(m);
   }
   channel_drop_if_empty(ev, ch);
@@ -187,9 +188,12 @@ vx_member *vx__member_parse(const char *cd, size_t n, const char **err) {
 
 /* Takes ownership of `m`. */
 int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member *m,
-                               const char **err) {
+                               const char **err, bool *redis_acks) {
   vx_events *ev = c->ev;
+  *redis_acks = false;
   if (vx__hub_is_subscribed(c, name, n)) {
+    vx_channel *cur = channel_get(ev, name, n, false);
+    *redis_acks = cur && vx__redis_presence_join(ev, cur, m, c, false);
     free(m);
     return 0;
   }
@@ -211,6 +215,7 @@ int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member
   if (have) {
     free(m);
     m = have;
+    *redis_acks = vx__redis_presence_join(ev, ch, m, c, false);
   } else {
     if (vx__map_put(&ch->members, m->id, m->id_len, m) != 0) {
       free(m);
@@ -220,8 +225,11 @@ int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member
       return VX_ENOMEM;
     }
     /* A new user: the others hear of it; the joining connection sees itself in the
-     * member list of its subscription_succeeded instead. */
-    member_event(ch, "member_added", m, c);
+     * member list of its subscription_succeeded instead. With Redis, the cluster decides
+     * whether the user is new anywhere and publishes the event to every instance. */
+    *redis_acks = vx__redis_presence_join(ev, ch, m, c, true);
+    if (!*redis_acks)
+      member_event(ch, "member_added", m, c);
   }
   m->conns++;
   s->member = m;

@@ -326,6 +326,8 @@ static void run_cmd(vx_events *ev, vx_cmd *c) {
     begin_shutdown(ev, c);
     break;
   case CMD_MEMBERS: {
+    if (vx__redis_presence_list(ev, c->channels[0], (vx_json_cb)c->cb, c->cb_data))
+      break;
     size_t len = 0;
     char *json = vx__hub_members_json(ev, c->channels[0], strlen(c->channels[0]), &len);
     ((vx_json_cb)c->cb)(json ? 0 : VX_ENOMEM, json, json ? len : 0, c->cb_data);

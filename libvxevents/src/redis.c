@@ -125,11 +125,40 @@ static const char SCRIPT_REAP[] =
     "for _, ch in ipairs(redis.call('SMEMBERS', p .. ':channels')) do "
     "local k = p .. ':count:' .. ch redis.call('HDEL', k, id) "
     "if redis.call('HLEN', k) == 0 then redis.call('SREM', p .. ':channels', ch) end end "
+    "for _, e in ipairs(redis.call('SMEMBERS', p .. ':ipres:' .. id)) do "
+    "local nl = string.find(e, '\\n', 1, true) if nl then "
+    "local ch = string.sub(e, 1, nl - 1) local mid = string.sub(e, nl + 1) "
+    "local pm = p .. ':pm:' .. ch .. ':' .. mid redis.call('SREM', pm, id) "
+    "if redis.call('SCARD', pm) == 0 then local pi = p .. ':pinfo:' .. ch "
+    "local j = redis.call('HGET', pi, mid) if j then redis.call('HDEL', pi, mid) "
+    "redis.call('PUBLISH', p .. ':ch:' .. ch, "
+    "'{\"o\":\"\",\"x\":null,\"e\":\"member_removed\",\"d\":' .. j .. '}') end end end end "
+    "redis.call('DEL', p .. ':ipres:' .. id) "
     "redis.call('SREM', p .. ':instances', id) gone = gone + 1 end end "
     "return gone";
 
-enum { S_ADD, S_SET, S_SUM, S_REAP, S_COUNT };
-static const char *const scripts[S_COUNT] = {SCRIPT_ADD, SCRIPT_SET, SCRIPT_SUM, SCRIPT_REAP};
+/* Presence: <prefix>:pm:<channel>:<id> is the set of instances where member <id> has a
+ * connection, <prefix>:pinfo:<channel> maps id -> member JSON, <prefix>:ipres:<instance>
+ * lists "<channel>\n<id>" for reaping. member_added / member_removed are PUBLISHed by the
+ * scripts themselves (origin "", so every instance delivers them, this one included):
+ * exactly once per cluster-wide join or leave, atomically with the bookkeeping. */
+static const char SCRIPT_JOIN[] =
+    "redis.call('SADD', KEYS[1], ARGV[1]) redis.call('SADD', KEYS[3], ARGV[4]) "
+    "if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then "
+    "redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) "
+    "if ARGV[6] == '0' then redis.call('PUBLISH', KEYS[4], "
+    "'{\"o\":\"\",\"x\":' .. ARGV[5] .. ',\"e\":\"member_added\",\"d\":' .. ARGV[3] .. '}') end end "
+    "return redis.call('HVALS', KEYS[2])";
+static const char SCRIPT_LEAVE[] =
+    "redis.call('SREM', KEYS[1], ARGV[1]) redis.call('SREM', KEYS[3], ARGV[4]) "
+    "if redis.call('SCARD', KEYS[1]) == 0 then local j = redis.call('HGET', KEYS[2], ARGV[2]) "
+    "if j then redis.call('HDEL', KEYS[2], ARGV[2]) redis.call('PUBLISH', KEYS[4], "
+    "'{\"o\":\"\",\"x\":null,\"e\":\"member_removed\",\"d\":' .. j .. '}') end end "
+    "return 1";
+
+enum { S_ADD, S_SET, S_SUM, S_REAP, S_JOIN, S_LEAVE, S_COUNT };
+static const char *const scripts[S_COUNT] = {SCRIPT_ADD,  SCRIPT_SET,  SCRIPT_SUM,
+                                             SCRIPT_REAP, SCRIPT_JOIN, SCRIPT_LEAVE};
 
 struct vx_redis {
   vx_events *ev;
@@ -796,11 +825,14 @@ static void live_tick(uv_timer_t *t) {
   redisAsyncCommand(r->cmd.ac, NULL, NULL, "EVALSHA %s 0 %s", r->sha[S_REAP], r->prefix);
 }
 
+static void register_presence(vx_redis *r);
+
 static void load_scripts(vx_redis *r) {
   for (int i = 0; i < S_COUNT; i++)
     redisAsyncCommand(r->cmd.ac, on_auth_reply, NULL, "SCRIPT LOAD %s", scripts[i]);
   live_tick(&r->live_timer);
   register_all(r);
+  register_presence(r);
 }
 
 typedef struct {
@@ -866,4 +898,150 @@ bool vx__redis_query(vx_events *ev, int kind, const char *name, void *cb, void *
     redisAsyncCommand(r->cmd.ac, on_query, q, "SMEMBERS %s", k);
   }
   return true;
+}
+
+/* ---- cluster-wide presence ---- */
+
+typedef struct {
+  vx_events *ev;
+  char socket_id[VX_SOCKET_ID_LEN + 1];
+  char channel[VX_CHANNEL_MAX + 1];
+  vx_json_cb cb; /* presence_members query instead of an ack */
+  void *data;
+} pctx;
+
+static char *members_array(redisReply *rep, size_t *len) {
+  vx_str s = {0};
+  vx__str_addz(&s, "[");
+  for (size_t i = 0; i < rep->elements; i++) {
+    if (rep->element[i]->type != REDIS_REPLY_STRING)
+      continue;
+    if (s.len > 1)
+      vx__str_addz(&s, ",");
+    vx__str_add(&s, rep->element[i]->str, rep->element[i]->len);
+  }
+  vx__str_addz(&s, "]");
+  if (s.oom) {
+    vx__str_free(&s);
+    return NULL;
+  }
+  *len = s.len;
+  return s.p;
+}
+
+/* The cluster's member list arrived: answer the query, or send the joining connection its
+ * subscription_succeeded (if it is still here and still subscribed). */
+static void on_members(redisAsyncContext *ac, void *reply, void *priv) {
+  (void)ac;
+  pctx *p = priv;
+  redisReply *rep = reply;
+  vx_events *ev = p->ev;
+  size_t n = strlen(p->channel), ml = 0;
+  char *members = rep && rep->type == REDIS_REPLY_ARRAY ? members_array(rep, &ml) : NULL;
+  if (!members) /* Redis went away: the local list is the best answer */
+    members = vx__hub_members_json(ev, p->channel, n, &ml);
+  if (p->cb) {
+    p->cb(members ? 0 : VX_ENOMEM, members, members ? ml : 0, p->data);
+  } else {
+    vx_conn *c = vx__map_get(&ev->sockets, p->socket_id, VX_SOCKET_ID_LEN);
+    if (c && !c->closed && vx__hub_is_subscribed(c, p->channel, n) && members) {
+      vx_str s = {0};
+      vx__str_addz(&s, "{\"type\":\"subscription_succeeded\",\"channel\":\"");
+      vx__str_add(&s, p->channel, n);
+      vx__str_addz(&s, "\",\"data\":{\"members\":");
+      vx__str_add(&s, members, ml);
+      vx__str_addz(&s, "}}");
+      if (!s.oom)
+        vx__hub_ack(c, p->channel, n, s.p, s.len);
+      vx__str_free(&s);
+    }
+  }
+  free(members);
+  free(p);
+}
+
+static void presence_script(vx_redis *r, int which, const char *ch, size_t cn, vx_member *m,
+                            const char *except, bool quiet, redisCallbackFn *cb, void *priv) {
+  char pm[64 + 5 + VX_CHANNEL_MAX + 260], pi[64 + 8 + VX_CHANNEL_MAX], ip[96],
+      ck[64 + 4 + VX_CHANNEL_MAX], entry[VX_CHANNEL_MAX + 260], ex[40];
+  int pml = snprintf(pm, sizeof pm, "%s:pm:%.*s:%.*s", r->prefix, (int)cn, ch, (int)m->id_len, m->id);
+  int pil = snprintf(pi, sizeof pi, "%s:pinfo:%.*s", r->prefix, (int)cn, ch);
+  int ipl = snprintf(ip, sizeof ip, "%s:ipres:%s", r->prefix, r->origin);
+  size_t ckl = channel_key(r, ch, cn, ck);
+  int el = snprintf(entry, sizeof entry, "%.*s\n%.*s", (int)cn, ch, (int)m->id_len, m->id);
+  int exl = except ? snprintf(ex, sizeof ex, "\"%s\"", except) : snprintf(ex, sizeof ex, "null");
+  const char *argv[13] = {"EVALSHA", r->sha[which], "4", pm, pi, ip, ck, r->origin, m->id,
+                          m->json, entry, ex, quiet ? "1" : "0"};
+  size_t lens[13] = {7, 40, 1, (size_t)pml, (size_t)pil, (size_t)ipl, ckl, 16, m->id_len,
+                     m->json_len, (size_t)el, (size_t)exl, 1};
+  redisAsyncCommandArgv(r->cmd.ac, cb, priv, 13, argv, lens);
+}
+
+static bool presence_ready(vx_events *ev) {
+  return ev->redis && ev->redis->cmd.ready && ev->redis->sub.ready && !ev->redis->closing;
+}
+
+/* A connection joined a presence channel. With Redis up, the cluster takes over: the
+ * script registers the member (publishing member_added if the user is new everywhere) and
+ * answers with every member, from which the connection's subscription_succeeded is built.
+ * Returns false when Redis is down (local presence only). */
+bool vx__redis_presence_join(vx_events *ev, vx_channel *ch, vx_member *m, vx_conn *c,
+                             bool new_locally) {
+  if (!presence_ready(ev))
+    return false;
+  vx_redis *r = ev->redis;
+  pctx *p = calloc(1, sizeof *p);
+  if (!p)
+    return false;
+  p->ev = ev;
+  memcpy(p->socket_id, c->id, VX_SOCKET_ID_LEN + 1);
+  memcpy(p->channel, ch->name, ch->name_len + 1);
+  if (new_locally) {
+    presence_script(r, S_JOIN, ch->name, ch->name_len, m, c->id, false, on_members, p);
+  } else {
+    char pi[64 + 8 + VX_CHANNEL_MAX];
+    snprintf(pi, sizeof pi, "%s:pinfo:%s", r->prefix, ch->name);
+    redisAsyncCommand(r->cmd.ac, on_members, p, "HVALS %s", pi);
+  }
+  return true;
+}
+
+/* The last local connection of member m left channel ch. */
+bool vx__redis_presence_leave(vx_events *ev, vx_channel *ch, vx_member *m) {
+  vx_redis *r = ev->redis;
+  if (!r || !r->cmd.ready)
+    return false;
+  presence_script(r, S_LEAVE, ch->name, ch->name_len, m, NULL, false, NULL, NULL);
+  return presence_ready(ev);
+}
+
+bool vx__redis_presence_list(vx_events *ev, const char *ch, vx_json_cb cb, void *data) {
+  if (!presence_ready(ev))
+    return false;
+  pctx *p = calloc(1, sizeof *p);
+  if (!p)
+    return false;
+  p->ev = ev;
+  p->cb = cb;
+  p->data = data;
+  snprintf(p->channel, sizeof p->channel, "%s", ch);
+  char pi[64 + 8 + VX_CHANNEL_MAX];
+  snprintf(pi, sizeof pi, "%s:pinfo:%s", ev->redis->prefix, ch);
+  redisAsyncCommand(ev->redis->cmd.ac, on_members, p, "HVALS %s", pi);
+  return true;
+}
+
+/* After a reconnect: this instance's members, registered again without events (the other
+ * instances' subscribers already know them). */
+static void register_presence(vx_redis *r) {
+  for (uint32_t i = 0; i < r->ev->channels.cap; i++) {
+    vx_channel *ch = r->ev->channels.slots[i].key ? r->ev->channels.slots[i].val : NULL;
+    if (!ch)
+      continue;
+    for (uint32_t j = 0; j < ch->members.cap; j++) {
+      vx_member *m = ch->members.slots[j].key ? ch->members.slots[j].val : NULL;
+      if (m)
+        presence_script(r, S_JOIN, ch->name, ch->name_len, m, NULL, true, NULL, NULL);
+    }
+  }
 }

@@ -224,8 +224,11 @@ const char *vx__sse_subscribe(vx_conn *c, const char *name, size_t n, const char
     return "member is too large";
   const char *err = NULL;
   vx_member *m = vx__member_parse(member, strlen(member), &err);
-  if (!m || vx__hub_subscribe_presence(c, name, n, m, &err) != 0)
+  bool redis_acks = false;
+  if (!m || vx__hub_subscribe_presence(c, name, n, m, &err, &redis_acks) != 0)
     return err;
+  if (redis_acks)
+    return NULL;
   size_t ml = 0;
   char *members = vx__hub_members_json(c->ev, name, n, &ml);
   sse_sub_reply(c, "subscription_succeeded", name, n, NULL, members ? members : "[]",

@@ -344,6 +344,10 @@ bool vx__redis_channel_new(vx_events *ev, vx_channel *ch);
 void vx__redis_channel_gone(vx_events *ev, vx_channel *ch);
 void vx__redis_count(vx_events *ev, const char *name, size_t n, int delta);
 bool vx__redis_query(vx_events *ev, int kind, const char *name, void *cb, void *data);
+bool vx__redis_presence_join(vx_events *ev, vx_channel *ch, vx_member *m, vx_conn *c,
+                             bool new_locally);
+bool vx__redis_presence_leave(vx_events *ev, vx_channel *ch, vx_member *m);
+bool vx__redis_presence_list(vx_events *ev, const char *ch, vx_json_cb cb, void *data);
 void vx__hub_channels_local(vx_events *ev, vx_channels_cb cb, void *data);
 
 /* hub.c: acknowledgements that wait for Redis, and local-only delivery */
@@ -363,8 +367,10 @@ bool vx__auth_verify(vx_events *ev, const char *socket_id, const char *channel, 
 /* presence (hub.c) */
 /* Parse signed channel_data into a member; NULL with *err set on bad input. */
 vx_member *vx__member_parse(const char *cdata, size_t n, const char **err);
+/* *redis_acks: the subscription_succeeded (with the cluster's members) will come from
+ * Redis; the caller must not send one. */
 int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member *m,
-                               const char **err);
+                               const char **err, bool *redis_acks);
 char *vx__hub_members_json(vx_events *ev, const char *name, size_t n, size_t *len);
 
 /* sse.c */

@@ -3,7 +3,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 CMAKE_FLAGS ?=
 
-.PHONY: all build build-asan run test test-c test-node test-asan bench bench-smoke clean
+.PHONY: all build build-asan run test test-c test-node test-python test-asan bench bench-smoke clean
 
 all: build
 
@@ -32,6 +32,11 @@ test-c: build
 test-node: build node_modules/.package-lock.json
 	VXEVENTS_SERVER=$(CURDIR)/$(BUILD)/vxevents-server npm run --silent test:node
 
+# The Python binding: pip install . into a venv under build/, then pytest (also drives
+# build/vxevents-server and a real redis-server).
+test-python: build
+	VXEVENTS_SERVER=$(CURDIR)/$(BUILD)/vxevents-server bash tests/python/run.sh
+
 # The C tests and the Node integration suite again, against an ASan+UBSan build
 # (leaks, overflows and undefined behaviour fail the run).
 test-asan: build-asan node_modules/.package-lock.json
@@ -43,7 +48,7 @@ bench-smoke: build
 	bash bench/smoke.sh
 
 # Everything: what CI runs after installing the dependencies.
-test: test-c test-node test-asan bench-smoke
+test: test-c test-node test-python test-asan bench-smoke
 
 bench: build
 	bash bench/run.sh

@@ -171,3 +171,19 @@ def test_repeated_calls_do_not_leak_python_objects(server, client_factory):
     diff = second.filter_traces(ignore).compare_to(first.filter_traces(ignore), "filename")
     grown = sum(d.size_diff for d in diff)
     assert grown < 50_000, f"{grown} bytes still allocated after 2000 rounds: {diff[:3]}"
+
+
+def test_last_reference_dropped_on_the_loop_thread_does_not_deadlock():
+    import threading
+    import time
+    for _ in range(20):
+        done = threading.Event()
+        core = vxevents._core.Core()
+        ref = weakref.ref(core)
+        core.subscriber_count("a", lambda v: done.set())
+        del core  # the pending query's record now holds the only reference
+        assert done.wait(5)
+        deadline = time.monotonic() + 5
+        while ref() is not None:  # freed by the main thread shortly after
+            assert time.monotonic() < deadline
+            time.sleep(0.01)

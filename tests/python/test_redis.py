@@ -136,3 +136,42 @@ def test_unreachable_redis_does_not_break_local_delivery(client_factory):
             srv.broadcast("local", "e", 1)
             assert c.recv()["data"] == 1
         srv.broadcast("elsewhere", "e", 1)  # queued in the backlog, no error
+
+
+@pytest.mark.skipif(not SERVER.exists(), reason="build/vxevents-server not built")
+def test_example_worker_through_redis(redis_url):
+    import sys
+    srv = subprocess.Popen([str(SERVER), "--host", "127.0.0.1", "--port", "0", "--redis",
+                            redis_url], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(re.search(r":(\d+) ", srv.stdout.readline()).group(1))
+        c = Client(port)
+        assert c.subscribe("jobs.r")["type"] == "subscription_succeeded"
+        out = subprocess.run([sys.executable, str(ROOT / "examples" / "worker.py"), "--redis",
+                              redis_url, "--job", "r", "--steps", "2", "--delay", "0"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert [c.recv()["event"] for _ in range(4)] == [
+            "job.started", "job.progress", "job.progress", "job.finished"]
+        c.close()
+    finally:
+        srv.terminate()
+        srv.wait(10)
+        srv.stdout.close()
+
+
+def test_counts_and_channels_are_cluster_wide(redis_url, worker, client_factory):
+    with vxevents.events_plugin(redis=redis_url, redis_prefix="vx", ping_interval=0) as b:
+        c = client_factory(b.listen("127.0.0.1", 0))
+        assert c.subscribe("fleet.room")["type"] == "subscription_succeeded"
+        deadline = time.monotonic() + 10
+        while worker.subscriber_count("fleet.room") != 1:  # the worker has no clients itself
+            assert time.monotonic() < deadline, "count never reached the worker"
+            time.sleep(0.05)
+        assert worker.has_subscribers("fleet.room") is True
+        assert "fleet.room" in worker.channels()
+        c.close()
+        deadline = time.monotonic() + 10
+        while worker.has_subscribers("fleet.room"):
+            assert time.monotonic() < deadline, "count never went back to 0"
+            time.sleep(0.05)

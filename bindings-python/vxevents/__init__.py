@@ -1,0 +1,674 @@
+"""vxevents — real-time event broadcasting on the libvxevents C core.
+
+    import vxevents
+
+    # In-process server with a Python authorizer:
+    with vxevents.events_plugin(auth_secret=SECRET, authorizer=authorize) as srv:
+        port = srv.listen("127.0.0.1", 3030)
+        srv.broadcast("orders", "order.created", {"orderId": 1})
+
+    # A worker broadcasting into a fleet of servers through Redis:
+    events = vxevents.get_events(redis="redis://127.0.0.1:6379")
+    ...
+    vxevents.close_events()
+
+Every method is synchronous (the GIL is released while waiting on the core's loop
+thread) and has an asyncio twin prefixed with ``a`` (``await srv.asubscriber_count("c")``)
+that never blocks the event loop. JavaScript-style camelCase aliases exist for the names
+the Node binding uses (``broadcastToMany``, ``subscriberCount``...).
+
+``data`` is serialized with ``json.dumps``. ``bytes``/``bytearray``/``memoryview`` are
+taken as JSON text already serialized and passed through (the core checks it is JSON); a
+``str`` is a JSON string value unless ``raw=True`` says it is JSON text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import http.cookies
+import inspect
+import json
+import logging
+import threading
+import weakref
+from typing import (Any, Awaitable, Callable, Mapping, NamedTuple, Optional, Sequence,
+                    TypedDict, Union)
+
+from . import _core
+from ._core import VxClosedError, VxError, VxValueError
+
+__all__ = [
+    "AuthRequest",
+    "Authorizer",
+    "AuthorizerResult",
+    "Channel",
+    "ChannelAuthResult",
+    "Events",
+    "EventsError",
+    "EventsServer",
+    "PresenceMember",
+    "Stats",
+    "VxClosedError",
+    "VxError",
+    "VxValueError",
+    "close_events",
+    "events_plugin",
+    "get_events",
+]
+
+__version__ = "0.1.0"
+CORE_VERSION = _core.CORE_VERSION
+
+#: The issue's name for the error base class; the same class as VxError.
+EventsError = VxError
+
+log = logging.getLogger("vxevents")
+
+MIN_SECRET_LENGTH = 32
+
+
+class Channel(NamedTuple):
+    """The channel an authorizer is asked about: ``name`` and ``type`` ("public",
+    "private" or "presence")."""
+
+    name: str
+    type: str
+
+
+class AuthRequest:
+    """The HTTP request behind an authorization (``POST {path}/auth``).
+
+    ``method``, ``url`` (target with query), ``path``, ``query``, ``headers`` (a dict with
+    lower-cased names), ``cookies`` (a dict), ``body`` (bytes), ``json`` (the parsed body,
+    or None when it is not JSON), ``socket_id`` (from the body)."""
+
+    __slots__ = ("method", "url", "path", "query", "headers", "cookies", "body", "socket_id", "kind",
+                 "_json")
+
+    def __init__(self, method: str, url: str, headers: dict[str, str], body: bytes,
+                 socket_id: Optional[str], kind: int = _core.AUTH_TOKEN) -> None:
+        self.method = method
+        self.url = url
+        self.path, _, self.query = url.partition("?")
+        self.headers = headers
+        self.body = body
+        self.socket_id = socket_id
+        self.kind = kind
+        self.cookies: dict[str, str] = {}
+        raw = headers.get("cookie")
+        if raw:
+            jar = http.cookies.SimpleCookie()
+            try:
+                jar.load(raw)
+            except http.cookies.CookieError:
+                pass
+            self.cookies = {k: m.value for k, m in jar.items()}
+        self._json: Any = _UNSET
+
+    @property
+    def json(self) -> Any:
+        if self._json is _UNSET:
+            try:
+                self._json = json.loads(self.body) if self.body else None
+            except ValueError:
+                self._json = None
+        return self._json
+
+    def __repr__(self) -> str:
+        return f"AuthRequest({self.method} {self.url}, socket_id={self.socket_id!r})"
+
+
+_UNSET = object()
+
+
+class PresenceMember(TypedDict):
+    """A presence member: ``id`` (str or int) and free ``info``."""
+
+    id: Union[str, int]
+    info: Any
+
+
+class ChannelAuthResult(TypedDict, total=False):
+    """What an authorizer may return (``True``/``False`` also work)."""
+
+    authorized: bool
+    error: str
+    member: PresenceMember
+
+
+class Stats(TypedDict):
+    connections: int
+    channels: int
+    messages_delivered: int
+    bytes_written: int
+    slow_consumer_closes: int
+    ping_timeouts: int
+    rejected_connections: int
+
+
+AuthorizerResult = Union[bool, None, ChannelAuthResult, Mapping[str, Any]]
+Authorizer = Callable[[Channel, AuthRequest],
+                      Union[AuthorizerResult, Awaitable[AuthorizerResult]]]
+
+
+def _parse_headers(raw: bytes) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for line in raw.decode("latin-1").split("\r\n"):
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key = name.strip().lower()
+        value = value.strip()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return headers
+
+
+def _serialize(data: Any, raw: bool) -> Optional[bytes]:
+    """The JSON text handed to the core (None means JSON null)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if raw:
+        if not isinstance(data, str):
+            raise TypeError("raw=True needs data as str or bytes of JSON text")
+        return data.encode("utf-8")
+    if data is None:
+        return None
+    try:
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"data is not JSON-serializable: {e}") from e
+
+
+def _check_str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    return value
+
+
+class _LoopThread:
+    """An asyncio loop on a daemon thread, for async authorizers."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="vxevents-asyncio", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(5)
+            if not self.thread.is_alive():
+                self.loop.close()
+
+
+def _future_callback(loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Future, Callable[[Any], None]]:
+    """A future on `loop` and the callback the core's loop thread resolves it with."""
+    fut = loop.create_future()
+
+    def settle(value: Any) -> None:
+        if fut.done():
+            return
+        if isinstance(value, BaseException):
+            fut.set_exception(value)
+        else:
+            fut.set_result(value)
+
+    def callback(value: Any) -> None:  # on the core's loop thread, holding the GIL
+        try:
+            loop.call_soon_threadsafe(settle, value)
+        except RuntimeError:  # that event loop is closed: nobody is waiting any more
+            pass
+
+    return fut, callback
+
+
+_live: "weakref.WeakSet[Events]" = weakref.WeakSet()
+
+
+def _weak_hook(obj: Any, method: str) -> Callable[..., None]:
+    """A hook for the core calling ``obj.<method>`` while ``obj`` lives; afterwards it
+    raises, which the C side reports and answers (a refused authorization)."""
+    ref = weakref.ref(obj)
+
+    def hook(*args: Any) -> None:
+        me = ref()
+        if me is None:
+            raise VxClosedError("instance is gone")
+        getattr(me, method)(*args)
+
+    return hook
+
+_CORE_LEVELS = {"error": _core.LOG_ERROR, "warn": _core.LOG_WARN, "info": _core.LOG_INFO,
+                "debug": _core.LOG_DEBUG}
+_PY_LEVELS = {_core.LOG_ERROR: logging.ERROR, _core.LOG_WARN: logging.WARNING,
+              _core.LOG_INFO: logging.INFO, _core.LOG_DEBUG: logging.DEBUG}
+core_log = logging.getLogger("vxevents.core")
+
+
+def _core_log(level: int, message: str) -> None:
+    """The core's log lines (on its loop thread) go to the ``vxevents.core`` logger."""
+    core_log.log(_PY_LEVELS.get(level, logging.INFO), "%s", message)
+
+
+class Events:
+    """The events manager: broadcasts and queries on one libvxevents instance."""
+
+    _OPTION_NAMES = {
+        "path", "ping_interval", "max_payload", "max_payload_size", "max_send_queue",
+        "max_connections", "max_channels_per_connection", "api_key", "auth_secret",
+        "authorizer", "client_events_per_sec", "max_member_size", "max_presence_members",
+        "driver", "redis", "redis_prefix", "authorizer_workers", "log_level",
+        "sse_path", "heartbeat_interval", "retry_interval", "on_client_event",
+        "redis_backlog_max",
+    }
+
+    def __init__(self, **options: Any) -> None:
+        unknown = set(options) - self._OPTION_NAMES
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        redis = options.get("redis")
+        if redis is not None and (not isinstance(redis, str)
+                                  or not redis.startswith("redis://")):
+            raise ValueError("redis must be a URL like redis://[[user]:password@]host[:port][/db]"
+                             " (rediss:// is not supported yet)")
+        redis_prefix = options.get("redis_prefix")
+        if redis_prefix is not None and (not isinstance(redis_prefix, str) or not redis_prefix):
+            raise ValueError("redis_prefix must be a non-empty str")
+        driver = options.get("driver") or "ws"
+        if driver not in ("ws", "sse"):
+            raise ValueError(f"driver must be 'ws' or 'sse', not {driver!r}")
+        path = options.get("path")
+        sse_path = options.get("sse_path")
+        for name, value in (("path", path), ("sse_path", sse_path)):
+            if value is not None and (not isinstance(value, str) or not value.startswith("/")):
+                raise ValueError(f"{name} must be a str starting with '/'")
+        if driver == "sse":
+            # As in Node: `path` names the SSE endpoint (default /events). The core keeps
+            # serving WebSocket on its own default path beside it.
+            if sse_path is not None and path is not None and sse_path != path:
+                raise ValueError("with driver='sse' give path or sse_path, not both")
+            sse_path, path = sse_path or path or "/events", None
+        if sse_path is not None and sse_path == (path or "/ws"):
+            raise ValueError("sse_path must differ from the WebSocket path")
+        secret = options.get("auth_secret")
+        if secret is not None:
+            if not isinstance(secret, str):
+                raise TypeError("auth_secret must be a str")
+            if len(secret) < MIN_SECRET_LENGTH:
+                raise VxValueError(
+                    f"auth_secret must be at least {MIN_SECRET_LENGTH} characters "
+                    f"(got {len(secret)})")
+        authorizer = options.get("authorizer")
+        if authorizer is not None and not callable(authorizer):
+            raise TypeError("authorizer must be a callable (sync or async)")
+        on_client_event = options.get("on_client_event")
+        if on_client_event is not None and not callable(on_client_event):
+            raise TypeError("on_client_event must be a callable (sync or async)")
+        ints = {}
+        for name in ("ping_interval", "max_payload", "max_send_queue", "max_connections",
+                     "max_channels_per_connection", "client_events_per_sec", "max_member_size",
+                     "max_presence_members", "heartbeat_interval", "retry_interval",
+                     "redis_backlog_max"):
+            value = options.get(name)
+            if name == "max_payload" and value is None:
+                value = options.get("max_payload_size")
+            if value is None:
+                ints[name] = -1
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int")
+            if value >= 2**32 and name not in ("max_payload", "max_send_queue", "max_member_size",
+                                               "redis_backlog_max"):
+                raise ValueError(f"{name} is too large")
+            ints[name] = value
+        api_key = options.get("api_key")
+        if api_key is not None and not isinstance(api_key, str):
+            raise TypeError("api_key must be a str")
+
+        self._authorizer = authorizer
+        self._on_client_event = on_client_event
+        self._events_executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._auth_workers = int(options.get("authorizer_workers") or 4)
+        self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._aio: Optional[_LoopThread] = None
+        self._lock = threading.Lock()
+        self._port: Optional[int] = None
+        # The core's hooks reach back through weak references, so they do not keep this
+        # object alive.
+        dispatch = _weak_hook(self, "_dispatch") if authorizer is not None else None
+        client_event = (_weak_hook(self, "_dispatch_client_event")
+                        if on_client_event is not None else None)
+
+        log_level = options.get("log_level")
+        if log_level is None:
+            core_level = -1  # the core's default: warnings and errors
+        elif log_level in _CORE_LEVELS:
+            core_level = _CORE_LEVELS[log_level]
+        else:
+            raise ValueError("log_level must be one of 'error', 'warn', 'info', 'debug'")
+        self._core = _core.Core(path=path, api_key=api_key, auth_secret=secret,
+                                authorize=dispatch, log=_core_log, log_level=core_level,
+                                on_client_event=client_event, sse_path=sse_path,
+                                redis_url=redis, redis_prefix=redis_prefix, **ints)
+        _live.add(self)
+
+    # ---- authorization -------------------------------------------------------------
+
+    def _dispatch(self, req_id: int, kind: int, socket_id: Optional[str], channel: Optional[str],
+                  channel_type: Optional[str], method: Optional[str], url: bytes, headers: bytes,
+                  body: bytes) -> None:
+        """On the core's loop thread, holding the GIL: hand off and return at once."""
+        request = AuthRequest(method or "POST", url.decode("latin-1"), _parse_headers(headers),
+                              body, socket_id, kind)
+        ch = Channel(channel or "", channel_type or "public")
+        authorizer = self._authorizer
+        if inspect.iscoroutinefunction(authorizer):
+            self._run_async(req_id, ch, authorizer(ch, request))
+        else:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = concurrent.futures.ThreadPoolExecutor(
+                        self._auth_workers, thread_name_prefix="vxevents-auth")
+                executor = self._executor
+            executor.submit(self._run_sync, req_id, ch, request)
+
+    def _dispatch_client_event(self, socket_id: str, channel: str, event: str,
+                               data: bytes) -> None:
+        """On the core's loop thread: queue the hook call on one worker (keeps order)."""
+        with self._lock:
+            if self._events_executor is None:
+                self._events_executor = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="vxevents-events")
+            executor = self._events_executor
+        executor.submit(self._run_client_event, socket_id, channel, event, data)
+
+    def _run_client_event(self, socket_id: str, channel: str, event: str, data: bytes) -> None:
+        try:
+            hook = self._on_client_event
+            assert hook is not None
+            result = hook(socket_id, channel, event, json.loads(data))
+            if inspect.isawaitable(result):
+                asyncio.run_coroutine_threadsafe(_as_coroutine(result), self._aio_loop()).result()
+        except Exception:
+            log.exception("vxevents on_client_event raised for channel %s", channel)
+
+    def _aio_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._aio is None:
+                self._aio = _LoopThread()
+            return self._aio.loop
+
+    def _run_async(self, req_id: int, ch: Channel, coro: Awaitable[Any]) -> None:
+        fut = asyncio.run_coroutine_threadsafe(_as_coroutine(coro), self._aio_loop())
+        fut.add_done_callback(lambda f: self._answer_future(req_id, ch, f))
+
+    def _run_sync(self, req_id: int, ch: Channel, request: AuthRequest) -> None:
+        try:
+            authorizer = self._authorizer
+            assert authorizer is not None
+            result = authorizer(ch, request)
+        except Exception:
+            log.exception("vxevents authorizer raised for channel %s", ch.name)
+            self._reply(req_id, False, None, "authorizer failed")
+            return
+        if inspect.isawaitable(result):
+            self._run_async(req_id, ch, result)
+            return
+        self._answer(req_id, ch, result)
+
+    def _answer_future(self, req_id: int, ch: Channel, fut: concurrent.futures.Future) -> None:
+        try:
+            result = fut.result()
+        except BaseException:
+            log.exception("vxevents authorizer raised for channel %s", ch.name)
+            self._reply(req_id, False, None, "authorizer failed")
+            return
+        self._answer(req_id, ch, result)
+
+    def _answer(self, req_id: int, ch: Channel, result: Any) -> None:
+        """Turn an authorizer's answer into vx_auth_reply: True/False, or a mapping (or
+        object) with ``authorized``, ``error`` and, for presence, ``member``."""
+        if isinstance(result, bool) or result is None:
+            ok, error, member = bool(result), None, None
+        elif isinstance(result, dict):
+            ok, error, member = (bool(result.get("authorized")), result.get("error"),
+                                 result.get("member"))
+        else:
+            ok = bool(getattr(result, "authorized", False))
+            error = getattr(result, "error", None)
+            member = getattr(result, "member", None)
+        member_json = None
+        if ok and member is not None:
+            try:
+                member_json = json.dumps(member, separators=(",", ":"), ensure_ascii=False)
+            except (TypeError, ValueError):
+                log.error("vxevents authorizer returned a member that is not JSON-serializable")
+                ok, error = False, "authorizer failed"
+        self._reply(req_id, ok, member_json, None if ok else (str(error) if error else None))
+
+    def _reply(self, req_id: int, ok: bool, member_json: Optional[str], error: Optional[str]) -> None:
+        try:
+            self._core.auth_reply(req_id, ok, member_json, error)
+        except VxError as e:
+            if e.code not in ("ECLOSED", "ENOTFOUND"):
+                log.error("vxevents auth_reply failed: %s", e)
+
+    # ---- broadcasting --------------------------------------------------------------
+
+    def broadcast(self, channel: str, event: str, data: Any = None,
+                  except_socket_id: Optional[str] = None, *, raw: bool = False) -> None:
+        """Send ``event`` with ``data`` to every subscriber of ``channel`` (except the
+        connection ``except_socket_id``). Queues and returns; thread-safe."""
+        self._core.broadcast(_check_str("channel", channel), _check_str("event", event),
+                             _serialize(data, raw), except_socket_id)
+
+    def broadcast_to_many(self, channels: Sequence[str], event: str, data: Any = None,
+                          except_socket_id: Optional[str] = None, *, raw: bool = False) -> None:
+        """The same event on several channels (1..100) at once."""
+        if isinstance(channels, str):
+            raise TypeError("channels must be a list of str (use broadcast() for one channel)")
+        names = list(channels)
+        for c in names:
+            _check_str("channel", c)
+        if not names:
+            raise ValueError("channels must not be empty")
+        self._core.broadcast(names, _check_str("event", event), _serialize(data, raw),
+                             except_socket_id)
+
+    def broadcast_except(self, channel: str, event: str, data: Any, except_socket_id: str, *,
+                         raw: bool = False) -> None:
+        """broadcast() skipping the connection ``except_socket_id`` (e.g. the sender)."""
+        _check_str("except_socket_id", except_socket_id)
+        self.broadcast(channel, event, data, except_socket_id, raw=raw)
+
+    # ---- queries (sync: the GIL is released while the loop thread answers) ----------
+
+    def subscriber_count(self, channel: str) -> int:
+        return self._core.subscriber_count(_check_str("channel", channel))
+
+    def has_subscribers(self, channel: str) -> bool:
+        return self._core.has_subscribers(_check_str("channel", channel))
+
+    def channels(self) -> list[str]:
+        return self._core.channels()
+
+    def presence_members(self, channel: str) -> list[PresenceMember]:
+        return json.loads(self._core.presence_members(_check_str("channel", channel)))
+
+    def stats(self) -> Stats:
+        return self._core.stats()
+
+    def sign(self, socket_id: str, channel: str, channel_data: Any = None) -> str:
+        """The auth token for (socket_id, channel[, channel_data]). ``channel_data`` may be a
+        str (JSON text, signed as is) or any JSON-serializable value."""
+        if channel_data is not None and not isinstance(channel_data, str):
+            channel_data = json.dumps(channel_data, separators=(",", ":"), ensure_ascii=False)
+        return self._core.sign(_check_str("socket_id", socket_id),
+                               _check_str("channel", channel), channel_data)
+
+    # ---- asyncio twins ----------------------------------------------------------------
+
+    async def abroadcast(self, channel: str, event: str, data: Any = None,
+                         except_socket_id: Optional[str] = None, *, raw: bool = False) -> None:
+        self.broadcast(channel, event, data, except_socket_id, raw=raw)
+
+    async def abroadcast_to_many(self, channels: Sequence[str], event: str, data: Any = None,
+                                 except_socket_id: Optional[str] = None, *,
+                                 raw: bool = False) -> None:
+        self.broadcast_to_many(channels, event, data, except_socket_id, raw=raw)
+
+    async def abroadcast_except(self, channel: str, event: str, data: Any,
+                                except_socket_id: str, *, raw: bool = False) -> None:
+        self.broadcast_except(channel, event, data, except_socket_id, raw=raw)
+
+    async def asubscriber_count(self, channel: str) -> int:
+        fut, cb = _future_callback(asyncio.get_running_loop())
+        self._core.subscriber_count(_check_str("channel", channel), cb)
+        return await fut
+
+    async def ahas_subscribers(self, channel: str) -> bool:
+        fut, cb = _future_callback(asyncio.get_running_loop())
+        self._core.has_subscribers(_check_str("channel", channel), cb)
+        return await fut
+
+    async def achannels(self) -> list[str]:
+        fut, cb = _future_callback(asyncio.get_running_loop())
+        self._core.channels(cb)
+        return await fut
+
+    async def apresence_members(self, channel: str) -> list[PresenceMember]:
+        fut, cb = _future_callback(asyncio.get_running_loop())
+        self._core.presence_members(_check_str("channel", channel), cb)
+        return json.loads(await fut)
+
+    async def astats(self) -> Stats:
+        fut, cb = _future_callback(asyncio.get_running_loop())
+        self._core.stats(cb)
+        return await fut
+
+    async def asign(self, socket_id: str, channel: str, channel_data: Any = None) -> str:
+        return self.sign(socket_id, channel, channel_data)
+
+    async def aclose(self, grace_ms: int = 0) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.close, grace_ms)
+
+    # ---- lifetime ---------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._core.closed
+
+    def close(self, grace_ms: int = 0) -> None:
+        """Close every client with 1001 (giving them up to ``grace_ms``, 0 = 1 s) and stop
+        the loop thread. Idempotent; later calls raise VxClosedError."""
+        self._core.close(grace_ms)
+        with self._lock:
+            executors = (self._executor, self._events_executor)
+            self._executor = self._events_executor = None
+            aio, self._aio = self._aio, None
+        for executor in executors:
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+        if aio is not None:
+            aio.stop()
+        _live.discard(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    # ---- JavaScript-style aliases -----------------------------------------------------
+
+    broadcastToMany = broadcast_to_many
+    broadcastExcept = broadcast_except
+    subscriberCount = subscriber_count
+    hasSubscribers = has_subscribers
+    presenceMembers = presence_members
+
+
+class EventsServer(Events):
+    """An in-process server (``events_plugin(...)``): ``listen(host, port)`` serves
+    WebSocket on ``path`` (default /ws), ``POST {path}/auth`` (the authorizer), with
+    ``sse_path`` (or ``driver="sse"``) Server-Sent Events and its subscribe/unsubscribe
+    routes (the authorizer again), and with ``api_key`` the HTTP publish API."""
+
+    def listen(self, host: str = "127.0.0.1", port: int = 3030) -> int:
+        """Bind and serve; returns the bound port (port 0 picks a free one)."""
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError("port must be an int in 0..65535")
+        self._port = self._core.listen(_check_str("host", host), port)
+        return self._port
+
+    async def alisten(self, host: str = "127.0.0.1", port: int = 3030) -> int:
+        return await asyncio.get_running_loop().run_in_executor(None, self.listen, host, port)
+
+    @property
+    def port(self) -> Optional[int]:
+        return self._port
+
+
+async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def events_plugin(**options: Any) -> EventsServer:
+    """A server instance; options in snake_case: driver ("ws" or "sse"), path, sse_path,
+    auth_secret, authorizer, ping_interval / heartbeat_interval / retry_interval (ms),
+    max_payload (alias max_payload_size), max_send_queue, max_connections,
+    max_channels_per_connection, api_key, client_events_per_sec, on_client_event,
+    max_member_size, max_presence_members, log_level, authorizer_workers. Options are
+    checked here: a too-short ``auth_secret`` raises VxValueError mentioning 32."""
+    return EventsServer(**options)
+
+
+_singleton: Optional[Events] = None
+_singleton_lock = threading.Lock()
+
+
+def get_events(**options: Any) -> Events:
+    """The process-wide manager, created on first call with ``options`` (later calls
+    return the same one and ignore their options). With ``redis="redis://host:6379"`` its
+    broadcasts reach every server sharing that Redis (the worker use case); without, it is
+    a local instance. It serves nothing itself (use events_plugin() for a server)."""
+    global _singleton
+    with _singleton_lock:
+        if _singleton is None or _singleton.closed:
+            _singleton = Events(**options)
+        return _singleton
+
+
+def close_events() -> None:
+    """Close the manager from get_events(), if any."""
+    global _singleton
+    with _singleton_lock:
+        events, _singleton = _singleton, None
+    if events is not None:
+        events.close()
+
+
+@atexit.register
+def _close_all() -> None:
+    # Close live instances while the interpreter is whole: the core's loop thread may need
+    # the GIL to deliver final callbacks, which a finalizing interpreter would not allow.
+    for events in list(_live):
+        try:
+            events.close()
+        except Exception:
+            pass

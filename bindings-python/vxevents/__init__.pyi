@@ -1,0 +1,121 @@
+from typing import (Any, Awaitable, Callable, Literal, Mapping, NamedTuple, Optional, Sequence,
+                    TypedDict, Union)
+
+from ._core import VxClosedError as VxClosedError
+from ._core import VxError as VxError
+from ._core import VxValueError as VxValueError
+
+__all__ = ["AuthRequest", "Authorizer", "AuthorizerResult", "Channel", "ChannelAuthResult",
+           "Events", "EventsError", "EventsServer", "PresenceMember", "Stats", "VxClosedError",
+           "VxError", "VxValueError", "close_events", "events_plugin", "get_events"]
+
+__version__: str
+CORE_VERSION: str
+EventsError = VxError
+MIN_SECRET_LENGTH: int
+
+class Channel(NamedTuple):
+    name: str
+    type: Literal["public", "private", "presence"]
+
+class AuthRequest:
+    method: str
+    url: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    cookies: dict[str, str]
+    body: bytes
+    socket_id: Optional[str]
+    kind: int
+    def __init__(self, method: str, url: str, headers: dict[str, str], body: bytes,
+                 socket_id: Optional[str], kind: int = ...) -> None: ...
+    @property
+    def json(self) -> Any: ...
+
+class PresenceMember(TypedDict):
+    id: Union[str, int]
+    info: Any
+
+class ChannelAuthResult(TypedDict, total=False):
+    authorized: bool
+    error: str
+    member: PresenceMember
+
+AuthorizerResult = Union[bool, None, ChannelAuthResult, Mapping[str, Any]]
+Authorizer = Callable[[Channel, AuthRequest],
+                      Union[AuthorizerResult, Awaitable[AuthorizerResult]]]
+
+class Stats(TypedDict):
+    connections: int
+    channels: int
+    messages_delivered: int
+    bytes_written: int
+    slow_consumer_closes: int
+    ping_timeouts: int
+    rejected_connections: int
+
+class Events:
+    def __init__(self, *, driver: Literal["ws", "sse"] = ..., path: str = ...,
+                 sse_path: Optional[str] = ..., heartbeat_interval: int = ...,
+                 retry_interval: int = ...,
+                 on_client_event: Optional[Callable[[str, str, str, Any], Any]] = ...,
+                 redis: Optional[str] = ..., redis_prefix: str = ...,
+                 redis_backlog_max: int = ..., auth_secret: Optional[str] = ...,
+                 authorizer: Optional[Authorizer] = ..., authorizer_workers: int = ...,
+                 ping_interval: int = ..., max_payload: int = ..., max_payload_size: int = ...,
+                 max_send_queue: int = ..., max_connections: int = ...,
+                 max_channels_per_connection: int = ..., api_key: Optional[str] = ...,
+                 client_events_per_sec: int = ..., max_member_size: int = ...,
+                 max_presence_members: int = ...,
+                 log_level: Optional[Literal["error", "warn", "info", "debug"]] = ...) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    def broadcast(self, channel: str, event: str, data: Any = ...,
+                  except_socket_id: Optional[str] = ..., *, raw: bool = ...) -> None: ...
+    def broadcast_to_many(self, channels: Sequence[str], event: str, data: Any = ...,
+                          except_socket_id: Optional[str] = ..., *, raw: bool = ...) -> None: ...
+    def broadcast_except(self, channel: str, event: str, data: Any, except_socket_id: str, *,
+                         raw: bool = ...) -> None: ...
+    def subscriber_count(self, channel: str) -> int: ...
+    def has_subscribers(self, channel: str) -> bool: ...
+    def channels(self) -> list[str]: ...
+    def presence_members(self, channel: str) -> list[PresenceMember]: ...
+    def stats(self) -> Stats: ...
+    def sign(self, socket_id: str, channel: str, channel_data: Any = ...) -> str: ...
+    def close(self, grace_ms: int = ...) -> None: ...
+    async def abroadcast(self, channel: str, event: str, data: Any = ...,
+                         except_socket_id: Optional[str] = ..., *, raw: bool = ...) -> None: ...
+    async def abroadcast_to_many(self, channels: Sequence[str], event: str, data: Any = ...,
+                                 except_socket_id: Optional[str] = ..., *,
+                                 raw: bool = ...) -> None: ...
+    async def abroadcast_except(self, channel: str, event: str, data: Any,
+                                except_socket_id: str, *, raw: bool = ...) -> None: ...
+    async def asubscriber_count(self, channel: str) -> int: ...
+    async def ahas_subscribers(self, channel: str) -> bool: ...
+    async def achannels(self) -> list[str]: ...
+    async def apresence_members(self, channel: str) -> list[PresenceMember]: ...
+    async def astats(self) -> Stats: ...
+    async def asign(self, socket_id: str, channel: str, channel_data: Any = ...) -> str: ...
+    async def aclose(self, grace_ms: int = ...) -> None: ...
+    def __enter__(self) -> "Events": ...
+    def __exit__(self, *exc: Any) -> None: ...
+    async def __aenter__(self) -> "Events": ...
+    async def __aexit__(self, *exc: Any) -> None: ...
+    broadcastToMany = broadcast_to_many
+    broadcastExcept = broadcast_except
+    subscriberCount = subscriber_count
+    hasSubscribers = has_subscribers
+    presenceMembers = presence_members
+
+class EventsServer(Events):
+    def listen(self, host: str = ..., port: int = ...) -> int: ...
+    async def alisten(self, host: str = ..., port: int = ...) -> int: ...
+    @property
+    def port(self) -> Optional[int]: ...
+    def __enter__(self) -> "EventsServer": ...
+    async def __aenter__(self) -> "EventsServer": ...
+
+def events_plugin(**options: Any) -> EventsServer: ...
+def get_events(**options: Any) -> Events: ...
+def close_events() -> None: ...

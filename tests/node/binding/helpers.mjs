@@ -10,8 +10,8 @@ export const SECRET = 'test-secret-that-is-at-least-32-characters-long';
 export const sleep = (n) => new Promise((resolve) => setTimeout(resolve, n));
 
 /** Start a Fastify app with eventsPlugin(options); `setup(app)` runs before listen. */
-export async function startApp(options = {}, setup = null) {
-  const app = Fastify();
+export async function startApp(options = {}, setup = null, fastifyOptions = {}) {
+  const app = Fastify(fastifyOptions);
   if (setup) await setup(app);
   app.register(eventsPlugin({ driver: 'ws', path: '/ws', ...options }));
   await app.listen({ host: '127.0.0.1', port: 0 });

@@ -1,5 +1,9 @@
 // driver 'sse' through the Fastify plugin: GET /events handed to the core on the app's port,
 // POST /events/subscribe running the app's authorizer with the real request (request.user).
+//
+// The apps here use forceCloseConnections: the `eventsource` client (undici) opens a spare
+// connection without a request after close(), which Node's server.close() would otherwise
+// wait on until headersTimeout (seen with a plain http server too, not a vxevents matter).
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -67,6 +71,7 @@ describe("driver 'sse' on the app port", () => {
           if (h) request.user = JSON.parse(h);
         });
       },
+      { forceCloseConnections: true },
     );
   });
   after(() => ctx.app.close());
@@ -160,5 +165,58 @@ describe("driver 'sse' on the app port", () => {
     } finally {
       es.close();
     }
+  });
+});
+
+describe("driver 'sse' on a dedicated port", () => {
+  test('core_serves_stream_and_subscribe_with_authorizer_seeing_headers', async () => {
+    const seen = [];
+    const ctx = await startApp({
+      driver: 'sse',
+      path: '/events',
+      authSecret: SECRET,
+      listen: { host: '127.0.0.1', port: 0 },
+      authorizer: async (channel, request) => {
+        seen.push({ channel, auth: request.headers.authorization, body: request.body });
+        return { authorized: request.headers.authorization === 'Bearer good' };
+      },
+    }, null, { forceCloseConnections: true });
+    const base = `http://127.0.0.1:${ctx.app.events.port}`;
+    const es = openStream(`${base}/events`, ['ping']);
+    try {
+      const id = (await es.next((m) => m.name === 'connected', 'connected')).data.data.connectionId;
+      const no = await postJson(`${base}/events/subscribe`, { connectionId: id, channel: 'private-a' });
+      assert.equal(no.status, 403);
+      const yes = await postJson(
+        `${base}/events/subscribe`,
+        { connectionId: id, channel: 'private-a' },
+        { authorization: 'Bearer good' },
+      );
+      assert.equal(yes.status, 200, JSON.stringify(yes.body));
+      assert.deepEqual(seen[1].channel, { name: 'private-a', type: 'private' });
+      assert.equal(seen[1].body.connectionId, id);
+      await ctx.app.events.broadcast('private-a', 'ping', 1);
+      assert.equal((await es.next((m) => m.name === 'ping', 'ping')).data.data, 1);
+    } finally {
+      es.close();
+      await ctx.app.close();
+    }
+  });
+});
+
+describe('app.close() with SSE clients', () => {
+  test('ends_open_streams_promptly', async () => {
+    const ctx = await startApp({ driver: 'sse', path: '/events' });
+    const res = await fetch(`${ctx.base}/events`);
+    const reader = res.body.getReader();
+    await reader.read();
+    const t0 = Date.now();
+    await ctx.app.close();
+    // The stream ends (the core closed the connection).
+    for (;;) {
+      const { done } = await reader.read().catch(() => ({ done: true }));
+      if (done) break;
+    }
+    assert.ok(Date.now() - t0 < 2000);
   });
 });

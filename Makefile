@@ -3,7 +3,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 CMAKE_FLAGS ?=
 
-.PHONY: all build build-asan run test test-c test-node test-python test-asan bench bench-smoke clean
+.PHONY: all build build-asan run test test-c test-node test-binding test-python test-asan bench bench-smoke clean
 
 all: build
 
@@ -32,6 +32,12 @@ test-c: build
 test-node: build node_modules/.package-lock.json
 	VXEVENTS_SERVER=$(CURDIR)/$(BUILD)/vxevents-server npm run --silent test:node
 
+# The Node binding: the addon is rebuilt from the current core (npm ci builds it only when
+# the lockfile changes), then node --test against real Fastify apps and clients.
+test-binding: build node_modules/.package-lock.json
+	npm run --silent build:binding
+	VXEVENTS_SERVER=$(CURDIR)/$(BUILD)/vxevents-server npm run --silent test:binding
+
 # The Python binding: pip install . into a venv under build/, then pytest (also drives
 # build/vxevents-server and a real redis-server).
 test-python: build
@@ -48,7 +54,7 @@ bench-smoke: build
 	bash bench/smoke.sh
 
 # Everything: what CI runs after installing the dependencies.
-test: test-c test-node test-python test-asan bench-smoke
+test: test-c test-node test-binding test-python test-asan bench-smoke
 
 bench: build
 	bash bench/run.sh

@@ -296,6 +296,8 @@ void vx__conn_terminate(vx_conn *c) {
     c->next->prev = c->prev;
   ev->nconns--;
   uv_close((uv_handle_t *)&c->tcp, on_close);
+  if (!ev->conns)
+    vx__loop_shutdown_progress(ev);
 }
 
 static void on_close(uv_handle_t *h) {

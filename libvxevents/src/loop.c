@@ -395,6 +395,12 @@ static void on_sweep(uv_timer_t *t) {
   finish_if_done(ev);
 }
 
+/* The last connection of a shutdown is gone: finish now rather than at the next sweep. */
+void vx__loop_shutdown_progress(vx_events *ev) {
+  if (ev->shutting_down && !uv_is_closing((uv_handle_t *)&ev->sweep_timer))
+    uv_timer_start(&ev->sweep_timer, on_sweep, 0, 250);
+}
+
 static void thread_main(void *arg) {
   vx_events *ev = arg;
   /* Signals belong to the host's threads. A write to a reset socket then fails with

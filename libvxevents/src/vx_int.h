@@ -292,6 +292,9 @@ void vx__log(vx_events *ev, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void vx__random_id(vx_events *ev, char *out); /* VX_SOCKET_ID_LEN hex chars + NUL */
 
+/* loop.c */
+void vx__loop_shutdown_progress(vx_events *ev);
+
 /* conn.c */
 void vx__conn_accepted(vx_events *ev, vx_conn *c);
 void vx__conn_send(vx_conn *c, vx_buf *b);     /* takes a new reference to b */

@@ -189,6 +189,23 @@ VX_EXTERN int vx_sign(vx_events *ev, const char *socket_id, const char *channel,
 VX_EXTERN int vx_auth_reply(vx_events *ev, uint64_t id, int authorized, const char *member_json,
                             const char *error);
 
+/* Outcome of an operation on a connection: 0 or a negative code, with a reason (borrowed,
+ * may be NULL). */
+typedef void (*vx_status_cb)(int status, const char *message, void *data);
+
+/* Subscribe the Server-Sent Events stream `connection_id` to `channel` on the host's
+ * authority: for hosts that authorize SSE subscriptions in their own HTTP framework rather
+ * than through the core's POST {sse_path}/subscribe. The host has decided already; for a
+ * presence channel `member_json` is the member {"id": .., "info": ..}. The stream receives
+ * subscription_succeeded as usual. `cb` (may be NULL) gets 0, VX_ENOTFOUND (no such open
+ * event stream) or VX_EINVAL with the reason (bad member, a limit). Thread-safe; strings
+ * copied. Returns 0, VX_ECHANNEL, VX_EINVAL (bad connection id), VX_ENOMEM, VX_ECLOSED. */
+VX_EXTERN int vx_sse_subscribe(vx_events *ev, const char *connection_id, const char *channel,
+                               const char *member_json, vx_status_cb cb, void *data);
+/* The reverse; `cb` gets 0 or VX_ENOTFOUND. Same returns. */
+VX_EXTERN int vx_sse_unsubscribe(vx_events *ev, const char *connection_id, const char *channel,
+                                 vx_status_cb cb, void *data);
+
 /* Query callbacks. `status` is 0 or a negative code (VX_ECLOSED when the instance closed
  * before answering); on error the other arguments are 0/NULL. */
 typedef void (*vx_count_cb)(int status, uint64_t count, void *data);

@@ -109,6 +109,11 @@ static void cancel(vx_cmd *c) {
   case CMD_MEMBERS:
     ((vx_json_cb)c->cb)(VX_ECLOSED, NULL, 0, c->cb_data);
     break;
+  case CMD_SSE_SUB:
+  case CMD_SSE_UNSUB:
+    if (c->cb)
+      ((vx_status_cb)c->cb)(VX_ECLOSED, "instance is closed", c->cb_data);
+    break;
   default:
     break;
   }
@@ -337,6 +342,23 @@ static void run_cmd(vx_events *ev, vx_cmd *c) {
   case CMD_AUTH_REPLY:
     vx__http_auth_answer(ev, c->auth_id, c->port != 0, c->data, c->event);
     break;
+  case CMD_SSE_SUB:
+  case CMD_SSE_UNSUB: {
+    vx_conn *t = vx__map_get(&ev->sockets, c->except, strlen(c->except));
+    int st = 0;
+    const char *msg = NULL;
+    if (!t || t->state != VXC_SSE || t->closed) {
+      st = VX_ENOTFOUND;
+      msg = "Unknown connectionId";
+    } else if (c->type == CMD_SSE_UNSUB) {
+      vx__hub_unsubscribe(t, c->channels[0], strlen(c->channels[0]));
+    } else if ((msg = vx__sse_subscribe(t, c->channels[0], strlen(c->channels[0]), c->data))) {
+      st = VX_EINVAL;
+    }
+    if (c->cb)
+      ((vx_status_cb)c->cb)(st, msg, c->cb_data);
+    break;
+  }
   }
 }
 
@@ -737,6 +759,41 @@ int vx_auth_reply(vx_events *ev, uint64_t id, int authorized, const char *member
   if (r)
     cmd_free(c);
   return r;
+}
+
+static int sse_cmd(vx_events *ev, vx_cmd_type type, const char *id, const char *channel,
+                   const char *member, vx_status_cb cb, void *data) {
+  if (!ev || !id || !*id || strlen(id) > 64)
+    return VX_EINVAL;
+  if (!channel || !vx__channel_valid(channel, strlen(channel)))
+    return VX_ECHANNEL;
+  vx_cmd *c = calloc(1, sizeof *c);
+  if (!c)
+    return VX_ENOMEM;
+  c->type = type;
+  c->cb = (void *)cb;
+  c->cb_data = data;
+  c->channels = calloc(1, sizeof *c->channels);
+  c->nchannels = c->channels ? 1 : 0;
+  if (!c->channels || !(c->channels[0] = dupz(channel)) || !(c->except = dupz(id)) ||
+      (member && !(c->data = dupz(member)))) {
+    cmd_free(c);
+    return VX_ENOMEM;
+  }
+  int r = push(ev, c);
+  if (r)
+    cmd_free(c);
+  return r;
+}
+
+int vx_sse_subscribe(vx_events *ev, const char *connection_id, const char *channel,
+                     const char *member_json, vx_status_cb cb, void *data) {
+  return sse_cmd(ev, CMD_SSE_SUB, connection_id, channel, member_json, cb, data);
+}
+
+int vx_sse_unsubscribe(vx_events *ev, const char *connection_id, const char *channel,
+                       vx_status_cb cb, void *data) {
+  return sse_cmd(ev, CMD_SSE_UNSUB, connection_id, channel, NULL, cb, data);
 }
 
 int vx_channels(vx_events *ev, vx_channels_cb cb, void *data) {

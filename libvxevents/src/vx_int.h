@@ -202,6 +202,8 @@ typedef enum {
   CMD_CLOSE,
   CMD_MEMBERS,
   CMD_AUTH_REPLY,
+  CMD_SSE_SUB,
+  CMD_SSE_UNSUB,
 } vx_cmd_type;
 
 typedef struct vx_cmd {

@@ -575,6 +575,71 @@ static void sse_subscribe_asks_the_authorizer_and_takes_its_member(void **st) {
   vx_free(ev);
 }
 
+static int status_seen;
+static char status_msg[128];
+static void status_cb(int status, const char *message, void *data) {
+  status_seen = status;
+  snprintf(status_msg, sizeof status_msg, "%s", message ? message : "");
+  uv_sem_post(&((ctx *)data)->sem);
+}
+
+static void host_subscribes_an_sse_stream_directly(void **st) {
+  (void)st;
+  ctx q;
+  memset(&q, 0, sizeof q);
+  uv_sem_init(&q.sem, 0);
+  vx_options o;
+  vx_options_init(&o);
+  o.sse_path = "/events";
+  vx_events *ev;
+  assert_int_equal(vx_new(&ev, &o), 0);
+  int port;
+  assert_int_equal(vx_listen(ev, "127.0.0.1", 0, &port), 0);
+  tws *s = calloc(1, sizeof *s);
+  s->fd = tcp_connect(port);
+  const char get[] = "GET /events HTTP/1.1\r\nHost: x\r\n\r\n";
+  assert_int_equal(send_all(s->fd, get, sizeof get - 1), 0);
+  assert_int_equal(tws_http_status(s, 3000), 200);
+  while (!memmem(s->buf, s->len, "\"}}\n\n", 5))
+    assert_true(tws_fill(s, 3000) > 0);
+  s->buf[s->len] = 0;
+  char id[33];
+  memcpy(id, strstr((char *)s->buf, "\"connectionId\":\"") + 16, 32);
+  id[32] = 0;
+  s->len = 0;
+
+  assert_int_equal(vx_sse_subscribe(ev, id, "presence-x", "{\"id\":7,\"info\":{\"n\":\"seven\"}}",
+                                    status_cb, &q), 0);
+  uv_sem_wait(&q.sem);
+  assert_int_equal(status_seen, 0);
+  while (!memmem(s->buf, s->len, "]}}\n\n", 5))
+    assert_true(tws_fill(s, 3000) > 0);
+  s->buf[s->len] = 0;
+  assert_non_null(strstr((char *)s->buf, "\"members\":[{\"id\":7,\"info\":{\"n\":\"seven\"}}]"));
+  s->len = 0;
+
+  assert_int_equal(vx_sse_subscribe(ev, "ffffffffffffffffffffffffffffffff", "a", NULL, status_cb, &q), 0);
+  uv_sem_wait(&q.sem);
+  assert_int_equal(status_seen, VX_ENOTFOUND);
+  assert_int_equal(vx_sse_subscribe(ev, id, "presence-y", "{\"info\":1}", status_cb, &q), 0);
+  uv_sem_wait(&q.sem);
+  assert_int_equal(status_seen, VX_EINVAL);
+  assert_true(strlen(status_msg) > 0);
+  assert_int_equal(vx_sse_subscribe(ev, id, "bad name", NULL, status_cb, &q), VX_ECHANNEL);
+
+  assert_int_equal(vx_broadcast(ev, "presence-x", "hello", "1", 1, NULL), 0);
+  while (!memmem(s->buf, s->len, "\n\n", 2))
+    assert_true(tws_fill(s, 3000) > 0);
+  s->buf[s->len] = 0;
+  assert_non_null(strstr((char *)s->buf, "event: hello\ndata: {\"type\":\"event\",\"channel\":\"presence-x\""));
+  assert_int_equal(vx_sse_unsubscribe(ev, id, "presence-x", status_cb, &q), 0);
+  uv_sem_wait(&q.sem);
+  assert_int_equal(status_seen, 0);
+  tws_free(s);
+  vx_free(ev);
+  uv_sem_destroy(&q.sem);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(broadcast_reaches_subscribers_once_and_nobody_else),
@@ -588,6 +653,7 @@ int main(void) {
       cmocka_unit_test(close_sends_1001_to_every_client),
       cmocka_unit_test(auth_endpoint_asks_the_host_and_signs_its_answer),
       cmocka_unit_test(sse_subscribe_asks_the_authorizer_and_takes_its_member),
+      cmocka_unit_test(host_subscribes_an_sse_stream_directly),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

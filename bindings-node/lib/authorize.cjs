@@ -1,13 +1,8 @@
 'use strict';
-// Channel authorization shared by the Fastify routes and the core's own routes: running the
-// host's authorizer, and the one-time grants that carry a decision made by a Fastify route
-// (with the real request) to the core's subscribe route.
+// Channel authorization shared by the Fastify routes and the core's own routes (the
+// latter only when the core serves a dedicated port): running the host's authorizer.
 
-const { randomBytes } = require('node:crypto');
 const { channelType } = require('./options.cjs');
-
-const GRANT_HEADER = 'x-vxevents-grant';
-const GRANT_TTL_MS = 15000;
 
 /** Run the authorizer; resolves to {ok, error?, member?} (member only for presence). */
 async function decide(o, channel, request) {
@@ -22,27 +17,6 @@ async function decide(o, channel, request) {
     return { ok: false, error: 'Presence channels need a member {id, info} from the authorizer' };
   }
   return { ok: true, member: { id: m.id, info: m.info === undefined ? {} : m.info } };
-}
-
-/** Single-use decisions, bound to one (socketId, channel), expiring after GRANT_TTL_MS. */
-class Grants {
-  #map = new Map();
-
-  issue(socketId, channel, decision) {
-    const now = Date.now();
-    for (const [k, g] of this.#map) if (g.expires < now) this.#map.delete(k);
-    const token = randomBytes(16).toString('hex');
-    this.#map.set(token, { socketId, channel, decision, expires: now + GRANT_TTL_MS });
-    return token;
-  }
-
-  take(token, socketId, channel) {
-    const g = this.#map.get(token);
-    if (!g) return null;
-    this.#map.delete(token);
-    if (g.expires < Date.now() || g.socketId !== socketId || g.channel !== channel) return null;
-    return g.decision;
-  }
 }
 
 /** "Name: value\r\n" lines into a lower-cased header object. */
@@ -70,11 +44,11 @@ function requestFromCore(req) {
 }
 
 /**
- * The core's authorize hook. A request carrying a grant is answered with the decision the
- * Fastify route already made; other requests are decided here only when the core serves a
- * dedicated port (`trustCore`), else refused (they can only come from the loopback bridge).
+ * The core's authorize hook. The core's own routes are reachable only when it serves a
+ * dedicated port (`trustCore`); then they are decided here with a request-like object.
+ * Otherwise nothing should arrive, and anything that does is refused.
  */
-function makeCoreAuthorizer(o, manager, grants, trustCore) {
+function makeCoreAuthorizer(o, manager, trustCore) {
   const answer = (req, d) => {
     try {
       manager.authReply(req.id, d.ok, d.ok && d.member ? JSON.stringify(d.member) : null, d.ok ? null : d.error);
@@ -83,18 +57,15 @@ function makeCoreAuthorizer(o, manager, grants, trustCore) {
     }
   };
   return (req) => {
-    const token = parseHeaders(req.headers)[GRANT_HEADER];
-    if (token) {
-      answer(req, grants.take(token, req.socketId, req.channel) || { ok: false, error: 'Forbidden' });
-    } else if (!trustCore) {
+    if (!trustCore) {
       answer(req, { ok: false, error: 'Forbidden' });
-    } else {
-      decide(o, req.channel, requestFromCore(req)).then(
-        (d) => answer(req, d),
-        () => answer(req, { ok: false, error: 'Authorization failed' }),
-      );
+      return;
     }
+    decide(o, req.channel, requestFromCore(req)).then(
+      (d) => answer(req, d),
+      () => answer(req, { ok: false, error: 'Authorization failed' }),
+    );
   };
 }
 
-module.exports = { decide, Grants, makeCoreAuthorizer, GRANT_HEADER };
+module.exports = { decide, makeCoreAuthorizer };

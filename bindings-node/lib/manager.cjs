@@ -86,6 +86,11 @@ class EventsManager {
   }
 
   /** @internal Answers the core's authorize hook. */
+  /** Subscribe (or unsubscribe) an SSE stream the host has authorized; {code, message}. */
+  sseSubscribe(connectionId, channel, memberJson, subscribe) {
+    return this.#native.sseSubscribe(connectionId, channel, memberJson ?? null, subscribe);
+  }
+
   authReply(id, authorized, memberJson, error) {
     this.#native.authReply(id, authorized, memberJson ?? null, error ?? null);
   }

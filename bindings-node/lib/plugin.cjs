@@ -14,7 +14,7 @@ const native = require('./native.cjs');
 const { EventsManager } = require('./manager.cjs');
 const { normalizeOptions, coreOptions, channelType } = require('./options.cjs');
 const { optionError } = require('./errors.cjs');
-const { decide, Grants, makeCoreAuthorizer, GRANT_HEADER } = require('./authorize.cjs');
+const { decide, makeCoreAuthorizer } = require('./authorize.cjs');
 
 const CHANNEL_RE = /^[A-Za-z0-9_\-=@,.;:/]{1,200}$/;
 const LEVELS = ['error', 'warn', 'info', 'debug'];
@@ -67,7 +67,6 @@ function createManager(o, { logger = null, withAuthorizer = true } = {}) {
   const log =
     logger && level !== undefined ? (lvl, message) => logger[LEVELS[lvl] || 'debug'](`vxevents: ${message}`) : null;
   const copts = coreOptions(o, report, log, level);
-  const grants = new Grants();
   let manager = null;
   if (withAuthorizer) {
     // Late-bound: the manager exists only after the instance does.
@@ -86,8 +85,8 @@ function createManager(o, { logger = null, withAuthorizer = true } = {}) {
     }
   }
   manager = new EventsManager(events, port);
-  coreAuthorizer = makeCoreAuthorizer(o, manager, grants, Boolean(o.listen));
-  return { manager, events, grants };
+  coreAuthorizer = makeCoreAuthorizer(o, manager, Boolean(o.listen));
+  return { manager, events };
 }
 
 function validationError(reply, details) {
@@ -126,12 +125,10 @@ function authRoute(o, manager) {
 }
 
 /**
- * POST {path}/subscribe and /unsubscribe for SSE. The decision is made here with the real
- * request, then the request is forwarded to the core over its private loopback listener
- * with a single-use grant that the core's authorize hook redeems. (The core has no direct
- * "subscribe this connection" call; when it gets one, this hop goes away.)
+ * POST {path}/subscribe and /unsubscribe for SSE: decided here with the real request (so
+ * request.user from the app's hooks works), then carried out by the core directly.
  */
-function sseRoute(o, grants, bridge, subscribe) {
+function sseRoute(o, manager, subscribe) {
   return async function vxeventsSse(request, reply) {
     const body = request.body;
     const details = [];
@@ -142,7 +139,7 @@ function sseRoute(o, grants, bridge, subscribe) {
     } else {
       connectionId = body.connectionId ?? body.socketId;
       channel = body.channel;
-      if (typeof connectionId !== 'string' || connectionId === '' || connectionId.length > 200) {
+      if (typeof connectionId !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(connectionId)) {
         details.push({ path: 'connectionId', message: connectionId === undefined ? 'required' : 'must be a connection id string' });
       }
       if (typeof channel !== 'string' || !CHANNEL_RE.test(channel)) {
@@ -154,23 +151,19 @@ function sseRoute(o, grants, bridge, subscribe) {
     }
     if (details.length) return validationError(reply, details);
 
-    const headers = { 'content-type': 'application/json', connection: 'close' };
+    let member = null;
     if (subscribe) {
       if (channelType(channel) !== 'public' && !o.authSecret) {
         return reply.code(500).send({ error: 'authSecret is not configured' });
       }
       const d = await decide(o, channel, request);
       if (!d.ok) return reply.code(403).send({ error: d.error });
-      headers[GRANT_HEADER] = grants.issue(connectionId, channel, d);
+      if (d.member) member = JSON.stringify(d.member);
     }
-    const res = await fetch(`http://127.0.0.1:${bridge.port}${o.path}/${subscribe ? 'subscribe' : 'unsubscribe'}`, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify({ connectionId, channel }),
-    });
-    const text = await res.text();
-    reply.code(res.status).type('application/json; charset=utf-8');
-    return reply.send(text);
+    const r = await manager.sseSubscribe(connectionId, channel, member, subscribe);
+    if (r.code === 'OK') return { success: true };
+    if (r.code === 'ENOTFOUND') return reply.code(404).send({ error: r.message || 'Unknown connectionId' });
+    return reply.code(403).send({ error: r.message || 'Forbidden' });
   };
 }
 
@@ -193,7 +186,7 @@ function eventsPlugin(options) {
       throw optionError('the app has no HTTP server to take connections from; use listen: {host, port}');
     }
 
-    const { manager, events, grants } = createManager(o, { logger: app.log });
+    const { manager } = createManager(o, { logger: app.log });
     let onUpgrade = null;
 
     if (!o.listen && o.driver === 'ws') {
@@ -212,20 +205,12 @@ function eventsPlugin(options) {
     }
 
     if (o.driver === 'sse' && !o.listen) {
-      // The core's own routes on a private loopback port, reached only by sseRoute().
-      let bridge;
-      try {
-        bridge = { port: events.listen('127.0.0.1', 0) };
-      } catch (err) {
-        await manager.close();
-        throw err;
-      }
       app.get(o.path, { exposeHeadRoute: false }, (request, reply) => {
         reply.hijack();
         handOff(manager, app.log, request.raw, request.raw.socket, null);
       });
-      app.post(`${o.path}/subscribe`, sseRoute(o, grants, bridge, true));
-      app.post(`${o.path}/unsubscribe`, sseRoute(o, grants, bridge, false));
+      app.post(`${o.path}/subscribe`, sseRoute(o, manager, true));
+      app.post(`${o.path}/unsubscribe`, sseRoute(o, manager, false));
     }
 
     byInstance.set(app, manager);

@@ -31,7 +31,7 @@ class Events;
 // One pending loop-thread answer. Allocated on the JS thread, filled on the loop thread,
 // consumed and freed on the JS thread (or freed unread when the environment is gone).
 struct Op {
-  enum Kind { kCount, kHas, kChannels, kJson, kStats, kClose, kConnect, kDisconnect, kClientEvent, kLog, kAuth } kind;
+  enum Kind { kCount, kHas, kChannels, kJson, kStats, kClose, kConnect, kDisconnect, kClientEvent, kLog, kAuth, kStatus } kind;
   napi_deferred deferred = nullptr;
   napi_threadsafe_function tsfn = nullptr;
   int status = 0;
@@ -84,6 +84,13 @@ void OnChannels(int status, const char* const* names, size_t n, void* data) {
   op->status = status;
   if (status == 0)
     for (size_t i = 0; i < n; i++) op->names.emplace_back(names[i]);
+  Post(op);
+}
+
+void OnStatus(int status, const char* message, void* data) {
+  Op* op = static_cast<Op*>(data);
+  op->status = status;
+  if (message) op->a = message;
   Post(op);
 }
 
@@ -180,6 +187,7 @@ class Events : public Napi::ObjectWrap<Events> {
                            InstanceMethod<&Events::Sign>("sign"),
                            InstanceMethod<&Events::AuthReply>("authReply"),
                            InstanceMethod<&Events::Close>("close"),
+                           InstanceMethod<&Events::SseSubscribe>("sseSubscribe"),
                        });
   }
 
@@ -387,6 +395,15 @@ class Events : public Napi::ObjectWrap<Events> {
       }
       return;
     }
+    if (op->kind == Op::kStatus) {
+      // Resolves with {code, message}: the caller maps the outcome to an HTTP answer.
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("code", Napi::String::New(env, vx_err_name(op->status)));
+      o.Set("message", Napi::String::New(env, op->a));
+      napi_resolve_deferred(env, op->deferred, o);
+      End(env);
+      return;
+    }
     if (op->status < 0) {
       napi_reject_deferred(env, op->deferred, VxError(env, op->status).Value());
       End(env);
@@ -544,6 +561,23 @@ class Events : public Napi::ObjectWrap<Events> {
     napi_value promise;
     Op* op = Begin(env, Op::kJson, &promise);
     int r = vx_presence_members(ev_, channel.c_str(), OnJson, op);
+    if (r < 0) Refused(env, op, r);
+    return Napi::Value(env, promise);
+  }
+
+  // sseSubscribe(connectionId, channel, memberJson|null, subscribe) -> Promise<{code, message}>
+  Napi::Value SseSubscribe(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Ready(env)) return env.Undefined();
+    std::string id = Str(info[0]), channel = Str(info[1]);
+    bool has_member = info[2].IsString();
+    std::string member = has_member ? Str(info[2]) : std::string();
+    bool subscribe = info[3].ToBoolean().Value();
+    napi_value promise;
+    Op* op = Begin(env, Op::kStatus, &promise);
+    int r = subscribe ? vx_sse_subscribe(ev_, id.c_str(), channel.c_str(),
+                                         has_member ? member.c_str() : nullptr, OnStatus, op)
+                      : vx_sse_unsubscribe(ev_, id.c_str(), channel.c_str(), OnStatus, op);
     if (r < 0) Refused(env, op, r);
     return Napi::Value(env, promise);
   }

@@ -3,7 +3,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 CMAKE_FLAGS ?=
 
-.PHONY: all build build-asan run test test-c test-node test-binding test-python test-asan bench bench-smoke clean
+.PHONY: all build build-asan run test test-c test-node test-binding test-python test-asan bench bench-smoke fuzz fuzz-smoke clean
 
 all: build
 
@@ -50,14 +50,22 @@ test-asan: build-asan node_modules/.package-lock.json
 	VXEVENTS_SERVER=$(CURDIR)/$(ASAN_BUILD)/vxevents-server ASAN_OPTIONS=detect_leaks=1 \
 	  npm run --silent test:node
 
+# libFuzzer targets (clang): the JSON/UTF-8/member parsers, and raw peer bytes through a live
+# core. fuzz-smoke runs each for 10 s; fuzz for 5 minutes each.
+fuzz-smoke:
+	bash fuzz/run.sh 10
+
+fuzz:
+	bash fuzz/run.sh 300
+
 bench-smoke: build
 	bash bench/smoke.sh
 
 # Everything: what CI runs after installing the dependencies.
-test: test-c test-node test-binding test-python test-asan bench-smoke
+test: test-c test-node test-binding test-python test-asan fuzz-smoke bench-smoke
 
 bench: build
 	bash bench/run.sh
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) bench/build
+	rm -rf $(BUILD) $(ASAN_BUILD) bench/build fuzz/build build-node

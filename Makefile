@@ -3,7 +3,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 CMAKE_FLAGS ?=
 
-.PHONY: all build build-asan run test test-c test-node test-binding test-python test-asan bench bench-smoke fuzz fuzz-smoke clean
+.PHONY: all build build-asan run test test-c test-node test-binding test-python test-asan bench bench-smoke soak soak-smoke fuzz fuzz-smoke clean
 
 all: build
 
@@ -62,10 +62,18 @@ bench-smoke: build
 	bash bench/smoke.sh
 
 # Everything: what CI runs after installing the dependencies.
-test: test-c test-node test-binding test-python test-asan fuzz-smoke bench-smoke
+test: test-c test-node test-binding test-python test-asan fuzz-smoke bench-smoke soak-smoke
 
 bench: build
 	bash bench/run.sh
+
+# Connection churn with public, private and presence channels and client events; memory must
+# settle and everything must be gone afterwards. soak-smoke: 20 s; soak: 10 minutes.
+soak-smoke: build node_modules/.package-lock.json
+	bash bench/soak.sh 20
+
+soak: build node_modules/.package-lock.json
+	bash bench/soak.sh 600
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) bench/build fuzz/build build-node

@@ -609,6 +609,39 @@ static void auth_respond(vx_conn *c, const char *socket_id, const char *channel,
   vx__str_free(&s);
 }
 
+/* The body of /auth and SSE (un)subscribe: {<id>, channel}. Returns the parsed root with
+ * *id and *ch set, or NULL after answering 400 with the details. */
+static cJSON *id_channel_body(vx_conn *c, const char *id_name, const char *id_alt,
+                              const char *ch_alt, const cJSON **id, const cJSON **ch) {
+  vx_http_req *r = c->req;
+  const char *body = r->body.p;
+  size_t blen = r->body.len;
+  cJSON *root = blen && vx__json_valid(body, blen) && !vx__json_has_nul(body, blen)
+                    ? cJSON_ParseWithLength(body, blen)
+                    : NULL;
+  details d = {0};
+  *id = root ? field2(root, id_name, id_alt) : NULL;
+  *ch = root ? field2(root, "channel", ch_alt) : NULL;
+  if (!root || !cJSON_IsObject(root)) {
+    char m[80];
+    snprintf(m, sizeof m, "must be a JSON object {%s, channel}", id_name);
+    detail(&d, "body", m);
+  } else {
+    if (!cJSON_IsString(*id) || !socket_id_ok((*id)->valuestring))
+      detail(&d, id_name, *id ? "must be 1-64 letters, digits, dots, dashes or underscores" : "required");
+    if (!cJSON_IsString(*ch) || !vx__channel_valid((*ch)->valuestring, strlen((*ch)->valuestring)))
+      detail(&d, "channel", *ch ? "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)"
+                                : "required");
+  }
+  if (!d.n)
+    return root;
+  vx__str_addz(&d.s, "]}");
+  vx__http_respond(c, 400, NULL, d.s.oom ? "{\"error\":\"Validation failed\"}" : d.s.p, false);
+  vx__str_free(&d.s);
+  cJSON_Delete(root);
+  return NULL;
+}
+
 static void ask_host(vx_conn *c, int kind, const char *socket_id, const char *channel,
                      const char *type);
 
@@ -619,30 +652,10 @@ static void handle_auth(vx_conn *c) {
     respond_error(c, 405, "Method not allowed", "Allow: POST\r\n", false);
     return;
   }
-  const char *body = r->body.p;
-  size_t blen = r->body.len;
-  cJSON *root = blen && vx__json_valid(body, blen) && !vx__json_has_nul(body, blen)
-                    ? cJSON_ParseWithLength(body, blen)
-                    : NULL;
-  details d = {0};
-  const cJSON *sid = root ? field2(root, "socketId", "socket_id") : NULL;
-  const cJSON *ch = root ? field2(root, "channel", "channel_name") : NULL;
-  if (!root || !cJSON_IsObject(root)) {
-    detail(&d, "body", "must be a JSON object {socketId, channel}");
-  } else {
-    if (!cJSON_IsString(sid) || !socket_id_ok(sid->valuestring))
-      detail(&d, "socketId", sid ? "must be a socket id string" : "required");
-    if (!cJSON_IsString(ch) || !vx__channel_valid(ch->valuestring, strlen(ch->valuestring)))
-      detail(&d, "channel", ch ? "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)"
-                               : "required");
-  }
-  if (d.n) {
-    vx__str_addz(&d.s, "]}");
-    vx__http_respond(c, 400, NULL, d.s.oom ? "{\"error\":\"Validation failed\"}" : d.s.p, false);
-    vx__str_free(&d.s);
-    cJSON_Delete(root);
+  const cJSON *sid, *ch;
+  cJSON *root = id_channel_body(c, "socketId", "socket_id", "channel_name", &sid, &ch);
+  if (!root)
     return;
-  }
   const char *type = channel_type(ch->valuestring);
   if (strcmp(type, "public") != 0 && !ev->auth_secret) {
     respond_error(c, 500, "authSecret is not configured", NULL, false);
@@ -729,30 +742,10 @@ static void handle_sse_sub(vx_conn *c, bool subscribe) {
     respond_error(c, 405, "Method not allowed", "Allow: POST\r\n", false);
     return;
   }
-  const char *body = r->body.p;
-  size_t blen = r->body.len;
-  cJSON *root = blen && vx__json_valid(body, blen) && !vx__json_has_nul(body, blen)
-                    ? cJSON_ParseWithLength(body, blen)
-                    : NULL;
-  details d = {0};
-  const cJSON *cid = root ? field2(root, "connectionId", "socketId") : NULL;
-  const cJSON *ch = root ? cJSON_GetObjectItemCaseSensitive(root, "channel") : NULL;
-  if (!root || !cJSON_IsObject(root)) {
-    detail(&d, "body", "must be a JSON object {connectionId, channel}");
-  } else {
-    if (!cJSON_IsString(cid) || !socket_id_ok(cid->valuestring))
-      detail(&d, "connectionId", cid ? "must be a connection id string" : "required");
-    if (!cJSON_IsString(ch) || !vx__channel_valid(ch->valuestring, strlen(ch->valuestring)))
-      detail(&d, "channel", ch ? "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)"
-                               : "required");
-  }
-  if (d.n) {
-    vx__str_addz(&d.s, "]}");
-    vx__http_respond(c, 400, NULL, d.s.oom ? "{\"error\":\"Validation failed\"}" : d.s.p, false);
-    vx__str_free(&d.s);
-    cJSON_Delete(root);
+  const cJSON *cid, *ch;
+  cJSON *root = id_channel_body(c, "connectionId", "socketId", "channel", &cid, &ch);
+  if (!root)
     return;
-  }
   vx_conn *t = sse_target(ev, cid->valuestring);
   if (!t) {
     respond_error(c, 404, "Unknown connectionId", NULL, false);

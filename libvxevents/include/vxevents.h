@@ -121,6 +121,9 @@ typedef struct vx_options {
                                    Also serves {sse_path}/subscribe and /unsubscribe */
   uint32_t heartbeat_interval_ms; /* SSE comment heartbeat; default 15000; 0 disables */
   uint32_t retry_interval_ms;   /* SSE "retry:" sent to clients; default 3000 */
+  uint32_t sse_history;         /* recent broadcasts kept (at most 4 MiB) so a stream that
+                                   reconnects with Last-Event-ID gets what it missed on the
+                                   channels of its ?channels=; default 1000; 0 = off */
   const char *redis_url;        /* redis://[[user]:password@]host[:port][/db]; NULL = single
                                    instance. Broadcasts then reach every instance sharing it */
   const char *redis_prefix;     /* key and channel prefix; default "vx" */

@@ -41,6 +41,8 @@ static const char USAGE[] =
     "  --sse-path PATH              Server-Sent Events endpoint; '' disables (VX_SSE_PATH; /events)\n"
     "  --heartbeat-interval MS      SSE comment heartbeat period (VX_HEARTBEAT_INTERVAL; 15000)\n"
     "  --retry-interval MS          reconnect delay told to SSE clients (VX_RETRY_INTERVAL; 3000)\n"
+    "  --sse-history N              recent broadcasts kept (at most 4 MiB) for SSE streams that\n"
+    "                               reconnect with Last-Event-ID; 0 = off (VX_SSE_HISTORY; 1000)\n"
     "  --redis URL                  redis://[[user]:password@]host[:port][/db]: share broadcasts\n"
     "                               with every instance on the same Redis (VX_REDIS_URL or\n"
     "                               REDIS_URL; default: single instance, all in memory)\n"
@@ -86,18 +88,18 @@ static int parse_u64(const char *s, unsigned long long min, unsigned long long m
 
 enum {
   O_HOST = 1000, O_PORT, O_PATH, O_API_KEY, O_PING, O_MAX_PAYLOAD, O_MAX_SENDQ, O_MAX_CONN,
-  O_MAX_CHAN, O_LOG, O_AUTH_SECRET, O_CLIENT_EVENTS, O_SSE_PATH, O_HEARTBEAT, O_RETRY, O_REDIS, O_REDIS_PREFIX
+  O_MAX_CHAN, O_LOG, O_AUTH_SECRET, O_CLIENT_EVENTS, O_SSE_PATH, O_HEARTBEAT, O_RETRY, O_REDIS, O_REDIS_PREFIX, O_SSE_HISTORY
 };
 
 int main(int argc, char **argv) {
-  const char *vals[O_REDIS_PREFIX - O_HOST + 1] = {0};
+  const char *vals[O_SSE_HISTORY - O_HOST + 1] = {0};
   static const char *envs[] = {"VX_HOST",          "VX_PORT",          "VX_PATH",
                                "VX_API_KEY",       "VX_PING_INTERVAL", "VX_MAX_PAYLOAD",
                                "VX_MAX_SEND_QUEUE", "VX_MAX_CONNECTIONS",
                                "VX_MAX_CHANNELS_PER_CONNECTION", "VX_LOG_LEVEL",
                                "VX_AUTH_SECRET", "VX_CLIENT_EVENTS_PER_SEC", "VX_SSE_PATH",
                                "VX_HEARTBEAT_INTERVAL", "VX_RETRY_INTERVAL", "VX_REDIS_URL",
-                               "VX_REDIS_PREFIX"};
+                               "VX_REDIS_PREFIX", "VX_SSE_HISTORY"};
   static const struct option longopts[] = {
       {"host", required_argument, 0, O_HOST},
       {"port", required_argument, 0, O_PORT},
@@ -116,10 +118,11 @@ int main(int argc, char **argv) {
       {"retry-interval", required_argument, 0, O_RETRY},
       {"redis", required_argument, 0, O_REDIS},
       {"redis-prefix", required_argument, 0, O_REDIS_PREFIX},
+      {"sse-history", required_argument, 0, O_SSE_HISTORY},
       {"help", no_argument, 0, 'h'},
       {"version", no_argument, 0, 'V'},
       {0, 0, 0, 0}};
-  for (int i = 0; i <= O_REDIS_PREFIX - O_HOST; i++)
+  for (int i = 0; i <= O_SSE_HISTORY - O_HOST; i++)
     vals[i] = getenv(envs[i]);
   if (!vals[O_REDIS - O_HOST])
     vals[O_REDIS - O_HOST] = getenv("REDIS_URL");
@@ -169,6 +172,7 @@ int main(int argc, char **argv) {
   NUM(O_MAX_SENDQ, max_send_queue, 1024, 1ull << 32, "--max-send-queue must be 1024 bytes to 4 GiB, not '%s'")
   NUM(O_MAX_CONN, max_connections, 1, 10000000, "--max-connections must be 1 to 10000000, not '%s'")
   NUM(O_HEARTBEAT, heartbeat_interval_ms, 0, 86400000, "--heartbeat-interval must be milliseconds (0 to disable), not '%s'")
+  NUM(O_SSE_HISTORY, sse_history, 0, 1000000, "--sse-history must be 0 to 1000000 events, not '%s'")
   NUM(O_RETRY, retry_interval_ms, 0, 86400000, "--retry-interval must be milliseconds, not '%s'")
   NUM(O_CLIENT_EVENTS, client_events_per_sec, 0, 100000, "--client-events-per-sec must be 0 to 100000, not '%s'")
   NUM(O_MAX_CHAN, max_channels_per_conn, 1, 100000, "--max-channels-per-connection must be 1 to 100000, not '%s'")

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
-enum { H_NONE = 0, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_AUTH, H_OTHER };
+enum { H_NONE = 0, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_AUTH, H_LAST_EVENT_ID, H_OTHER };
 
 typedef struct {
   char v[256];
@@ -82,7 +82,8 @@ static int field_id(const char *f, size_t n) {
                {"connection", H_CONNECTION},
                {"sec-websocket-key", H_KEY},
                {"sec-websocket-version", H_VERSION},
-               {"authorization", H_AUTH}};
+               {"authorization", H_AUTH},
+               {"last-event-id", H_LAST_EVENT_ID}};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (strlen(names[i].name) == n && strncasecmp(names[i].name, f, n) == 0)
       return names[i].id;
@@ -853,7 +854,9 @@ static void handle_request(vx_conn *c, const uint8_t *extra, size_t extra_len) {
         respond_error(c, 405, "Method not allowed", "Allow: GET\r\n", false);
         return;
       }
-      vx__sse_start(c, r->url[plen] == '?' ? r->url + plen + 1 : NULL);
+      const hval *le = &r->h[H_LAST_EVENT_ID];
+      vx__sse_start(c, r->url[plen] == '?' ? r->url + plen + 1 : NULL,
+                    le->seen && !le->overflow ? le->v : NULL);
       if (c->state == VXC_SSE)
         vx__http_free(c);
       return;

@@ -46,7 +46,7 @@ static void channel_send(vx_channel *ch, vx_buf *b, vx_conn *skip, const char *e
     if (c == skip)
       continue;
     if (c->state == VXC_SSE) {
-      if (!sse && !(sse = vx__sse_from_frame(b, event, elen, seq)))
+      if (!sse && !(sse = vx__sse_from_frame(b, event, elen, seq, c->ev->sse_tag)))
         continue;
       vx__conn_send(c, sse);
     } else {
@@ -356,14 +356,21 @@ int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *le
   vx_conn *skip = NULL;
   if (except && strlen(except) == VX_SOCKET_ID_LEN)
     skip = vx__map_get(&ev->sockets, except, VX_SOCKET_ID_LEN);
+  bool history = ev->sse_path && ev->opts.sse_history;
   for (size_t k = 0; k < n; k++) {
     vx_channel *ch = channel_get(ev, channels[k], lens[k], false);
-    if (!ch)
+    if (!ch && !history)
       continue;
-    vx_buf *b = vx__envelope_frame(ch->name, ch->name_len, event, elen, data, dlen);
+    /* With SSE history on, a broadcast is remembered even when nobody listens right now:
+     * the stream that missed it may be reconnecting. */
+    vx_buf *b = vx__envelope_frame(channels[k], lens[k], event, elen, data, dlen);
     if (!b)
       return VX_ENOMEM;
-    channel_send(ch, b, skip, event, elen, ++ev->sse_seq);
+    uint64_t seq = ++ev->sse_seq;
+    if (history)
+      vx__sse_remember(ev, channels[k], lens[k], event, elen, b, seq);
+    if (ch)
+      channel_send(ch, b, skip, event, elen, seq);
     vx__buf_unref(b);
     /* Slow consumers found in this walk are closed now, before any other walk. */
     vx__conn_process_doomed(ev);

@@ -24,6 +24,7 @@ void vx_options_init(vx_options *o) {
   o->heartbeat_interval_ms = 15000;
   o->retry_interval_ms = 3000;
   o->redis_backlog_max = 16 * 1024 * 1024;
+  o->sse_history = 1000;
 }
 
 static char *concat(const char *a, const char *b) {
@@ -542,6 +543,10 @@ int vx_new(vx_events **out, const vx_options *opts) {
   ev->ping_frame->data[0] = (char)0x89;
   ev->ping_frame->data[1] = 0;
   ev->rnd_pos = sizeof ev->rnd; /* empty: first id fills it */
+  char tag[VX_SOCKET_ID_LEN + 1];
+  vx__random_id(ev, tag);
+  memcpy(ev->sse_tag, tag, 8); /* the first 8 hex digits of a random id */
+  ev->sse_tag[8] = 0;
 
   if (uv_loop_init(&ev->loop) != 0)
     goto fail_loop;
@@ -829,6 +834,7 @@ void vx_free(vx_events *ev) {
   }
   vx__hub_free(ev);
   vx__redis_free(ev);
+  vx__sse_history_free(ev);
   vx__buf_unref(ev->ping_frame);
   vx__buf_unref(ev->pong_msg);
   uv_mutex_destroy(&ev->mu);

@@ -11,7 +11,7 @@
 
 /* "id: N\n" "event: E\n" "data: <json, one data: line per line>\n\n" */
 static vx_buf *sse_build(const char *event, size_t elen, const char *json, size_t n,
-                         uint64_t seq) {
+                         uint64_t seq, const char *tag) {
   /* An event name with a line break cannot go on the event: line. */
   if (memchr(event, '\n', elen) || memchr(event, '\r', elen)) {
     event = "event";
@@ -21,7 +21,7 @@ static vx_buf *sse_build(const char *event, size_t elen, const char *json, size_
   for (size_t i = 0; i < n; i++)
     lines += json[i] == '\n';
   char idl[32] = "";
-  int il = seq ? snprintf(idl, sizeof idl, "id: %llu\n", (unsigned long long)seq) : 0;
+  int il = seq ? snprintf(idl, sizeof idl, "id: %s-%llu\n", tag, (unsigned long long)seq) : 0;
   size_t total = (size_t)il + 7 + elen + 1 + 6 + n + lines * 6 + 2;
   vx_buf *b = vx__buf_new(total);
   if (!b)
@@ -51,16 +51,103 @@ static vx_buf *sse_build(const char *event, size_t elen, const char *json, size_
   return b;
 }
 
-vx_buf *vx__sse_from_frame(const vx_buf *frame, const char *event, size_t elen, uint64_t seq) {
+vx_buf *vx__sse_from_frame(const vx_buf *frame, const char *event, size_t elen, uint64_t seq,
+                           const char *tag) {
   uint8_t l7 = (uint8_t)frame->data[1] & 0x7F;
   size_t hl = l7 == 126 ? 4 : l7 == 127 ? 10 : 2;
-  return sse_build(event, elen, frame->data + hl, frame->len - hl, seq);
+  return sse_build(event, elen, frame->data + hl, frame->len - hl, seq, tag);
+}
+
+/* ---- resume: recent broadcasts, replayed to a stream that reconnects with Last-Event-ID ----
+ * A ring of the last sse_history broadcasts (bounded in bytes too), each holding a reference
+ * to its WebSocket frame: remembering costs a reference and one small allocation per
+ * broadcast, and SSE bytes are built only if a replay needs them. */
+typedef struct vx_hist {
+  uint64_t seq;
+  vx_buf *frame;
+  char *channel; /* channel NUL event NUL, one allocation */
+  size_t clen, elen;
+} vx_hist;
+
+#define HIST_MAX_BYTES (4u * 1024 * 1024)
+
+static void hist_drop_oldest(vx_events *ev) {
+  uint32_t cap = ev->opts.sse_history;
+  vx_hist *h = &ev->hist[ev->hist_head];
+  ev->hist_bytes -= h->frame->len + h->clen + h->elen;
+  vx__buf_unref(h->frame);
+  free(h->channel);
+  ev->hist_head = (ev->hist_head + 1) % cap;
+  ev->hist_len--;
+}
+
+void vx__sse_remember(vx_events *ev, const char *channel, size_t clen, const char *event,
+                      size_t elen, vx_buf *frame, uint64_t seq) {
+  uint32_t cap = ev->opts.sse_history;
+  if (!ev->hist && !(ev->hist = calloc(cap, sizeof *ev->hist)))
+    return;
+  char *names = malloc(clen + elen + 2);
+  if (!names)
+    return;
+  memcpy(names, channel, clen);
+  names[clen] = 0;
+  memcpy(names + clen + 1, event, elen);
+  names[clen + 1 + elen] = 0;
+  while (ev->hist_len && (ev->hist_len == cap ||
+                          ev->hist_bytes + frame->len + clen + elen > HIST_MAX_BYTES))
+    hist_drop_oldest(ev);
+  vx_hist *h = &ev->hist[(ev->hist_head + ev->hist_len) % cap];
+  h->seq = seq;
+  h->frame = vx__buf_ref(frame);
+  h->channel = names;
+  h->clen = clen;
+  h->elen = elen;
+  ev->hist_len++;
+  ev->hist_bytes += frame->len + clen + elen;
+}
+
+void vx__sse_history_free(vx_events *ev) {
+  while (ev->hist_len)
+    hist_drop_oldest(ev);
+  free(ev->hist);
+  ev->hist = NULL;
+}
+
+/* Replay what the stream missed on the channels it subscribed to at connect. Then tell it
+ * whether the replay is complete ("recovered": false when the id is from another instance
+ * or older than the history). */
+static void resume(vx_conn *c, const char *last_id) {
+  vx_events *ev = c->ev;
+  uint64_t after = 0;
+  bool ours = strlen(last_id) > 9 && memcmp(last_id, ev->sse_tag, 8) == 0 && last_id[8] == '-';
+  if (ours) {
+    char *end;
+    after = strtoull(last_id + 9, &end, 10);
+    ours = *end == 0;
+  }
+  uint32_t cap = ev->opts.sse_history, replayed = 0;
+  bool recovered = ours && cap && (ev->hist_len == 0 ? after >= ev->sse_seq
+                                   : ev->hist[ev->hist_head].seq <= after + 1);
+  for (uint32_t i = 0; ours && cap && i < ev->hist_len; i++) {
+    vx_hist *h = &ev->hist[(ev->hist_head + i) % cap];
+    if (h->seq <= after || !vx__hub_is_subscribed(c, h->channel, h->clen))
+      continue;
+    vx_buf *b = vx__sse_from_frame(h->frame, h->channel + h->clen + 1, h->elen, h->seq, ev->sse_tag);
+    if (b) {
+      vx__conn_send_owned(c, b);
+      replayed++;
+    }
+  }
+  char msg[96];
+  int n = snprintf(msg, sizeof msg, "{\"type\":\"resumed\",\"recovered\":%s,\"replayed\":%u}",
+                   recovered ? "true" : "false", replayed);
+  vx__sse_send_json(c, "resumed", msg, (size_t)n);
 }
 
 void vx__sse_send_json(vx_conn *c, const char *event, const char *json, size_t n) {
   if (c->closed || c->state != VXC_SSE)
     return;
-  vx_buf *b = sse_build(event, strlen(event), json, n, 0);
+  vx_buf *b = sse_build(event, strlen(event), json, n, 0, "");
   if (b)
     vx__conn_send_owned(c, b);
 }
@@ -128,11 +215,15 @@ static void sse_sub_reply(vx_conn *c, const char *type, const char *channel, siz
 }
 
 /* ?channels=a,b — public channels only (private ones need the POST route's authorizer). */
-static void subscribe_query(vx_conn *c, const char *query) {
+static void subscribe_query(vx_conn *c, const char *query, char *last, size_t last_size) {
   const char *p = query;
   while (p && *p) {
     const char *amp = strchr(p, '&');
     size_t kl = amp ? (size_t)(amp - p) : strlen(p);
+    if (kl > 12 && kl - 12 < last_size && strncmp(p, "lastEventId=", 12) == 0) {
+      memcpy(last, p + 12, kl - 12);
+      last[kl - 12] = 0;
+    }
     if (kl > 9 && strncmp(p, "channels=", 9) == 0) {
       const char *v = p + 9, *end = p + kl;
       while (v < end) {
@@ -161,7 +252,7 @@ static void subscribe_query(vx_conn *c, const char *query) {
   }
 }
 
-void vx__sse_start(vx_conn *c, const char *query) {
+void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id) {
   vx_events *ev = c->ev;
   if (ev->nws >= ev->opts.max_connections || ev->shutting_down) {
     ev->stats.rejected_connections++;
@@ -202,8 +293,13 @@ void vx__sse_start(vx_conn *c, const char *query) {
   vx__sse_send_json(c, "connected", msg, (size_t)n);
   if (ev->opts.on_connect)
     ev->opts.on_connect(c->id, ev->opts.hook_data);
+  char qlast[64] = "";
   if (query)
-    subscribe_query(c, query);
+    subscribe_query(c, query, qlast, sizeof qlast);
+  if (!last_event_id || !*last_event_id)
+    last_event_id = qlast; /* ?lastEventId= for clients that cannot set the header */
+  if (*last_event_id)
+    resume(c, last_event_id);
 }
 
 /* Subscribe an event stream after the decision was made. Returns NULL, or the reason it

@@ -276,7 +276,12 @@ struct vx_events {
   atomic_size_t redis_backlog; /* bytes waiting for Redis; read by any thread */
   vx_pending_auth *pending; /* auth requests waiting for the host, oldest last */
   uint64_t next_auth_id;
-  uint64_t sse_seq;        /* id: of SSE events, one per broadcast */
+  uint64_t sse_seq;        /* id: of SSE events, one per broadcast and channel */
+  char sse_tag[9];         /* instance tag in SSE ids ("<tag>-<seq>"): ids from another
+                              instance are recognised as such on resume */
+  struct vx_hist *hist;    /* ring of recent broadcasts for SSE resume */
+  uint32_t hist_head, hist_len;
+  size_t hist_bytes;
   char *sse_path;
   size_t sse_path_len;
   char *sse_sub_path, *sse_unsub_path; /* sse_path + "/subscribe", "/unsubscribe" */
@@ -379,10 +384,14 @@ int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member
 char *vx__hub_members_json(vx_events *ev, const char *name, size_t n, size_t *len);
 
 /* sse.c */
-void vx__sse_start(vx_conn *c, const char *query);
+void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id);
 /* SSE bytes of a WebSocket text frame built by vx__envelope_frame/vx__frame_text: the
  * same JSON under "event: <name>" (and "id: <seq>" when seq is non-zero). */
-vx_buf *vx__sse_from_frame(const vx_buf *frame, const char *event, size_t elen, uint64_t seq);
+vx_buf *vx__sse_from_frame(const vx_buf *frame, const char *event, size_t elen, uint64_t seq,
+                           const char *tag);
+void vx__sse_remember(vx_events *ev, const char *channel, size_t clen, const char *event,
+                      size_t elen, vx_buf *frame, uint64_t seq);
+void vx__sse_history_free(vx_events *ev);
 void vx__sse_send_json(vx_conn *c, const char *event, const char *json, size_t n);
 void vx__sse_heartbeat_all(vx_events *ev);
 const char *vx__sse_subscribe(vx_conn *c, const char *name, size_t n, const char *member);

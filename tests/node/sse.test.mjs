@@ -59,7 +59,11 @@ test('sse_stream_connects_subscribes_and_receives_events_with_ids', T, async () 
       const e1 = await es.next((m) => m.name === 'order.created' && m.data.data.orderId === 7);
       const e2 = await es.next((m) => m.name === 'order.created' && m.data.data.orderId === 8);
       assert.deepEqual(e1.data, { type: 'event', channel: ch, event: 'order.created', data: { orderId: 7, note: 'a\nb' } });
-      assert.ok(Number(e2.id) > Number(e1.id), `ids ${e1.id} then ${e2.id}`);
+      const [tag1, seq1] = e1.id.split('-');
+      const [tag2, seq2] = e2.id.split('-');
+      assert.match(tag1, /^[0-9a-f]{8}$/);
+      assert.equal(tag1, tag2);
+      assert.ok(Number(seq2) > Number(seq1), `ids ${e1.id} then ${e2.id}`);
 
       const u = await post(srv, 'unsubscribe', { connectionId: hello.data.data.connectionId, channel: ch });
       assert.equal(u.status, 200);
@@ -185,4 +189,137 @@ test('sse_streams_end_cleanly_on_shutdown', T, async () => {
   const exit = await srv.stop();
   await ended;
   assert.equal(exit.code, 0);
+});
+
+// Resume: a stream that reconnects with Last-Event-ID gets what it missed, in order.
+function readEvents(sock) {
+  const out = [];
+  for (const block of sock.text.split('\n\n')) {
+    const id = /^id: (.*)$/m.exec(block);
+    const ev = /^event: (.*)$/m.exec(block);
+    const data = /^data: (.*)$/m.exec(block);
+    if (ev && data) out.push({ id: id && id[1], event: ev[1], data: JSON.parse(data[1]) });
+  }
+  return out;
+}
+
+function rawStreamWith(port, path, headers = '') {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: '127.0.0.1', port }, () => {
+      sock.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n${headers}\r\n`);
+    });
+    sock.text = '';
+    sock.on('data', (d) => { sock.text += d.toString('utf8'); });
+    sock.on('error', reject);
+    resolve(sock);
+  });
+}
+
+test('sse_stream_reconnecting_with_last_event_id_gets_what_it_missed', T, async () => {
+  await withServer(async (srv) => {
+    const ch = `resume.${nonce()}`;
+    const other = `other.${nonce()}`;
+    let s1 = await rawStreamWith(srv.port, `/events?channels=${ch}`);
+    await waitFor(async () => s1.text, (t) => t.includes('subscription_succeeded'), ms(3000), 'subscription');
+    await publish(srv, { channel: ch, event: 'n', data: 1 });
+    await waitFor(async () => readEvents(s1), (e) => e.some((x) => x.event === 'n'), ms(3000), 'event 1');
+    const lastId = readEvents(s1).find((x) => x.event === 'n').id;
+    s1.destroy();
+    // Missed while away: two on our channel, one elsewhere.
+    await publish(srv, { channel: ch, event: 'n', data: 2 });
+    await publish(srv, { channel: other, event: 'n', data: 'not mine' });
+    await publish(srv, { channel: ch, event: 'n', data: 3 });
+    const s2 = await rawStreamWith(srv.port, `/events?channels=${ch}`, `Last-Event-ID: ${lastId}\r\n`);
+    try {
+      await waitFor(async () => readEvents(s2), (e) => e.some((x) => x.event === 'resumed'), ms(3000), 'resumed');
+      const evs = readEvents(s2);
+      assert.deepEqual(evs.filter((x) => x.event === 'n').map((x) => x.data.data), [2, 3]);
+      assert.deepEqual(evs.find((x) => x.event === 'resumed').data, { type: 'resumed', recovered: true, replayed: 2 });
+      // Live events follow the replay.
+      await publish(srv, { channel: ch, event: 'n', data: 4 });
+      await waitFor(async () => readEvents(s2), (e) => e.filter((x) => x.event === 'n').length === 3, ms(3000), 'live after replay');
+    } finally {
+      s2.destroy();
+    }
+    // An id from another instance (or a garbled one) is not resumable: said so, nothing replayed.
+    const s3 = await rawStreamWith(srv.port, `/events?channels=${ch}&lastEventId=deadbeef-1`);
+    try {
+      await waitFor(async () => readEvents(s3), (e) => e.some((x) => x.event === 'resumed'), ms(3000), 'resumed');
+      assert.deepEqual(readEvents(s3).find((x) => x.event === 'resumed').data, { type: 'resumed', recovered: false, replayed: 0 });
+    } finally {
+      s3.destroy();
+    }
+  });
+});
+
+// A TCP relay between the client and the server whose connections the test can cut, so
+// that the maintained EventSource client reconnects by itself (with Last-Event-ID).
+function relay(targetPort) {
+  const pairs = new Set();
+  const server = net.createServer((down) => {
+    const up = net.connect({ host: '127.0.0.1', port: targetPort });
+    const pair = { up, down };
+    pairs.add(pair);
+    down.pipe(up);
+    up.pipe(down);
+    const end = () => { up.destroy(); down.destroy(); pairs.delete(pair); };
+    up.on('error', end); down.on('error', end); up.on('close', end); down.on('close', end);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
+    port: server.address().port,
+    cut() { for (const p of [...pairs]) { p.up.destroy(); p.down.destroy(); } },
+    close() { this.cut(); server.close(); },
+  })));
+}
+
+test('eventsource_reconnects_by_itself_and_misses_nothing', T, async () => {
+  await withServer({ args: ['--retry-interval', '300'] }, async (srv) => {
+    const ch = `auto.${nonce()}`;
+    const r = await relay(srv.port);
+    const es = openStream({ port: r.port }, `?channels=${ch}`);
+    try {
+      await es.next((m) => m.name === 'subscription_succeeded' && m.data.channel === ch);
+      es.listen('n');
+      es.listen('resumed');
+      await publish(srv, { channel: ch, event: 'n', data: 1 });
+      await es.next((m) => m.name === 'n' && m.data.data === 1);
+      r.cut();
+      await waitFor(() => health(srv), (h) => h.connections === 0, ms(3000), 'the stream to be gone');
+      await publish(srv, { channel: ch, event: 'n', data: 2 }); // missed while disconnected
+      await publish(srv, { channel: ch, event: 'n', data: 3 });
+      const resumed = await es.next((m) => m.name === 'resumed', ms(5000));
+      assert.equal(resumed.data.recovered, true);
+      assert.equal(resumed.data.replayed, 2);
+      await es.next((m) => m.name === 'n' && m.data.data === 2);
+      await es.next((m) => m.name === 'n' && m.data.data === 3);
+      await publish(srv, { channel: ch, event: 'n', data: 4 });
+      await es.next((m) => m.name === 'n' && m.data.data === 4);
+      assert.equal(es.got.filter((m) => m.name === 'n').length, 0, `duplicates: ${JSON.stringify(es.got)}`);
+    } finally {
+      es.close();
+      r.close();
+    }
+  });
+});
+
+test('resume_beyond_the_history_says_it_did_not_recover', T, async () => {
+  await withServer({ args: ['--sse-history', '2'] }, async (srv) => {
+    const ch = `short.${nonce()}`;
+    const s1 = await rawStreamWith(srv.port, `/events?channels=${ch}`);
+    await waitFor(async () => s1.text, (t) => t.includes('subscription_succeeded'), ms(3000), 'subscription');
+    await publish(srv, { channel: ch, event: 'n', data: 0 });
+    await waitFor(async () => readEvents(s1), (e) => e.some((x) => x.event === 'n'), ms(3000), 'event 0');
+    const lastId = readEvents(s1).find((x) => x.event === 'n').id;
+    s1.destroy();
+    for (let i = 1; i <= 3; i++) await publish(srv, { channel: ch, event: 'n', data: i });
+    const s2 = await rawStreamWith(srv.port, `/events?channels=${ch}`, `Last-Event-ID: ${lastId}\r\n`);
+    try {
+      await waitFor(async () => readEvents(s2), (e) => e.some((x) => x.event === 'resumed'), ms(3000), 'resumed');
+      const evs = readEvents(s2);
+      assert.deepEqual(evs.filter((x) => x.event === 'n').map((x) => x.data.data), [2, 3]);
+      assert.deepEqual(evs.find((x) => x.event === 'resumed').data, { type: 'resumed', recovered: false, replayed: 2 });
+    } finally {
+      s2.destroy();
+    }
+  });
 });

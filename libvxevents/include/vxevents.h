@@ -121,6 +121,8 @@ typedef struct vx_options {
                                    Also serves {sse_path}/subscribe and /unsubscribe */
   uint32_t heartbeat_interval_ms; /* SSE comment heartbeat; default 15000; 0 disables */
   uint32_t retry_interval_ms;   /* SSE "retry:" sent to clients; default 3000 */
+  int permessage_deflate;       /* accept permessage-deflate (RFC 7692, no context takeover:
+                                   a broadcast is compressed once for all); default 1 */
   uint32_t sse_history;         /* recent broadcasts kept (at most 4 MiB) so a stream that
                                    reconnects with Last-Event-ID gets what it missed on the
                                    channels of its ?channels=; default 1000; 0 = off */

@@ -41,6 +41,8 @@ static const char USAGE[] =
     "  --sse-path PATH              Server-Sent Events endpoint; '' disables (VX_SSE_PATH; /events)\n"
     "  --heartbeat-interval MS      SSE comment heartbeat period (VX_HEARTBEAT_INTERVAL; 15000)\n"
     "  --retry-interval MS          reconnect delay told to SSE clients (VX_RETRY_INTERVAL; 3000)\n"
+    "  --compression 0|1            accept permessage-deflate from WebSocket clients; a broadcast\n"
+    "                               is compressed once for all of them (VX_COMPRESSION; 1)\n"
     "  --sse-history N              recent broadcasts kept (at most 4 MiB) for SSE streams that\n"
     "                               reconnect with Last-Event-ID; 0 = off (VX_SSE_HISTORY; 1000)\n"
     "  --redis URL                  redis://[[user]:password@]host[:port][/db]: share broadcasts\n"
@@ -88,18 +90,18 @@ static int parse_u64(const char *s, unsigned long long min, unsigned long long m
 
 enum {
   O_HOST = 1000, O_PORT, O_PATH, O_API_KEY, O_PING, O_MAX_PAYLOAD, O_MAX_SENDQ, O_MAX_CONN,
-  O_MAX_CHAN, O_LOG, O_AUTH_SECRET, O_CLIENT_EVENTS, O_SSE_PATH, O_HEARTBEAT, O_RETRY, O_REDIS, O_REDIS_PREFIX, O_SSE_HISTORY
+  O_MAX_CHAN, O_LOG, O_AUTH_SECRET, O_CLIENT_EVENTS, O_SSE_PATH, O_HEARTBEAT, O_RETRY, O_REDIS, O_REDIS_PREFIX, O_SSE_HISTORY, O_COMPRESSION
 };
 
 int main(int argc, char **argv) {
-  const char *vals[O_SSE_HISTORY - O_HOST + 1] = {0};
+  const char *vals[O_COMPRESSION - O_HOST + 1] = {0};
   static const char *envs[] = {"VX_HOST",          "VX_PORT",          "VX_PATH",
                                "VX_API_KEY",       "VX_PING_INTERVAL", "VX_MAX_PAYLOAD",
                                "VX_MAX_SEND_QUEUE", "VX_MAX_CONNECTIONS",
                                "VX_MAX_CHANNELS_PER_CONNECTION", "VX_LOG_LEVEL",
                                "VX_AUTH_SECRET", "VX_CLIENT_EVENTS_PER_SEC", "VX_SSE_PATH",
                                "VX_HEARTBEAT_INTERVAL", "VX_RETRY_INTERVAL", "VX_REDIS_URL",
-                               "VX_REDIS_PREFIX", "VX_SSE_HISTORY"};
+                               "VX_REDIS_PREFIX", "VX_SSE_HISTORY", "VX_COMPRESSION"};
   static const struct option longopts[] = {
       {"host", required_argument, 0, O_HOST},
       {"port", required_argument, 0, O_PORT},
@@ -119,10 +121,11 @@ int main(int argc, char **argv) {
       {"redis", required_argument, 0, O_REDIS},
       {"redis-prefix", required_argument, 0, O_REDIS_PREFIX},
       {"sse-history", required_argument, 0, O_SSE_HISTORY},
+      {"compression", required_argument, 0, O_COMPRESSION},
       {"help", no_argument, 0, 'h'},
       {"version", no_argument, 0, 'V'},
       {0, 0, 0, 0}};
-  for (int i = 0; i <= O_SSE_HISTORY - O_HOST; i++)
+  for (int i = 0; i <= O_COMPRESSION - O_HOST; i++)
     vals[i] = getenv(envs[i]);
   if (!vals[O_REDIS - O_HOST])
     vals[O_REDIS - O_HOST] = getenv("REDIS_URL");
@@ -172,6 +175,7 @@ int main(int argc, char **argv) {
   NUM(O_MAX_SENDQ, max_send_queue, 1024, 1ull << 32, "--max-send-queue must be 1024 bytes to 4 GiB, not '%s'")
   NUM(O_MAX_CONN, max_connections, 1, 10000000, "--max-connections must be 1 to 10000000, not '%s'")
   NUM(O_HEARTBEAT, heartbeat_interval_ms, 0, 86400000, "--heartbeat-interval must be milliseconds (0 to disable), not '%s'")
+  NUM(O_COMPRESSION, permessage_deflate, 0, 1, "--compression must be 1 (on) or 0 (off), not '%s'")
   NUM(O_SSE_HISTORY, sse_history, 0, 1000000, "--sse-history must be 0 to 1000000 events, not '%s'")
   NUM(O_RETRY, retry_interval_ms, 0, 86400000, "--retry-interval must be milliseconds, not '%s'")
   NUM(O_CLIENT_EVENTS, client_events_per_sec, 0, 100000, "--client-events-per-sec must be 0 to 100000, not '%s'")

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
-enum { H_NONE = 0, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_AUTH, H_LAST_EVENT_ID, H_OTHER };
+enum { H_NONE = 0, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_AUTH, H_LAST_EVENT_ID, H_EXT, H_OTHER };
 
 typedef struct {
   char v[256];
@@ -83,7 +83,8 @@ static int field_id(const char *f, size_t n) {
                {"sec-websocket-key", H_KEY},
                {"sec-websocket-version", H_VERSION},
                {"authorization", H_AUTH},
-               {"last-event-id", H_LAST_EVENT_ID}};
+               {"last-event-id", H_LAST_EVENT_ID},
+               {"sec-websocket-extensions", H_EXT}};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (strlen(names[i].name) == n && strncasecmp(names[i].name, f, n) == 0)
       return names[i].id;
@@ -309,6 +310,34 @@ static bool key_valid(const hval *k) {
   return true;
 }
 
+/* Is permessage-deflate among the offers, in a form we can accept? We always answer with
+ * no context takeover both ways (so one compressed frame serves every recipient) and a full
+ * 15-bit window, so an offer limiting server_max_window_bits below 15 is declined. */
+static bool deflate_offered(const char *v) {
+  const char *p = v;
+  while (*p) {
+    while (*p == ' ' || *p == '\t' || *p == ',')
+      p++;
+    const char *end = strchr(p, ',');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    if (len >= 18 && strncasecmp(p, "permessage-deflate", 18) == 0 &&
+        (len == 18 || p[18] == ';' || p[18] == ' ')) {
+      char offer[256];
+      snprintf(offer, sizeof offer, "%.*s", (int)len, p);
+      const char *w = strstr(offer, "server_max_window_bits");
+      if (!w)
+        return true;
+      w = strchr(w, '=');
+      if (w && atoi(w + 1 + (w[1] == '"')) == 15)
+        return true;
+    }
+    if (!end)
+      break;
+    p = end + 1;
+  }
+  return false;
+}
+
 static void handle_upgrade(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   vx_http_req *r = c->req;
   vx_events *ev = c->ev;
@@ -343,11 +372,16 @@ static void handle_upgrade(vx_conn *c, const uint8_t *extra, size_t extra_len) {
     respond_error(c, 500, "handshake failed", NULL, false);
     return;
   }
-  char resp[160];
+  bool deflate = ev->opts.permessage_deflate && r->h[H_EXT].seen && !r->h[H_EXT].overflow &&
+                 deflate_offered(r->h[H_EXT].v);
+  char resp[256];
   int n = snprintf(resp, sizeof resp,
                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-                   accept);
+                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s\r\n",
+                   accept,
+                   deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                             "server_no_context_takeover; client_no_context_takeover\r\n"
+                           : "");
   vx_buf *b = vx__buf_new((size_t)n);
   if (!b) {
     vx__conn_terminate(c);
@@ -356,6 +390,7 @@ static void handle_upgrade(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   memcpy(b->data, resp, (size_t)n);
   vx__conn_send_owned(c, b);
   vx__http_free(c);
+  c->deflate = deflate;
   if (vx__ws_start(c, extra, extra_len) != 0)
     vx__conn_terminate(c);
 }

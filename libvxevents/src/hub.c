@@ -41,6 +41,8 @@ static void channel_drop_if_empty(vx_events *ev, vx_channel *ch) {
 static void channel_send(vx_channel *ch, vx_buf *b, vx_conn *skip, const char *event,
                          size_t elen, uint64_t seq) {
   vx_buf *sse = NULL; /* built on the first SSE recipient, shared by the others */
+  vx_buf *z = NULL;   /* compressed, built on the first permessage-deflate recipient */
+  bool z_tried = b->len < VX_DEFLATE_MIN;
   for (uint32_t i = 0; i < ch->nsubs; i++) {
     vx_conn *c = ch->subs[i]->conn;
     if (c == skip)
@@ -49,11 +51,18 @@ static void channel_send(vx_channel *ch, vx_buf *b, vx_conn *skip, const char *e
       if (!sse && !(sse = vx__sse_from_frame(b, event, elen, seq, c->ev->sse_tag)))
         continue;
       vx__conn_send(c, sse);
+    } else if (c->deflate) {
+      if (!z_tried) {
+        z = vx__frame_deflated(c->ev, b);
+        z_tried = true;
+      }
+      vx__conn_send(c, z ? z : b);
     } else {
       vx__conn_send(c, b);
     }
   }
   vx__buf_unref(sse);
+  vx__buf_unref(z);
 }
 
 static void member_event(vx_channel *ch, const char *event, vx_member *m, vx_conn *skip) {

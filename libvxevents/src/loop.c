@@ -25,6 +25,7 @@ void vx_options_init(vx_options *o) {
   o->retry_interval_ms = 3000;
   o->redis_backlog_max = 16 * 1024 * 1024;
   o->sse_history = 1000;
+  o->permessage_deflate = 1;
 }
 
 static char *concat(const char *a, const char *b) {
@@ -835,6 +836,7 @@ void vx_free(vx_events *ev) {
   vx__hub_free(ev);
   vx__redis_free(ev);
   vx__sse_history_free(ev);
+  vx__deflate_free(ev);
   vx__buf_unref(ev->ping_frame);
   vx__buf_unref(ev->pong_msg);
   uv_mutex_destroy(&ev->mu);

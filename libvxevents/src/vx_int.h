@@ -149,6 +149,7 @@ struct vx_conn {
   vx_conn *doomed_next;    /* ev->doomed, slow consumers to close after a broadcast */
   uint8_t state;
   bool dirty, doomed, closed, alive, writing, announced, close_after_flush, is_sse;
+  bool deflate;            /* negotiated permessage-deflate (no context takeover) */
   uint16_t pending_close_code; /* close code queued by wslay */
   uint64_t deadline;       /* HTTP request or close handshake deadline (uv_now ms) */
 
@@ -279,6 +280,7 @@ struct vx_events {
   uint64_t sse_seq;        /* id: of SSE events, one per broadcast and channel */
   char sse_tag[9];         /* instance tag in SSE ids ("<tag>-<seq>"): ids from another
                               instance are recognised as such on resume */
+  struct z_stream_s *zdef, *zinf; /* permessage-deflate, reset per message */
   struct vx_hist *hist;    /* ring of recent broadcasts for SSE resume */
   uint32_t hist_head, hist_len;
   size_t hist_bytes;
@@ -382,6 +384,13 @@ vx_member *vx__member_parse(const char *cdata, size_t n, const char **err);
 int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member *m,
                                const char **err, bool *redis_acks);
 char *vx__hub_members_json(vx_events *ev, const char *name, size_t n, size_t *len);
+
+/* deflate.c */
+#define VX_DEFLATE_MIN 128 /* smaller messages go out uncompressed */
+vx_buf *vx__frame_deflated(vx_events *ev, const vx_buf *frame); /* NULL: send it plain */
+int vx__inflate_msg(vx_events *ev, const uint8_t *in, size_t n, size_t max, char **out,
+                    size_t *outlen);
+void vx__deflate_free(vx_events *ev);
 
 /* sse.c */
 void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id);

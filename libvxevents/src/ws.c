@@ -75,15 +75,34 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
   if (c->state != VXC_WS)
     return;
   switch (arg->opcode) {
-  case WSLAY_TEXT_FRAME:
-    if (!vx__utf8_valid((const char *)arg->msg, arg->msg_length)) {
+  case WSLAY_TEXT_FRAME: {
+    const char *msg = (const char *)arg->msg;
+    size_t len = arg->msg_length;
+    char *plain = NULL;
+    if (wslay_get_rsv1(arg->rsv)) { /* compressed (only allowed once negotiated) */
+      int r = vx__inflate_msg(c->ev, arg->msg, arg->msg_length, c->ev->opts.max_payload, &plain,
+                              &len);
+      if (r) {
+        uint16_t code = r == VX_ETOOBIG ? WSLAY_CODE_MESSAGE_TOO_BIG
+                                        : WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA;
+        const char *why = r == VX_ETOOBIG ? "message too big" : "bad compressed data";
+        wslay_event_queue_close(ctx, code, (const uint8_t *)why, strlen(why));
+        wslay_event_shutdown_read(ctx);
+        return;
+      }
+      msg = plain;
+    }
+    if (!vx__utf8_valid(msg, len)) {
+      free(plain);
       wslay_event_queue_close(ctx, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA,
                               (const uint8_t *)"invalid UTF-8", 13);
       wslay_event_shutdown_read(ctx);
       return;
     }
-    vx__client_message(c, (const char *)arg->msg, arg->msg_length);
+    vx__client_message(c, msg, len);
+    free(plain);
     break;
+  }
   case WSLAY_BINARY_FRAME: {
     static const char msg[] = "{\"type\":\"error\",\"error\":\"binary messages are not supported\"}";
     vx__client_send_json(c, msg, sizeof msg - 1);
@@ -136,6 +155,8 @@ static int ws_ctx(vx_conn *c) {
     return VX_ENOMEM;
   }
   wslay_event_config_set_max_recv_msg_length(c->ws, c->ev->opts.max_payload);
+  if (c->deflate)
+    wslay_event_config_set_allowed_rsv_bits(c->ws, WSLAY_RSV1_BIT);
   return 0;
 }
 

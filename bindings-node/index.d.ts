@@ -156,7 +156,6 @@ export declare function getEvents(options?: GetEventsOptions): Promise<EventsMan
 export declare function closeEvents(): Promise<void>;
 export declare function getEventsFromInstance(app: FastifyInstance): EventsManager;
 export declare const version: string;
-export declare const features: { sign: boolean; presence: boolean };
 
 export default eventsPlugin;
 

@@ -34,6 +34,5 @@ module.exports = {
   getEventsFromInstance,
   EventsManager,
   version: native.version,
-  features: native.features,
   default: eventsPlugin,
 };

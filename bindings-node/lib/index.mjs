@@ -1,5 +1,5 @@
 // ESM entry point: the same objects as the CommonJS one.
 import cjs from './index.cjs';
 
-export const { eventsPlugin, getEvents, closeEvents, getEventsFromInstance, EventsManager, version, features } = cjs;
+export const { eventsPlugin, getEvents, closeEvents, getEventsFromInstance, EventsManager, version } = cjs;
 export default eventsPlugin;

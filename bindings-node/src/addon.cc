@@ -18,12 +18,6 @@
 
 #include "vxevents.h"
 
-// Declared weak so that the addon still loads against a core that does not define them yet
-// (they are checked for NULL before use and reported as "not supported yet").
-#pragma weak vx_sign
-#pragma weak vx_presence_members
-#pragma weak vx_auth_reply
-
 namespace {
 
 class Events;
@@ -58,12 +52,6 @@ Napi::Error VxError(Napi::Env env, int code) {
   return err;
 }
 
-Napi::Error NotSupported(Napi::Env env, const char* what) {
-  Napi::Error err =
-      Napi::Error::New(env, std::string(what) + " is not supported by this build of the core yet");
-  err.Set("code", Napi::String::New(env, "ENOTSUP"));
-  return err;
-}
 
 void Post(Op* op) {
   // Non-blocking: the loop thread must never wait for the JS thread (that would deadlock
@@ -552,10 +540,6 @@ class Events : public Napi::ObjectWrap<Events> {
   // presenceMembers(channel) -> Promise<string> (JSON text; parsed in lib/).
   Napi::Value PresenceMembers(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!vx_presence_members) {
-      NotSupported(env, "presenceMembers").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
     if (!Ready(env)) return env.Undefined();
     std::string channel = Str(info[0]);
     napi_value promise;
@@ -595,10 +579,6 @@ class Events : public Napi::ObjectWrap<Events> {
   // sign(socketId, channel, channelData | null) -> "socketId:hex". Synchronous.
   Napi::Value Sign(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!vx_sign) {
-      NotSupported(env, "channel signing").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
     if (!Ready(env)) return env.Undefined();
     std::string socket_id = Str(info[0]), channel = Str(info[1]), channel_data;
     bool has_cd = info[2].IsString();
@@ -616,10 +596,6 @@ class Events : public Napi::ObjectWrap<Events> {
   // authReply(id, authorized, memberJson | null, error | null): answers an onAuthorize call.
   Napi::Value AuthReply(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!vx_auth_reply) {
-      NotSupported(env, "host authorization").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
     if (!ev_) return env.Undefined();  // closed: the pending request is gone with it
     uint64_t id = (uint64_t)info[0].As<Napi::Number>().Int64Value();
     bool authorized = info[1].ToBoolean().Value();
@@ -688,10 +664,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Events", ctor);
   exports.Set("errName", Napi::Function::New<ErrName>(env, "errName"));
   exports.Set("version", Napi::String::New(env, VX_VERSION_STRING));
-  Napi::Object features = Napi::Object::New(env);
-  features.Set("sign", Napi::Boolean::New(env, vx_sign != nullptr));
-  features.Set("presence", Napi::Boolean::New(env, vx_presence_members != nullptr));
-  exports.Set("features", features);
   return exports;
 }
 

@@ -14,6 +14,8 @@ from conftest import Client
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = ROOT / "examples" / "worker.py"
 SERVER = Path(os.environ.get("VXEVENTS_SERVER", ROOT / "build" / "vxevents-server"))
+if not SERVER.exists():
+    raise RuntimeError(f"{SERVER} is not built (run make build)")
 
 
 def collect(client, n):
@@ -39,7 +41,6 @@ def test_worker_hosting_its_own_server():
         proc.stdout.close()
 
 
-@pytest.mark.skipif(not SERVER.exists(), reason="build/vxevents-server not built")
 def test_worker_publishing_through_vxevents_server():
     srv = subprocess.Popen([str(SERVER), "--host", "127.0.0.1", "--port", "0", "--api-key", "K"],
                            stdout=subprocess.PIPE, text=True)

@@ -3,7 +3,6 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { features } from 'vxevents';
 import { connect, eventsOf, postJson, SECRET, sleep, startApp } from './helpers.mjs';
 
 // The seed's authorizer, verbatim apart from the package name.
@@ -47,9 +46,8 @@ async function authFor(ctx, client, channel, user) {
 }
 
 // Waits for the core's private/presence support (vx_sign, vx_presence_members).
-const skip = !(features.sign && features.presence) && 'private/presence channels are not in the core yet';
 
-describe('private and presence channels', { skip }, () => {
+describe('private and presence channels', () => {
   let ctx;
   before(async () => {
     ctx = await startApp({ authSecret: SECRET, authorizer }, withUsers);
@@ -147,7 +145,7 @@ describe('private and presence channels', { skip }, () => {
   });
 });
 
-describe('auth route without authSecret', { skip }, () => {
+describe('auth route without authSecret', () => {
   test('answers_500_for_private_channels_when_no_secret', async () => {
     const ctx = await startApp({ authorizer }, withUsers);
     try {

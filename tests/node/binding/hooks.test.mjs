@@ -3,7 +3,6 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { features } from 'vxevents';
 import { connect, postJson, SECRET, sleep, startApp } from './helpers.mjs';
 
 async function until(pred, what, ms = 3000) {
@@ -52,7 +51,6 @@ test('survives_a_throwing_hook', async () => {
 
 test(
   'reports_client_events_after_rebroadcasting_them',
-  { skip: !features.sign && 'private channels are not in the core yet' },
   async () => {
     const got = [];
     const ctx = await startApp({

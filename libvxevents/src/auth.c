@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool socket_id_valid(const char *id, size_t n) {
+/* Socket ids in tokens and request bodies: our own are 32 hex digits; accept what a host
+ * might reasonably use too, never ':' (the token separator) or anything needing escapes. */
+bool vx__socket_id_valid(const char *id, size_t n) {
   if (n == 0 || n > 64)
     return false;
   for (size_t i = 0; i < n; i++) {
@@ -27,7 +29,7 @@ int vx__auth_token(const char *secret, size_t slen, const char *socket_id, size_
                    const char *channel, size_t clen, const char *cdata, size_t cdlen, char *out,
                    size_t out_len) {
   static const char hex[] = "0123456789abcdef";
-  if (!socket_id_valid(socket_id, idlen) || !vx__channel_valid(channel, clen))
+  if (!vx__socket_id_valid(socket_id, idlen) || !vx__channel_valid(channel, clen))
     return VX_EINVAL;
   if (out_len < idlen + 1 + 64 + 1)
     return VX_EINVAL;

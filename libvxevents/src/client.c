@@ -28,38 +28,6 @@ static void send_error(vx_conn *c, const char *msg) {
   vx__str_free(&s);
 }
 
-/* `channel` may be any client-supplied bytes: it is escaped, never trusted. */
-static void send_sub_reply(vx_conn *c, const char *type, const char *channel, size_t clen,
-                           const char *error) {
-  if (clen > 256) { /* echo a prefix, cut on a character boundary */
-    clen = 256;
-    while (clen > 0 && ((uint8_t)channel[clen] & 0xC0) == 0x80)
-      clen--;
-  }
-  vx_str s = {0};
-  vx__str_addz(&s, "{\"type\":\"");
-  vx__str_addz(&s, type);
-  vx__str_addz(&s, "\",\"channel\":");
-  vx__str_add_json_string(&s, channel, clen);
-  if (error) {
-    vx__str_addz(&s, ",\"error\":");
-    vx__str_add_json_string(&s, error, strlen(error));
-  }
-  vx__str_addz(&s, "}");
-  if (!s.oom) {
-    if (!error && strcmp(type, "subscription_succeeded") == 0)
-      vx__hub_ack(c, channel, clen, s.p, s.len);
-    else
-      vx__client_send_json(c, s.p, s.len);
-  }
-  vx__str_free(&s);
-}
-
-static bool has_prefix(const char *s, size_t n, const char *pfx) {
-  size_t pl = strlen(pfx);
-  return n >= pl && memcmp(s, pfx, pl) == 0;
-}
-
 /* Private and presence subscriptions: the token must be this connection's signature of
  * this channel (and, for presence, of this exact channel_data). */
 static void on_subscribe_auth(vx_conn *c, const cJSON *msg, const char *raw, size_t rawlen,
@@ -68,13 +36,14 @@ static void on_subscribe_auth(vx_conn *c, const cJSON *msg, const char *raw, siz
   (void)raw;
   (void)rawlen;
   if (!ev->auth_secret) {
-    send_sub_reply(c, "subscription_error", name, n,
-                   "private and presence channels are disabled: the server has no authSecret");
+    vx__hub_sub_reply(c, name, n,
+                      "private and presence channels are disabled: the server has no authSecret",
+                      NULL, 0);
     return;
   }
   const cJSON *auth = cJSON_GetObjectItemCaseSensitive(msg, "auth");
   if (!cJSON_IsString(auth) || !*auth->valuestring) {
-    send_sub_reply(c, "subscription_error", name, n, "auth token required (from the auth endpoint)");
+    vx__hub_sub_reply(c, name, n, "auth token required (from the auth endpoint)", NULL, 0);
     return;
   }
   const char *tok = auth->valuestring;
@@ -82,8 +51,9 @@ static void on_subscribe_auth(vx_conn *c, const cJSON *msg, const char *raw, siz
   const char *colon = strchr(tok, ':');
   if (!colon || (size_t)(colon - tok) != VX_SOCKET_ID_LEN ||
       memcmp(tok, c->id, VX_SOCKET_ID_LEN) != 0) {
-    send_sub_reply(c, "subscription_error", name, n,
-                   colon ? "auth token was issued for another connection" : "malformed auth token");
+    vx__hub_sub_reply(c, name, n,
+                      colon ? "auth token was issued for another connection" : "malformed auth token",
+                      NULL, 0);
     return;
   }
   const cJSON *cd = NULL;
@@ -92,51 +62,45 @@ static void on_subscribe_auth(vx_conn *c, const cJSON *msg, const char *raw, siz
     if (!cd)
       cd = cJSON_GetObjectItemCaseSensitive(msg, "channelData");
     if (!cJSON_IsString(cd)) {
-      send_sub_reply(c, "subscription_error", name, n,
-                     "presence channels need channel_data (a JSON string from the auth endpoint)");
+      vx__hub_sub_reply(c, name, n,
+                        "presence channels need channel_data (a JSON string from the auth endpoint)",
+                        NULL, 0);
       return;
     }
     if (strlen(cd->valuestring) > ev->opts.max_member_size) {
-      send_sub_reply(c, "subscription_error", name, n, "channel_data is too large");
+      vx__hub_sub_reply(c, name, n, "channel_data is too large", NULL, 0);
       return;
     }
   }
   if (!vx__auth_verify(ev, c->id, name, n, cd ? cd->valuestring : NULL,
                        cd ? strlen(cd->valuestring) : 0, tok, tl)) {
-    send_sub_reply(c, "subscription_error", name, n,
-                   presence ? "invalid auth token for this channel and channel_data"
-                            : "invalid auth token for this channel");
+    vx__hub_sub_reply(c, name, n,
+                      presence ? "invalid auth token for this channel and channel_data"
+                      : "invalid auth token for this channel", NULL, 0);
     return;
   }
   if (!presence) {
     int r = vx__hub_subscribe(c, name, n);
     if (r)
-      send_sub_reply(c, "subscription_error", name, n,
-                     r == VX_EINVAL ? "too many channels on this connection" : "server out of memory");
+      vx__hub_sub_reply(c, name, n,
+                        r == VX_EINVAL ? "too many channels on this connection" : "server out of memory",
+                        NULL, 0);
     else
-      send_sub_reply(c, "subscription_succeeded", name, n, NULL);
+      vx__hub_sub_reply(c, name, n, NULL, NULL, 0);
     return;
   }
   const char *err = NULL;
   vx_member *m = vx__member_parse(cd->valuestring, strlen(cd->valuestring), &err);
   bool redis_acks = false;
   if (!m || vx__hub_subscribe_presence(c, name, n, m, &err, &redis_acks) != 0) {
-    send_sub_reply(c, "subscription_error", name, n, err);
+    vx__hub_sub_reply(c, name, n, err, NULL, 0);
     return;
   }
   if (redis_acks)
     return; /* the cluster's member list comes back from Redis with the ack */
   size_t ml = 0;
   char *members = vx__hub_members_json(ev, name, n, &ml);
-  vx_str s = {0};
-  vx__str_addz(&s, "{\"type\":\"subscription_succeeded\",\"channel\":\"");
-  vx__str_add(&s, name, n);
-  vx__str_addz(&s, "\",\"data\":{\"members\":");
-  vx__str_add(&s, members ? members : "[]", members ? ml : 2);
-  vx__str_addz(&s, "}}");
-  if (!s.oom)
-    vx__hub_ack(c, name, n, s.p, s.len);
-  vx__str_free(&s);
+  vx__hub_sub_reply(c, name, n, NULL, members ? members : "[]", members ? ml : 2);
   free(members);
 }
 
@@ -145,31 +109,32 @@ static void on_subscribe(vx_conn *c, const cJSON *msg, const char *raw, size_t r
   (void)rawlen;
   const cJSON *ch = cJSON_GetObjectItemCaseSensitive(msg, "channel");
   if (!cJSON_IsString(ch)) {
-    send_sub_reply(c, "subscription_error", "", 0, "channel is required and must be a string");
+    vx__hub_sub_reply(c, "", 0, "channel is required and must be a string", NULL, 0);
     return;
   }
   const char *name = ch->valuestring;
   size_t n = strlen(name);
   if (!vx__channel_valid(name, n)) {
-    send_sub_reply(c, "subscription_error", name, n,
-                   "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)");
+    vx__hub_sub_reply(c, name, n,
+                      "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)", NULL, 0);
     return;
   }
-  bool presence = has_prefix(name, n, "presence-");
-  if (presence || has_prefix(name, n, "private-")) {
+  vx_chkind kind = vx__channel_kind(name, n);
+  bool presence = kind == VX_CH_PRESENCE;
+  if (kind != VX_CH_PUBLIC) {
     on_subscribe_auth(c, msg, raw, rawlen, name, n, presence);
     return;
   }
   int r = vx__hub_subscribe(c, name, n);
   if (r == VX_EINVAL) {
-    send_sub_reply(c, "subscription_error", name, n, "too many channels on this connection");
+    vx__hub_sub_reply(c, name, n, "too many channels on this connection", NULL, 0);
     return;
   }
   if (r != 0) {
-    send_sub_reply(c, "subscription_error", name, n, "server out of memory");
+    vx__hub_sub_reply(c, name, n, "server out of memory", NULL, 0);
     return;
   }
-  send_sub_reply(c, "subscription_succeeded", name, n, NULL);
+  vx__hub_sub_reply(c, name, n, NULL, NULL, 0);
 }
 
 static void on_unsubscribe(vx_conn *c, const cJSON *msg) {
@@ -199,7 +164,7 @@ static void on_client_event(vx_conn *c, const cJSON *msg, const char *raw, size_
     send_error(c, "event must be a string of 1 to 200 bytes");
     return;
   }
-  if (!(has_prefix(name, n, "private-") || has_prefix(name, n, "presence-")) ||
+  if (vx__channel_kind(name, n) == VX_CH_PUBLIC ||
       !vx__hub_is_subscribed(c, name, n)) {
     send_error(c, "client events are only allowed on private and presence channels the "
                   "connection is subscribed to");
@@ -259,8 +224,8 @@ void vx__client_message(vx_conn *c, const char *p, size_t n) {
   } else if (nul && strcmp(type->valuestring, "subscribe") == 0) {
     const cJSON *ch = cJSON_GetObjectItemCaseSensitive(msg, "channel");
     const char *shown = cJSON_IsString(ch) ? ch->valuestring : "";
-    send_sub_reply(c, "subscription_error", shown, strlen(shown),
-                   "invalid channel name (NUL characters are not allowed)");
+    vx__hub_sub_reply(c, shown, strlen(shown),
+                      "invalid channel name (NUL characters are not allowed)", NULL, 0);
   } else if (nul) {
     send_error(c, "NUL characters (\\u0000) are not allowed in messages");
   } else if (strcmp(type->valuestring, "subscribe") == 0) {

@@ -69,7 +69,7 @@ static void doom(vx_conn *c) {
 /* Queue `b` (the caller's reference moves to the queue). Over the send-queue bound a
  * WebSocket connection is doomed: closed with 1008 right after the current broadcast,
  * never left open with a gap in its stream. */
-void vx__conn_send_owned(vx_conn *c, vx_buf *b) {
+static void enqueue(vx_conn *c, vx_buf *b, bool bounded) {
   vx_events *ev = c->ev;
   if (c->closed || c->doomed) {
     vx__buf_unref(b);
@@ -78,7 +78,8 @@ void vx__conn_send_owned(vx_conn *c, vx_buf *b) {
   /* While the kernel still takes everything, a burst bigger than the bound is fine: it is
    * flushed at the end of this iteration. Once a write is pending (the kernel is full),
    * the bound applies to every frame queued. */
-  if (VX_IS_CLIENT(c) && c->writing && c->qbytes + b->len > ev->opts.max_send_queue) {
+  if (bounded && VX_IS_CLIENT(c) && c->writing &&
+      c->qbytes + b->len > ev->opts.max_send_queue) {
     vx__buf_unref(b);
     doom(c);
     return;
@@ -94,6 +95,12 @@ void vx__conn_send_owned(vx_conn *c, vx_buf *b) {
   ev->stats.messages_delivered++;
   vx__conn_mark_dirty(c);
 }
+
+void vx__conn_send_owned(vx_conn *c, vx_buf *b) { enqueue(c, b, true); }
+
+/* Control frames (pong, close) are exempt from the send-queue bound: a close frame must be
+ * able to follow a full queue. */
+void vx__conn_send_control(vx_conn *c, vx_buf *b) { enqueue(c, b, false); }
 
 void vx__conn_send(vx_conn *c, vx_buf *b) { vx__conn_send_owned(c, vx__buf_ref(b)); }
 

@@ -582,21 +582,7 @@ static void handle_api(vx_conn *c, bool batch) {
 /* ---- POST {path}/auth: tokens for private/presence channels ---- */
 
 static const char *channel_type(const char *name) {
-  if (strncmp(name, "private-", 8) == 0)
-    return "private";
-  if (strncmp(name, "presence-", 9) == 0)
-    return "presence";
-  return "public";
-}
-
-static bool socket_id_ok(const char *s) {
-  size_t n = strlen(s);
-  if (n == 0 || n > 64)
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (!strchr("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ._-", s[i]))
-      return false;
-  return true;
+  return vx__channel_kind_names[vx__channel_kind(name, strlen(name))];
 }
 
 static const cJSON *field2(const cJSON *o, const char *a, const char *b) {
@@ -663,7 +649,7 @@ static cJSON *id_channel_body(vx_conn *c, const char *id_name, const char *id_al
     snprintf(m, sizeof m, "must be a JSON object {%s, channel}", id_name);
     detail(&d, "body", m);
   } else {
-    if (!cJSON_IsString(*id) || !socket_id_ok((*id)->valuestring))
+    if (!cJSON_IsString(*id) || !vx__socket_id_valid((*id)->valuestring, strlen((*id)->valuestring)))
       detail(&d, id_name, *id ? "must be 1-64 letters, digits, dots, dashes or underscores" : "required");
     if (!cJSON_IsString(*ch) || !vx__channel_valid((*ch)->valuestring, strlen((*ch)->valuestring)))
       detail(&d, "channel", *ch ? "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)"

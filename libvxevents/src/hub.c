@@ -312,6 +312,43 @@ static void send_ack(vx_conn *c, const char *json, size_t len) {
     vx__client_send_json(c, json, len);
 }
 
+/* The answer to a subscribe, for either transport. Without `error` it is
+ * subscription_succeeded (with {"members": ...} when `members` is given, presence channels)
+ * and goes through vx__hub_ack; otherwise subscription_error, sent at once. `channel` may be
+ * any client-supplied bytes: it is escaped, and a long one is echoed as a prefix cut on a
+ * character boundary. */
+void vx__hub_sub_reply(vx_conn *c, const char *channel, size_t clen, const char *error,
+                       const char *members, size_t mlen) {
+  if (clen > 256) {
+    clen = 256;
+    while (clen > 0 && ((uint8_t)channel[clen] & 0xC0) == 0x80)
+      clen--;
+  }
+  vx_str s = {0};
+  vx__str_addz(&s, error ? "{\"type\":\"subscription_error\",\"channel\":"
+                         : "{\"type\":\"subscription_succeeded\",\"channel\":");
+  vx__str_add_json_string(&s, channel, clen);
+  if (error) {
+    vx__str_addz(&s, ",\"error\":");
+    vx__str_add_json_string(&s, error, strlen(error));
+  }
+  if (members) {
+    vx__str_addz(&s, ",\"data\":{\"members\":");
+    vx__str_add(&s, members, mlen);
+    vx__str_addz(&s, "}");
+  }
+  vx__str_addz(&s, "}");
+  if (!s.oom) {
+    if (!error)
+      vx__hub_ack(c, channel, clen, s.p, s.len);
+    else if (c->is_sse)
+      vx__sse_send_json(c, "subscription_error", s.p, s.len);
+    else
+      vx__client_send_json(c, s.p, s.len);
+  }
+  vx__str_free(&s);
+}
+
 /* subscription_succeeded goes out now, or, while the channel's Redis SUBSCRIBE is not yet
  * confirmed, when it is (so that nothing published after the ack is missed). */
 void vx__hub_ack(vx_conn *c, const char *name, size_t n, const char *json, size_t len) {

@@ -88,6 +88,21 @@ static int push(vx_events *ev, vx_cmd *c) {
   return 0;
 }
 
+/* Queue `c`, or free it when the instance is closed. Returns 0 or VX_ECLOSED. */
+static int submit(vx_events *ev, vx_cmd *c) {
+  int r = push(ev, c);
+  if (r)
+    cmd_free(c);
+  return r;
+}
+
+/* Give `c` its one channel (a copy). false: out of memory. */
+static bool cmd_channel(vx_cmd *c, const char *channel) {
+  c->channels = calloc(1, sizeof *c->channels);
+  c->nchannels = c->channels ? 1 : 0;
+  return c->channels && (c->channels[0] = dupz(channel)) != NULL;
+}
+
 /* Answer a command that will never run because the instance closed. */
 static void cancel(vx_cmd *c) {
   switch (c->type) {
@@ -687,10 +702,7 @@ int vx_broadcast_many(vx_events *ev, const char *const *channels, size_t n, cons
     cmd_free(c);
     return VX_ENOMEM;
   }
-  r = push(ev, c);
-  if (r)
-    cmd_free(c);
-  return r;
+  return submit(ev, c);
 }
 
 int vx_broadcast(vx_events *ev, const char *channel, const char *event, const char *data,
@@ -709,17 +721,12 @@ static int query(vx_events *ev, vx_cmd_type type, const char *channel, void *cb,
   c->cb = cb;
   c->cb_data = data;
   if (channel) {
-    c->channels = calloc(1, sizeof *c->channels);
-    if (!c->channels || !(c->channels[0] = dupz(channel))) {
+    if (!cmd_channel(c, channel)) {
       cmd_free(c);
       return VX_ENOMEM;
     }
-    c->nchannels = 1;
   }
-  int r = push(ev, c);
-  if (r)
-    cmd_free(c);
-  return r;
+  return submit(ev, c);
 }
 
 int vx_subscriber_count(vx_events *ev, const char *channel, vx_count_cb cb, void *data) {
@@ -761,10 +768,7 @@ int vx_auth_reply(vx_events *ev, uint64_t id, int authorized, const char *member
     cmd_free(c);
     return VX_ENOMEM;
   }
-  int r = push(ev, c);
-  if (r)
-    cmd_free(c);
-  return r;
+  return submit(ev, c);
 }
 
 static int sse_cmd(vx_events *ev, vx_cmd_type type, const char *id, const char *channel,
@@ -779,17 +783,12 @@ static int sse_cmd(vx_events *ev, vx_cmd_type type, const char *id, const char *
   c->type = type;
   c->cb = (void *)cb;
   c->cb_data = data;
-  c->channels = calloc(1, sizeof *c->channels);
-  c->nchannels = c->channels ? 1 : 0;
-  if (!c->channels || !(c->channels[0] = dupz(channel)) || !(c->except = dupz(id)) ||
+  if (!cmd_channel(c, channel) || !(c->except = dupz(id)) ||
       (member && !(c->data = dupz(member)))) {
     cmd_free(c);
     return VX_ENOMEM;
   }
-  int r = push(ev, c);
-  if (r)
-    cmd_free(c);
-  return r;
+  return submit(ev, c);
 }
 
 int vx_sse_subscribe(vx_events *ev, const char *connection_id, const char *channel,
@@ -820,10 +819,7 @@ int vx_close(vx_events *ev, uint32_t grace_ms, vx_close_cb cb, void *data) {
   c->grace_ms = grace_ms;
   c->cb = (void *)cb;
   c->cb_data = data;
-  int r = push(ev, c);
-  if (r)
-    cmd_free(c);
-  return r;
+  return submit(ev, c);
 }
 
 void vx_free(vx_events *ev) {

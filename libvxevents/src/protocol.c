@@ -367,6 +367,16 @@ bool vx__channel_valid(const char *name, size_t n) {
   return true;
 }
 
+const char *const vx__channel_kind_names[3] = {"public", "private", "presence"};
+
+vx_chkind vx__channel_kind(const char *name, size_t n) {
+  if (n >= 8 && memcmp(name, "private-", 8) == 0)
+    return VX_CH_PRIVATE;
+  if (n >= 9 && memcmp(name, "presence-", 9) == 0)
+    return VX_CH_PRESENCE;
+  return VX_CH_PUBLIC;
+}
+
 /* ---- JSON string escaping ---- */
 
 static size_t esc_len(uint8_t c) {

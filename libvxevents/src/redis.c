@@ -13,6 +13,7 @@
  * re-subscribes every channel that has local subscribers. */
 #include "vx_int.h"
 
+#include <cjson/cJSON.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
@@ -441,39 +442,18 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv) {
       return; /* our own broadcast, already delivered here */
     if (!ch)
       return;
-    /* Event names and except ids were escaped by the publisher; unescaping is only needed
-     * for exotic event names, which take the slow path through a copy. */
-    char ev_name[VX_EVENT_MAX * 6 + 1], except[80];
-    size_t evl = 0;
-    for (size_t i = 1; i + 1 < el && evl < sizeof ev_name - 1; i++) {
-      if (e[i] == '\\' && i + 2 < el) {
-        char c = e[++i];
-        if (c == 'u' && i + 4 < el) {
-          char h[5] = {e[i + 1], e[i + 2], e[i + 3], e[i + 4], 0};
-          long cp = strtol(h, NULL, 16);
-          i += 4;
-          if (cp < 0x80) {
-            ev_name[evl++] = (char)cp;
-            continue;
-          }
-          return; /* the publisher never escapes non-ASCII */
-        }
-        ev_name[evl++] = c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t' : c == 'b' ? '\b'
-                       : c == 'f' ? '\f' : c;
-      } else {
-        ev_name[evl++] = e[i];
-      }
+    /* The event name and except id are JSON strings written by the publisher; the parser
+     * unescapes them (one small parse per message received, not per recipient). */
+    cJSON *ej = cJSON_ParseWithLength(e, el);
+    cJSON *xj = x[0] == '"' ? cJSON_ParseWithLength(x, xl) : NULL;
+    if (cJSON_IsString(ej)) {
+      const char *names[1] = {ch->name};
+      size_t lens[1] = {ch->name_len};
+      vx__hub_deliver(r->ev, names, lens, 1, ej->valuestring, strlen(ej->valuestring), d, dl,
+                      cJSON_IsString(xj) ? xj->valuestring : NULL);
     }
-    ev_name[evl] = 0;
-    const char *exc = NULL;
-    if (x[0] == '"' && xl >= 2 && xl - 2 < sizeof except) {
-      memcpy(except, x + 1, xl - 2);
-      except[xl - 2] = 0;
-      exc = except;
-    }
-    const char *names[1] = {ch->name};
-    size_t lens[1] = {ch->name_len};
-    vx__hub_deliver(r->ev, names, lens, 1, ev_name, evl, d, dl, exc);
+    cJSON_Delete(ej);
+    cJSON_Delete(xj);
   }
 }
 
@@ -944,17 +924,8 @@ static void on_members(redisAsyncContext *ac, void *reply, void *priv) {
     p->cb(members ? 0 : VX_ENOMEM, members, members ? ml : 0, p->data);
   } else {
     vx_conn *c = vx__map_get(&ev->sockets, p->socket_id, VX_SOCKET_ID_LEN);
-    if (c && !c->closed && vx__hub_is_subscribed(c, p->channel, n) && members) {
-      vx_str s = {0};
-      vx__str_addz(&s, "{\"type\":\"subscription_succeeded\",\"channel\":\"");
-      vx__str_add(&s, p->channel, n);
-      vx__str_addz(&s, "\",\"data\":{\"members\":");
-      vx__str_add(&s, members, ml);
-      vx__str_addz(&s, "}}");
-      if (!s.oom)
-        vx__hub_ack(c, p->channel, n, s.p, s.len);
-      vx__str_free(&s);
-    }
+    if (c && !c->closed && vx__hub_is_subscribed(c, p->channel, n) && members)
+      vx__hub_sub_reply(c, p->channel, n, NULL, members, ml);
   }
   free(members);
   free(p);

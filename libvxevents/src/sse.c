@@ -132,7 +132,8 @@ static void resume(vx_conn *c, const char *last_id) {
     vx_hist *h = &ev->hist[(ev->hist_head + i) % cap];
     if (h->seq <= after || !vx__hub_is_subscribed(c, h->channel, h->clen))
       continue;
-    vx_buf *b = vx__sse_from_frame(h->frame, h->channel + h->clen + 1, h->elen, h->seq, ev->sse_tag);
+    vx_buf *b = vx__sse_from_frame(h->frame, h->channel + h->clen + 1, h->elen, h->seq,
+                                   ev->sse_tag);
     if (b) {
       vx__conn_send_owned(c, b);
       replayed++;
@@ -188,32 +189,6 @@ static bool pct_decode(char *s, size_t *n) {
   return true;
 }
 
-static void sse_sub_reply(vx_conn *c, const char *type, const char *channel, size_t clen,
-                          const char *error, const char *members, size_t mlen) {
-  vx_str s = {0};
-  vx__str_addz(&s, "{\"type\":\"");
-  vx__str_addz(&s, type);
-  vx__str_addz(&s, "\",\"channel\":");
-  vx__str_add_json_string(&s, channel, clen > 256 ? 256 : clen);
-  if (error) {
-    vx__str_addz(&s, ",\"error\":");
-    vx__str_add_json_string(&s, error, strlen(error));
-  }
-  if (members) {
-    vx__str_addz(&s, ",\"data\":{\"members\":");
-    vx__str_add(&s, members, mlen);
-    vx__str_addz(&s, "}");
-  }
-  vx__str_addz(&s, "}");
-  if (!s.oom) {
-    if (!error && strcmp(type, "subscription_succeeded") == 0)
-      vx__hub_ack(c, channel, clen > 256 ? 256 : clen, s.p, s.len);
-    else
-      vx__sse_send_json(c, type, s.p, s.len);
-  }
-  vx__str_free(&s);
-}
-
 /* ?channels=a,b — public channels only (private ones need the POST route's authorizer). */
 static void subscribe_query(vx_conn *c, const char *query, char *last, size_t last_size) {
   const char *p = query;
@@ -235,15 +210,15 @@ static void subscribe_query(vx_conn *c, const char *query, char *last, size_t la
           memcpy(name, v, n);
           bool ok = pct_decode(name, &n) && vx__channel_valid(name, n);
           if (!ok)
-            sse_sub_reply(c, "subscription_error", name, n, "invalid channel name", NULL, 0);
-          else if (strncmp(name, "private-", 8) == 0 || strncmp(name, "presence-", 9) == 0)
-            sse_sub_reply(c, "subscription_error", name, n,
-                          "private and presence channels need POST subscribe", NULL, 0);
+            vx__hub_sub_reply(c, name, n, "invalid channel name", NULL, 0);
+          else if (vx__channel_kind(name, n) != VX_CH_PUBLIC)
+            vx__hub_sub_reply(c, name, n,
+                              "private and presence channels need POST subscribe", NULL, 0);
           else if (vx__hub_subscribe(c, name, n) != 0)
-            sse_sub_reply(c, "subscription_error", name, n, "cannot subscribe (limit reached)",
-                          NULL, 0);
+            vx__hub_sub_reply(c, name, n, "cannot subscribe (limit reached)",
+                              NULL, 0);
           else
-            sse_sub_reply(c, "subscription_succeeded", name, n, NULL, NULL, 0);
+            vx__hub_sub_reply(c, name, n, NULL, NULL, 0);
         }
         v += raw + 1;
       }
@@ -306,12 +281,12 @@ void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id) {
  * could not be done. The stream hears subscription_succeeded (with the member list on
  * presence channels), like a WebSocket client would. */
 const char *vx__sse_subscribe(vx_conn *c, const char *name, size_t n, const char *member) {
-  bool presence = strncmp(name, "presence-", 9) == 0;
+  bool presence = vx__channel_kind(name, n) == VX_CH_PRESENCE;
   if (!presence) {
     int r = vx__hub_subscribe(c, name, n);
     if (r)
       return r == VX_EINVAL ? "too many channels on this connection" : "server out of memory";
-    sse_sub_reply(c, "subscription_succeeded", name, n, NULL, NULL, 0);
+    vx__hub_sub_reply(c, name, n, NULL, NULL, 0);
     return NULL;
   }
   if (!member || !*member)
@@ -327,8 +302,8 @@ const char *vx__sse_subscribe(vx_conn *c, const char *name, size_t n, const char
     return NULL;
   size_t ml = 0;
   char *members = vx__hub_members_json(c->ev, name, n, &ml);
-  sse_sub_reply(c, "subscription_succeeded", name, n, NULL, members ? members : "[]",
-                members ? ml : 2);
+  vx__hub_sub_reply(c, name, n, NULL, members ? members : "[]",
+                    members ? ml : 2);
   free(members);
   return NULL;
 }

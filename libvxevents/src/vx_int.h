@@ -89,6 +89,10 @@ size_t vx__json_array_items(const char *arr, size_t n, const char **items, size_
  * would silently stop there. */
 bool vx__json_has_nul(const char *p, size_t n);
 bool vx__channel_valid(const char *name, size_t n);
+/* A channel's kind, from its prefix ("private-", "presence-" or none). */
+typedef enum { VX_CH_PUBLIC = 0, VX_CH_PRIVATE, VX_CH_PRESENCE } vx_chkind;
+vx_chkind vx__channel_kind(const char *name, size_t n);
+extern const char *const vx__channel_kind_names[3]; /* "public", "private", "presence" */
 size_t vx__json_escaped_len(const char *p, size_t n); /* without quotes */
 char *vx__json_escape_into(char *dst, const char *p, size_t n);
 
@@ -308,6 +312,7 @@ void vx__loop_shutdown_progress(vx_events *ev);
 void vx__conn_accepted(vx_events *ev, vx_conn *c);
 void vx__conn_send(vx_conn *c, vx_buf *b);     /* takes a new reference to b */
 void vx__conn_send_owned(vx_conn *c, vx_buf *b); /* takes ownership of b's reference */
+void vx__conn_send_control(vx_conn *c, vx_buf *b); /* same, exempt from the bound */
 void vx__conn_mark_dirty(vx_conn *c);
 void vx__conn_flush_all(vx_events *ev);
 void vx__conn_terminate(vx_conn *c);
@@ -364,12 +369,15 @@ void vx__hub_channels_local(vx_events *ev, vx_channels_cb cb, void *data);
 
 /* hub.c: acknowledgements that wait for Redis, and local-only delivery */
 void vx__hub_ack(vx_conn *c, const char *name, size_t n, const char *json, size_t len);
+void vx__hub_sub_reply(vx_conn *c, const char *channel, size_t clen, const char *error,
+                       const char *members, size_t mlen);
 void vx__hub_flush_acks(vx_events *ev, vx_channel *ch);
 int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                     const char *event, size_t elen, const char *data, size_t dlen,
                     const char *except);
 
 /* auth.c */
+bool vx__socket_id_valid(const char *id, size_t n);
 int vx__auth_token(const char *secret, size_t slen, const char *socket_id, size_t idlen,
                    const char *channel, size_t clen, const char *cdata, size_t cdlen, char *out,
                    size_t out_len);

@@ -55,16 +55,7 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
     return -1;
   }
   memcpy(b->data, data, len);
-  /* Control frames are exempt from the send-queue bound: a close frame must be able to
-   * follow a full queue. */
-  if (c->closed) {
-    vx__buf_unref(b);
-    return (ssize_t)len;
-  }
-  uint8_t st = c->state;
-  c->state = VXC_CLOSING; /* bypasses the bound check in send_owned */
-  vx__conn_send_owned(c, b);
-  c->state = st;
+  vx__conn_send_control(c, b);
   return (ssize_t)len;
 }
 

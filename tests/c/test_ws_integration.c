@@ -529,6 +529,25 @@ static void auth_endpoint_asks_the_host_and_signs_its_answer(void **st) {
   vx_free(ev);
 }
 
+/* Open an event stream on /events, read its connected message, return it with the
+ * connection id in `id` (33 bytes) and the read buffer emptied. */
+static tws *open_sse(int port, char *id) {
+  tws *s = calloc(1, sizeof *s);
+  s->fd = tcp_connect(port);
+  const char get[] = "GET /events HTTP/1.1\r\nHost: x\r\n\r\n";
+  assert_int_equal(send_all(s->fd, get, sizeof get - 1), 0);
+  assert_int_equal(tws_http_status(s, 3000), 200);
+  while (!memmem(s->buf, s->len, "\"}}\n\n", 5))
+    assert_true(tws_fill(s, 3000) > 0);
+  s->buf[s->len] = 0;
+  char *p = strstr((char *)s->buf, "\"connectionId\":\"");
+  assert_non_null(p);
+  memcpy(id, p + 16, 32);
+  id[32] = 0;
+  s->len = 0;
+  return s;
+}
+
 static void sse_subscribe_asks_the_authorizer_and_takes_its_member(void **st) {
   (void)st;
   vx_options o;
@@ -540,19 +559,8 @@ static void sse_subscribe_asks_the_authorizer_and_takes_its_member(void **st) {
   assert_int_equal(vx_new(&ev, &o), 0);
   int port;
   assert_int_equal(vx_listen(ev, "127.0.0.1", 0, &port), 0);
-  tws *s = calloc(1, sizeof *s);
-  s->fd = tcp_connect(port);
-  const char get[] = "GET /events HTTP/1.1\r\nHost: x\r\n\r\n";
-  assert_int_equal(send_all(s->fd, get, sizeof get - 1), 0);
-  assert_int_equal(tws_http_status(s, 3000), 200);
-  while (!memmem(s->buf, s->len, "\"}}\n\n", 5))
-    assert_true(tws_fill(s, 3000) > 0);
-  s->buf[s->len] = 0;
-  char *p = strstr((char *)s->buf, "\"connectionId\":\"");
-  assert_non_null(p);
   char id[33];
-  memcpy(id, p + 16, 32);
-  id[32] = 0;
+  tws *s = open_sse(port, id);
   char resp[2048], body[256];
   snprintf(body, sizeof body, "{\"connectionId\":\"%s\",\"channel\":\"presence-room\","
                               "\"member\":{\"id\":\"forged\"}}", id);
@@ -595,18 +603,8 @@ static void host_subscribes_an_sse_stream_directly(void **st) {
   assert_int_equal(vx_new(&ev, &o), 0);
   int port;
   assert_int_equal(vx_listen(ev, "127.0.0.1", 0, &port), 0);
-  tws *s = calloc(1, sizeof *s);
-  s->fd = tcp_connect(port);
-  const char get[] = "GET /events HTTP/1.1\r\nHost: x\r\n\r\n";
-  assert_int_equal(send_all(s->fd, get, sizeof get - 1), 0);
-  assert_int_equal(tws_http_status(s, 3000), 200);
-  while (!memmem(s->buf, s->len, "\"}}\n\n", 5))
-    assert_true(tws_fill(s, 3000) > 0);
-  s->buf[s->len] = 0;
   char id[33];
-  memcpy(id, strstr((char *)s->buf, "\"connectionId\":\"") + 16, 32);
-  id[32] = 0;
-  s->len = 0;
+  tws *s = open_sse(port, id);
 
   assert_int_equal(vx_sse_subscribe(ev, id, "presence-x", "{\"id\":7,\"info\":{\"n\":\"seven\"}}",
                                     status_cb, &q), 0);

@@ -133,3 +133,18 @@ test('sigterm_during_a_redis_outage_still_exits_0_promptly', T, async () => {
   assert.equal(exit.code, 0);
   assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
 });
+
+test('event_names_needing_escapes_cross_instances_intact', T, async () => {
+  const redis = await startRedis();
+  const servers = await cluster(2, redis);
+  try {
+    const ch = `names.${nonce()}`;
+    const b = await connect(servers[1]);
+    await b.subscribe(ch);
+    const name = 'quote" back\\slash\nline\ttab é 😀';
+    await publish(servers[0], { channel: ch, event: name, data: { ok: true } });
+    assert.deepEqual(await b.next(isEvent(ch, name)), { type: 'event', channel: ch, event: name, data: { ok: true } });
+  } finally {
+    await stopAll(servers, redis);
+  }
+});

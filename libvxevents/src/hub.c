@@ -38,8 +38,7 @@ static void channel_drop_if_empty(vx_events *ev, vx_channel *ch) {
 
 /* Queue one frame to every subscriber of `ch` but `skip`. Never closes anything itself
  * (slow consumers are only marked), so callers may hold channel pointers across it. */
-static void channel_send(vx_channel *ch, vx_buf *b, vx_conn *skip, const char *event,
-                         size_t elen, uint64_t seq) {
+static void channel_send(vx_channel *ch, vx_buf *b, vx_conn *skip, uint64_t seq) {
   vx_buf *sse = NULL; /* built on the first SSE recipient, shared by the others */
   vx_buf *z = NULL;   /* compressed, built on the first permessage-deflate recipient */
   bool z_tried = b->len < VX_DEFLATE_MIN;
@@ -48,7 +47,7 @@ static void channel_send(vx_channel *ch, vx_buf *b, vx_conn *skip, const char *e
     if (c == skip)
       continue;
     if (c->state == VXC_SSE) {
-      if (!sse && !(sse = vx__sse_from_frame(b, event, elen, seq, c->ev->sse_tag)))
+      if (!sse && !(sse = vx__sse_from_frame(b, seq, c->ev->sse_tag)))
         continue;
       vx__conn_send(c, sse);
     } else if (c->deflate) {
@@ -69,7 +68,7 @@ static void member_event(vx_channel *ch, const char *event, vx_member *m, vx_con
   vx_buf *b = vx__envelope_frame(ch->name, ch->name_len, event, strlen(event), m->json,
                                  m->json_len);
   if (b) {
-    channel_send(ch, b, skip, event, strlen(event), 0);
+    channel_send(ch, b, skip, 0);
     vx__buf_unref(b);
   }
 }
@@ -414,9 +413,9 @@ int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *le
       return VX_ENOMEM;
     uint64_t seq = ++ev->sse_seq;
     if (history)
-      vx__sse_remember(ev, channels[k], lens[k], event, elen, b, seq);
+      vx__sse_remember(ev, channels[k], lens[k], b, seq);
     if (ch)
-      channel_send(ch, b, skip, event, elen, seq);
+      channel_send(ch, b, skip, seq);
     vx__buf_unref(b);
     /* Slow consumers found in this walk are closed now, before any other walk. */
     vx__conn_process_doomed(ev);

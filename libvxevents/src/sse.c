@@ -1,6 +1,8 @@
 /* Server-Sent Events: GET {sse_path} streams the same JSON messages as the WebSocket
- * transport, each as "event: <name>\ndata: <json>\n\n" (channel events carry an "id:"
- * line too). Subscriptions arrive over separate POST requests naming the stream's
+ * transport, each as "event: <type>\ndata: <json>\n\n" where <type> is the message's own
+ * "type" (event, subscription_succeeded, ...), never the application's event name: a client
+ * listens for 'event' and switches on message.event as it would on WebSocket, and can see
+ * every channel event without knowing their names. Channel events carry an "id:" line too. Subscriptions arrive over separate POST requests naming the stream's
  * connectionId. A broadcast's SSE bytes are built once, on its first SSE recipient. */
 #include "vx_int.h"
 
@@ -9,14 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* "id: N\n" "event: E\n" "data: <json, one data: line per line>\n\n" */
-static vx_buf *sse_build(const char *event, size_t elen, const char *json, size_t n,
-                         uint64_t seq, const char *tag) {
-  /* An event name with a line break cannot go on the event: line. */
-  if (memchr(event, '\n', elen) || memchr(event, '\r', elen)) {
-    event = "event";
-    elen = 5;
-  }
+/* "id: N\n" "event: T\n" "data: <json, one data: line per line>\n\n". `type` is one of the
+ * core's own message types (no line breaks). */
+static vx_buf *sse_build(const char *type, const char *json, size_t n, uint64_t seq,
+                         const char *tag) {
+  size_t elen = strlen(type);
   size_t lines = 0;
   for (size_t i = 0; i < n; i++)
     lines += json[i] == '\n';
@@ -31,7 +30,7 @@ static vx_buf *sse_build(const char *event, size_t elen, const char *json, size_
   d += il;
   memcpy(d, "event: ", 7);
   d += 7;
-  memcpy(d, event, elen);
+  memcpy(d, type, elen);
   d += elen;
   memcpy(d, "\ndata: ", 7);
   d += 7;
@@ -51,11 +50,10 @@ static vx_buf *sse_build(const char *event, size_t elen, const char *json, size_
   return b;
 }
 
-vx_buf *vx__sse_from_frame(const vx_buf *frame, const char *event, size_t elen, uint64_t seq,
-                           const char *tag) {
+vx_buf *vx__sse_from_frame(const vx_buf *frame, uint64_t seq, const char *tag) {
   uint8_t l7 = (uint8_t)frame->data[1] & 0x7F;
   size_t hl = l7 == 126 ? 4 : l7 == 127 ? 10 : 2;
-  return sse_build(event, elen, frame->data + hl, frame->len - hl, seq, tag);
+  return sse_build("event", frame->data + hl, frame->len - hl, seq, tag);
 }
 
 /* ---- resume: recent broadcasts, replayed to a stream that reconnects with Last-Event-ID ----
@@ -65,8 +63,8 @@ vx_buf *vx__sse_from_frame(const vx_buf *frame, const char *event, size_t elen, 
 typedef struct vx_hist {
   uint64_t seq;
   vx_buf *frame;
-  char *channel; /* channel NUL event NUL, one allocation */
-  size_t clen, elen;
+  char *channel; /* NUL-terminated */
+  size_t clen;
 } vx_hist;
 
 #define HIST_MAX_BYTES (4u * 1024 * 1024)
@@ -74,36 +72,33 @@ typedef struct vx_hist {
 static void hist_drop_oldest(vx_events *ev) {
   uint32_t cap = ev->opts.sse_history;
   vx_hist *h = &ev->hist[ev->hist_head];
-  ev->hist_bytes -= h->frame->len + h->clen + h->elen;
+  ev->hist_bytes -= h->frame->len + h->clen;
   vx__buf_unref(h->frame);
   free(h->channel);
   ev->hist_head = (ev->hist_head + 1) % cap;
   ev->hist_len--;
 }
 
-void vx__sse_remember(vx_events *ev, const char *channel, size_t clen, const char *event,
-                      size_t elen, vx_buf *frame, uint64_t seq) {
+void vx__sse_remember(vx_events *ev, const char *channel, size_t clen, vx_buf *frame,
+                      uint64_t seq) {
   uint32_t cap = ev->opts.sse_history;
   if (!ev->hist && !(ev->hist = calloc(cap, sizeof *ev->hist)))
     return;
-  char *names = malloc(clen + elen + 2);
-  if (!names)
+  char *name = malloc(clen + 1);
+  if (!name)
     return;
-  memcpy(names, channel, clen);
-  names[clen] = 0;
-  memcpy(names + clen + 1, event, elen);
-  names[clen + 1 + elen] = 0;
+  memcpy(name, channel, clen);
+  name[clen] = 0;
   while (ev->hist_len && (ev->hist_len == cap ||
-                          ev->hist_bytes + frame->len + clen + elen > HIST_MAX_BYTES))
+                          ev->hist_bytes + frame->len + clen > HIST_MAX_BYTES))
     hist_drop_oldest(ev);
   vx_hist *h = &ev->hist[(ev->hist_head + ev->hist_len) % cap];
   h->seq = seq;
   h->frame = vx__buf_ref(frame);
-  h->channel = names;
+  h->channel = name;
   h->clen = clen;
-  h->elen = elen;
   ev->hist_len++;
-  ev->hist_bytes += frame->len + clen + elen;
+  ev->hist_bytes += frame->len + clen;
 }
 
 void vx__sse_history_free(vx_events *ev) {
@@ -132,8 +127,7 @@ static void resume(vx_conn *c, const char *last_id) {
     vx_hist *h = &ev->hist[(ev->hist_head + i) % cap];
     if (h->seq <= after || !vx__hub_is_subscribed(c, h->channel, h->clen))
       continue;
-    vx_buf *b = vx__sse_from_frame(h->frame, h->channel + h->clen + 1, h->elen, h->seq,
-                                   ev->sse_tag);
+    vx_buf *b = vx__sse_from_frame(h->frame, h->seq, ev->sse_tag);
     if (b) {
       vx__conn_send_owned(c, b);
       replayed++;
@@ -145,10 +139,10 @@ static void resume(vx_conn *c, const char *last_id) {
   vx__sse_send_json(c, "resumed", msg, (size_t)n);
 }
 
-void vx__sse_send_json(vx_conn *c, const char *event, const char *json, size_t n) {
+void vx__sse_send_json(vx_conn *c, const char *type, const char *json, size_t n) {
   if (c->closed || c->state != VXC_SSE)
     return;
-  vx_buf *b = sse_build(event, strlen(event), json, n, 0, "");
+  vx_buf *b = sse_build(type, json, n, 0, "");
   if (b)
     vx__conn_send_owned(c, b);
 }
@@ -265,7 +259,7 @@ void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id) {
                "{\"type\":\"event\",\"event\":\"connected\",\"data\":{\"connectionId\":\"%s\","
                "\"socketId\":\"%s\"}}",
                c->id, c->id);
-  vx__sse_send_json(c, "connected", msg, (size_t)n);
+  vx__sse_send_json(c, "event", msg, (size_t)n);
   if (ev->opts.on_connect)
     ev->opts.on_connect(c->id, ev->opts.hook_data);
   char qlast[64] = "";

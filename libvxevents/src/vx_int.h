@@ -402,14 +402,14 @@ void vx__deflate_free(vx_events *ev);
 
 /* sse.c */
 void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id);
-/* SSE bytes of a WebSocket text frame built by vx__envelope_frame/vx__frame_text: the
- * same JSON under "event: <name>" (and "id: <seq>" when seq is non-zero). */
-vx_buf *vx__sse_from_frame(const vx_buf *frame, const char *event, size_t elen, uint64_t seq,
-                           const char *tag);
-void vx__sse_remember(vx_events *ev, const char *channel, size_t clen, const char *event,
-                      size_t elen, vx_buf *frame, uint64_t seq);
+/* SSE bytes of an event frame built by vx__envelope_frame: the same JSON under
+ * "event: event" (and "id: <tag>-<seq>" when seq is non-zero). */
+vx_buf *vx__sse_from_frame(const vx_buf *frame, uint64_t seq, const char *tag);
+void vx__sse_remember(vx_events *ev, const char *channel, size_t clen, vx_buf *frame,
+                      uint64_t seq);
 void vx__sse_history_free(vx_events *ev);
-void vx__sse_send_json(vx_conn *c, const char *event, const char *json, size_t n);
+/* Send one JSON message; `type` is its "type" (the SSE event: field). */
+void vx__sse_send_json(vx_conn *c, const char *type, const char *json, size_t n);
 void vx__sse_heartbeat_all(vx_events *ev);
 const char *vx__sse_subscribe(vx_conn *c, const char *name, size_t n, const char *member);
 

@@ -5,23 +5,27 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { test } from 'node:test';
 import { EventSource } from 'eventsource';
-import { connect, health, isEvent, ms, nonce, publish, waitFor, withServer } from './helpers.mjs';
+import { connect, health, isEvent, ms, nonce, publish, waitFor, withServer, withTimeout } from './helpers.mjs';
 
 const T = { timeout: 30000 };
 
+// The SSE event: field is the message's type (DESIGN §5), as a client written for
+// @veloxts/events expects: it listens for 'event' and switches on message.event. Every item
+// keeps that field (`type`) and, for channel events, the application's name as `name`.
+const SSE_TYPES = ['event', 'subscription_succeeded', 'subscription_error', 'resumed'];
 function openStream(srv, query = '') {
   const es = new EventSource(`http://127.0.0.1:${srv.port}/events${query}`);
   const got = [];
   const waiters = [];
-  const push = (name) => (e) => {
-    const item = { name, id: e.lastEventId, data: JSON.parse(e.data) };
+  es.mismatches = [];
+  const push = (type) => (e) => {
+    const data = JSON.parse(e.data);
+    if (data.type !== type) es.mismatches.push({ field: type, data });
+    const item = { type, name: type === 'event' ? data.event : type, id: e.lastEventId, data };
     got.push(item);
     for (const w of [...waiters]) if (w.pred(item)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(item); }
   };
-  for (const n of ['connected', 'subscription_succeeded', 'subscription_error', 'member_added', 'member_removed']) {
-    es.addEventListener(n, push(n));
-  }
-  es.listen = (name) => es.addEventListener(name, push(name));
+  for (const t of SSE_TYPES) es.addEventListener(t, push(t));
   es.got = got;
   es.next = (pred, timeout = ms(3000)) => {
     const have = got.find(pred);
@@ -53,12 +57,12 @@ test('sse_stream_connects_subscribes_and_receives_events_with_ids', T, async () 
       assert.equal(r.status, 200);
       assert.deepEqual(await r.json(), { success: true });
       await es.next((m) => m.name === 'subscription_succeeded' && m.data.channel === ch);
-      es.listen('order.created');
       await publish(srv, { channel: ch, event: 'order.created', data: { orderId: 7, note: 'a\nb' } });
       await publish(srv, { channel: ch, event: 'order.created', data: { orderId: 8 } });
       const e1 = await es.next((m) => m.name === 'order.created' && m.data.data.orderId === 7);
       const e2 = await es.next((m) => m.name === 'order.created' && m.data.data.orderId === 8);
       assert.deepEqual(e1.data, { type: 'event', channel: ch, event: 'order.created', data: { orderId: 7, note: 'a\nb' } });
+      assert.equal(e1.type, 'event');
       const [tag1, seq1] = e1.id.split('-');
       const [tag2, seq2] = e2.id.split('-');
       assert.match(tag1, /^[0-9a-f]{8}$/);
@@ -84,11 +88,11 @@ test('sse_query_channels_subscribe_at_once_and_ws_and_sse_get_the_same_broadcast
       await es.next((m) => m.name === 'subscription_succeeded' && m.data.channel === ch);
       await es.next((m) => m.name === 'subscription_error' && m.data.channel === 'private-no');
       await ws.subscribe(ch);
-      es.listen('tick');
       await publish(srv, { channel: ch, event: 'tick', data: [1, 'two', null] });
       const viaSse = await es.next((m) => m.name === 'tick');
       const viaWs = await ws.next(isEvent(ch, 'tick'));
       assert.deepEqual(viaSse.data, viaWs);
+      assert.deepEqual(es.mismatches, []);
     } finally {
       es.close();
     }
@@ -146,7 +150,7 @@ test('sse_headers_retry_value_and_heartbeat_are_sent', T, async () => {
       assert.match(head, /\r\nContent-Type: text\/event-stream/i);
       assert.match(head, /\r\nCache-Control: no-cache/i);
       assert.match(head, /\r\nX-Accel-Buffering: no/i);
-      assert.ok(body.startsWith('retry: 1234\n\nevent: connected\ndata: {'), JSON.stringify(body.slice(0, 80)));
+      assert.ok(body.startsWith('retry: 1234\n\nevent: event\ndata: {"type":"event","event":"connected"'), JSON.stringify(body.slice(0, 80)));
     } finally {
       sock.destroy();
     }
@@ -172,8 +176,9 @@ test('five_hundred_concurrent_streams_each_receive_one_broadcast', { timeout: 60
       for (let i = 0; i < 500; i++) socks.push(await rawStream(srv.port, `/events?channels=${ch}`));
       await waitFor(async () => socks.filter((s) => s.text.includes('subscription_succeeded')).length, (n) => n === 500, ms(10000), '500 subscriptions');
       await publish(srv, { channel: ch, event: 'all', data: { n: 1 } });
-      await waitFor(async () => socks.filter((s) => s.text.includes('event: all\n')).length, (n) => n === 500, ms(10000), '500 deliveries');
-      for (const s of socks) assert.equal(s.text.split('event: all\n').length - 1, 1);
+      const all = '"event":"all"';
+      await waitFor(async () => socks.filter((s) => s.text.includes(all)).length, (n) => n === 500, ms(10000), '500 deliveries');
+      for (const s of socks) assert.equal(s.text.split(all).length - 1, 1);
     } finally {
       for (const s of socks) s.destroy();
     }
@@ -184,7 +189,7 @@ test('sse_streams_end_cleanly_on_shutdown', T, async () => {
   const { startServer } = await import('./helpers.mjs');
   const srv = await startServer();
   const sock = await rawStream(srv.port, '/events');
-  await waitFor(async () => sock.text, (t) => t.includes('event: connected'), ms(3000), 'connected');
+  await waitFor(async () => sock.text, (t) => t.includes('"event":"connected"'), ms(3000), 'connected');
   const ended = new Promise((r) => sock.on('close', r));
   const exit = await srv.stop();
   await ended;
@@ -198,7 +203,12 @@ function readEvents(sock) {
     const id = /^id: (.*)$/m.exec(block);
     const ev = /^event: (.*)$/m.exec(block);
     const data = /^data: (.*)$/m.exec(block);
-    if (ev && data) out.push({ id: id && id[1], event: ev[1], data: JSON.parse(data[1]) });
+    if (!ev || !data) continue;
+    const msg = JSON.parse(data[1]);
+    // The event: field must be the message's type; `event` here is the application's
+    // name for channel events and the type otherwise.
+    assert.equal(ev[1], msg.type, `event: field of ${data[1]}`);
+    out.push({ id: id && id[1], event: msg.type === 'event' ? msg.event : msg.type, data: msg });
   }
   return out;
 }
@@ -279,8 +289,6 @@ test('eventsource_reconnects_by_itself_and_misses_nothing', T, async () => {
     const es = openStream({ port: r.port }, `?channels=${ch}`);
     try {
       await es.next((m) => m.name === 'subscription_succeeded' && m.data.channel === ch);
-      es.listen('n');
-      es.listen('resumed');
       await publish(srv, { channel: ch, event: 'n', data: 1 });
       await es.next((m) => m.name === 'n' && m.data.data === 1);
       r.cut();
@@ -295,6 +303,7 @@ test('eventsource_reconnects_by_itself_and_misses_nothing', T, async () => {
       await publish(srv, { channel: ch, event: 'n', data: 4 });
       await es.next((m) => m.name === 'n' && m.data.data === 4);
       assert.equal(es.got.filter((m) => m.name === 'n').length, 0, `duplicates: ${JSON.stringify(es.got)}`);
+      assert.deepEqual(es.mismatches, []);
     } finally {
       es.close();
       r.close();
@@ -320,6 +329,48 @@ test('resume_beyond_the_history_says_it_did_not_recover', T, async () => {
       assert.deepEqual(evs.find((x) => x.event === 'resumed').data, { type: 'resumed', recovered: false, replayed: 2 });
     } finally {
       s2.destroy();
+    }
+  });
+});
+
+// A client written for @veloxts/events: one listener for 'event', a switch on message.event.
+// It must see its connectionId and every channel event without knowing their names, and no
+// SSE message may be named after an application event.
+test('sse_event_field_is_the_message_type_so_one_listener_sees_every_event', T, async () => {
+  await withServer(async (srv) => {
+    const ch = `typed.${nonce()}`;
+    const es = new EventSource(`http://127.0.0.1:${srv.port}/events`);
+    const seen = [];
+    let connectionId;
+    const connected = new Promise((resolve) => {
+      es.addEventListener('event', (e) => {
+        const m = JSON.parse(e.data);
+        switch (m.event) {
+          case 'connected': connectionId = m.data.connectionId; resolve(); break;
+          default: seen.push({ id: e.lastEventId, m });
+        }
+      });
+    });
+    const acked = new Promise((resolve) => es.addEventListener('subscription_succeeded', (e) => resolve(JSON.parse(e.data))));
+    const appNamed = [];
+    for (const name of ['connected', 'order.created', 'order.shipped']) es.addEventListener(name, () => appNamed.push(name));
+    try {
+      await withTimeout(connected, ms(3000), 'connected via the event listener');
+      assert.match(connectionId, /^[0-9a-f]{32}$/);
+      const r = await post(srv, 'subscribe', { connectionId, channel: ch });
+      assert.equal(r.status, 200);
+      assert.deepEqual(await withTimeout(acked, ms(3000), 'subscription_succeeded'), { type: 'subscription_succeeded', channel: ch });
+      await publish(srv, { channel: ch, event: 'order.created', data: { n: 1 } });
+      await publish(srv, { channel: ch, event: 'order.shipped', data: { n: 2 } });
+      await waitFor(async () => seen.length, (n) => n === 2, ms(3000), 'two channel events');
+      assert.deepEqual(seen.map((s) => s.m), [
+        { type: 'event', channel: ch, event: 'order.created', data: { n: 1 } },
+        { type: 'event', channel: ch, event: 'order.shipped', data: { n: 2 } },
+      ]);
+      assert.ok(seen.every((s) => /^[0-9a-f]{8}-\d+$/.test(s.id)), JSON.stringify(seen));
+      assert.deepEqual(appNamed, []);
+    } finally {
+      es.close();
     }
   });
 });

@@ -15,7 +15,9 @@ from conftest import SECRET, post_json
 
 class SSEClient:
     """A minimal EventSource over http.client: a reader thread parses the stream into
-    (event, data) pairs."""
+    (name, message) pairs. The SSE event: field must be the message's type; `name` is the
+    application's event name for channel events and the type otherwise. A message whose
+    event: field is not its type arrives as ("MISMATCH", ...), failing the test."""
 
     def __init__(self, port: int, target: str = "/events") -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -37,7 +39,12 @@ class SSEClient:
                 line = raw.decode().rstrip("\r\n")
                 if line == "":
                     if data:
-                        self.events.put((name or "message", json.loads("\n".join(data))))
+                        msg = json.loads("\n".join(data))
+                        field = name or "message"
+                        if field != msg.get("type"):
+                            self.events.put(("MISMATCH", {"field": field, "message": msg}))
+                        else:
+                            self.events.put((msg["event"] if field == "event" else field, msg))
                     name, data = None, []
                 elif line.startswith("event:"):
                     name = line[6:].strip()

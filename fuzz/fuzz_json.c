@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
     for (size_t i = 0; i < k && i < 8; i++)
       if (!vx__json_valid(items[i], lens[i]))
         abort();
-    vx_buf *b = vx__envelope_frame("c", 1, "e", 1, p, n);
+    vx_buf *b = vx__envelope_frame("c", 1, "e", 1, p, n, NULL, 0);
     if (b) {
       size_t hl = ((uint8_t)b->data[1] & 0x7F) == 126 ? 4 : ((uint8_t)b->data[1] & 0x7F) == 127 ? 10 : 2;
       if (!vx__json_valid(b->data + hl, b->len - hl))
@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
   /* Event names: any UTF-8 up to 200 bytes must escape into valid JSON. */
   size_t en = n < 200 ? n : 200;
   if (en && vx__utf8_valid(p, en)) {
-    vx_buf *b = vx__envelope_frame("c", 1, p, en, "null", 4);
+    vx_buf *b = vx__envelope_frame("c", 1, p, en, "null", 4, NULL, 0);
     if (b) {
       size_t hl = ((uint8_t)b->data[1] & 0x7F) == 126 ? 4 : 2;
       if (!vx__json_valid(b->data + hl, b->len - hl))

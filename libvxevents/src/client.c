@@ -164,6 +164,13 @@ static void on_client_event(vx_conn *c, const cJSON *msg, const char *raw, size_
     send_error(c, "event must be a string of 1 to 200 bytes");
     return;
   }
+  /* Presence identity and subscription state come only from the server: a client event
+   * may not look like one of its messages. */
+  if (vx__event_reserved(evn->valuestring, el)) {
+    send_error(c, "client events may not use a reserved event name (connected, "
+                  "member_added, member_removed, resumed, subscription_*, vx:*)");
+    return;
+  }
   if (vx__channel_kind(name, n) == VX_CH_PUBLIC ||
       !vx__hub_is_subscribed(c, name, n)) {
     send_error(c, "client events are only allowed on private and presence channels the "
@@ -194,9 +201,7 @@ static void on_client_event(vx_conn *c, const cJSON *msg, const char *raw, size_
   const char *data = "null";
   size_t dl = 4;
   vx__json_field(raw, rawlen, "data", &data, &dl);
-  const char *names[1] = {name};
-  size_t lens[1] = {n};
-  vx__hub_broadcast(ev, names, lens, 1, evn->valuestring, el, data, dl, c->id);
+  vx__hub_client_event(c, name, n, evn->valuestring, el, data, dl);
   if (ev->opts.on_client_event) {
     char *d = malloc(dl + 1);
     if (d) {

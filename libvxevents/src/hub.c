@@ -66,7 +66,7 @@ static void channel_send(vx_channel *ch, vx_buf *b, vx_conn *skip, uint64_t seq)
 
 static void member_event(vx_channel *ch, const char *event, vx_member *m, vx_conn *skip) {
   vx_buf *b = vx__envelope_frame(ch->name, ch->name_len, event, strlen(event), m->json,
-                                 m->json_len);
+                                 m->json_len, NULL, 0);
   if (b) {
     channel_send(ch, b, skip, 0);
     vx__buf_unref(b);
@@ -383,21 +383,68 @@ void vx__hub_flush_acks(vx_events *ev, vx_channel *ch) {
   }
 }
 
-int vx__hub_broadcast(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
-                      const char *event, size_t elen, const char *data, size_t dlen,
-                      const char *except) {
-  int rc = vx__hub_deliver(ev, channels, lens, n, event, elen, data, dlen, except);
+/* What the server adds to a client event's envelope: ,"client":true[,"user_id":<id>]. */
+static size_t client_extra(char *out, const char *uid, size_t uidlen) {
+  static const char CL[] = ",\"client\":true", UID[] = ",\"user_id\":";
+  size_t n = sizeof CL - 1;
+  memcpy(out, CL, n);
+  if (uid) {
+    memcpy(out + n, UID, sizeof UID - 1);
+    n += sizeof UID - 1;
+    memcpy(out + n, uid, uidlen);
+    n += uidlen;
+  }
+  return n;
+}
+
+static int publish(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
+                   const char *event, size_t elen, const char *data, size_t dlen, bool client,
+                   const char *uid, size_t uidlen, const char *except) {
+  char extra[32 + 256];
+  size_t xlen = client ? client_extra(extra, uid, uidlen) : 0;
+  int rc = vx__hub_deliver(ev, channels, lens, n, event, elen, data, dlen, extra, xlen, except);
   for (size_t k = 0; k < n && ev->redis; k++) {
-    int r = vx__redis_publish(ev, channels[k], lens[k], event, elen, data, dlen, except);
+    int r = vx__redis_publish(ev, channels[k], lens[k], event, elen, data, dlen, client, uid,
+                              uidlen, except);
     if (r && !rc)
       rc = r;
   }
   return rc;
 }
 
+int vx__hub_broadcast(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
+                      const char *event, size_t elen, const char *data, size_t dlen,
+                      const char *except) {
+  return publish(ev, channels, lens, n, event, elen, data, dlen, false, NULL, 0, except);
+}
+
+int vx__hub_client_event(vx_conn *c, const char *name, size_t n, const char *event,
+                         size_t elen, const char *data, size_t dlen) {
+  const char *uid = NULL;
+  size_t uidlen = 0;
+  for (uint32_t i = 0; i < c->nsubs; i++) {
+    vx_sub *s = c->subs[i];
+    if (s->ch->name_len == n && memcmp(s->ch->name, name, n) == 0 && s->member) {
+      uid = s->member->id; /* at most 256 bytes (vx__member_parse) */
+      uidlen = s->member->id_len;
+    }
+  }
+  const char *names[1] = {name};
+  size_t lens[1] = {n};
+  return publish(c->ev, names, lens, 1, event, elen, data, dlen, true, uid, uidlen, c->id);
+}
+
+bool vx__event_reserved(const char *e, size_t n) {
+  static const char *const exact[] = {"connected", "member_added", "member_removed", "resumed"};
+  for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+    if (n == strlen(exact[i]) && memcmp(e, exact[i], n) == 0)
+      return true;
+  return (n >= 13 && memcmp(e, "subscription_", 13) == 0) || (n >= 3 && memcmp(e, "vx:", 3) == 0);
+}
+
 int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                     const char *event, size_t elen, const char *data, size_t dlen,
-                    const char *except) {
+                    const char *extra, size_t xlen, const char *except) {
   vx_conn *skip = NULL;
   if (except && strlen(except) == VX_SOCKET_ID_LEN)
     skip = vx__map_get(&ev->sockets, except, VX_SOCKET_ID_LEN);
@@ -408,7 +455,7 @@ int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *le
       continue;
     /* With SSE history on, a broadcast is remembered even when nobody listens right now:
      * the stream that missed it may be reconnecting. */
-    vx_buf *b = vx__envelope_frame(channels[k], lens[k], event, elen, data, dlen);
+    vx_buf *b = vx__envelope_frame(channels[k], lens[k], event, elen, data, dlen, extra, xlen);
     if (!b)
       return VX_ENOMEM;
     uint64_t seq = ++ev->sse_seq;

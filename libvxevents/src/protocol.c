@@ -457,11 +457,11 @@ vx_buf *vx__frame_text(const char *payload, size_t n) {
 #define ENV_D "}"
 
 vx_buf *vx__envelope_frame(const char *channel, size_t clen, const char *event, size_t elen,
-                           const char *data, size_t dlen) {
+                           const char *data, size_t dlen, const char *extra, size_t xlen) {
   /* Channel names are restricted to characters that need no escaping. */
   size_t eel = vx__json_escaped_len(event, elen);
   size_t plen = sizeof ENV_A - 1 + clen + sizeof ENV_B - 1 + eel + sizeof ENV_C - 1 + dlen +
-                sizeof ENV_D - 1;
+                xlen + sizeof ENV_D - 1;
   uint8_t hdr[10];
   size_t hl = vx__frame_header(hdr, 0x1, plen);
   vx_buf *b = vx__buf_new(hl + plen);
@@ -481,6 +481,9 @@ vx_buf *vx__envelope_frame(const char *channel, size_t clen, const char *event, 
   d += sizeof ENV_C - 1;
   memcpy(d, data, dlen);
   d += dlen;
+  if (xlen)
+    memcpy(d, extra, xlen);
+  d += xlen;
   memcpy(d, ENV_D, sizeof ENV_D - 1);
   return b;
 }

@@ -329,9 +329,11 @@ static int backlog_push(vx_redis *r, const char *key, size_t klen, const char *p
 }
 
 /* Publish one broadcast for the other instances:
- * {"o":"<origin>","x":"<except>"|null,"e":"<event>","d":<data>} */
+ * {"o":"<origin>","x":"<except>"|null,"e":"<event>","d":<data>[,"c":{["u":<user id>]}]}
+ * where "c" marks a client event (and carries its sender's presence id). */
 int vx__redis_publish(vx_events *ev, const char *channel, size_t clen, const char *event,
-                      size_t elen, const char *data, size_t dlen, const char *except) {
+                      size_t elen, const char *data, size_t dlen, bool client,
+                      const char *user_id, size_t uidlen, const char *except) {
   vx_redis *r = ev->redis;
   if (!r || r->closing)
     return 0;
@@ -347,6 +349,14 @@ int vx__redis_publish(vx_events *ev, const char *channel, size_t clen, const cha
   vx__str_add_json_string(&s, event, elen);
   vx__str_addz(&s, ",\"d\":");
   vx__str_add(&s, data, dlen);
+  if (client) {
+    vx__str_addz(&s, ",\"c\":{");
+    if (user_id) {
+      vx__str_addz(&s, "\"u\":");
+      vx__str_add(&s, user_id, uidlen);
+    }
+    vx__str_addz(&s, "}");
+  }
   vx__str_addz(&s, "}");
   if (s.oom) {
     vx__str_free(&s);
@@ -446,11 +456,27 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv) {
      * unescapes them (one small parse per message received, not per recipient). */
     cJSON *ej = cJSON_ParseWithLength(e, el);
     cJSON *xj = x[0] == '"' ? cJSON_ParseWithLength(x, xl) : NULL;
+    /* A client event: the envelope gets "client":true and the sender's id, as at origin. */
+    const char *cv, *uv;
+    size_t cvl, uvl;
+    char extra[32 + 256];
+    size_t xlen = 0;
+    if (vx__json_field(p, pl, "c", &cv, &cvl) && cv[0] == '{') {
+      static const char CL[] = ",\"client\":true", UID[] = ",\"user_id\":";
+      memcpy(extra, CL, sizeof CL - 1);
+      xlen = sizeof CL - 1;
+      if (vx__json_field(cv, cvl, "u", &uv, &uvl) && uvl <= 256) {
+        memcpy(extra + xlen, UID, sizeof UID - 1);
+        xlen += sizeof UID - 1;
+        memcpy(extra + xlen, uv, uvl);
+        xlen += uvl;
+      }
+    }
     if (cJSON_IsString(ej)) {
       const char *names[1] = {ch->name};
       size_t lens[1] = {ch->name_len};
       vx__hub_deliver(r->ev, names, lens, 1, ej->valuestring, strlen(ej->valuestring), d, dl,
-                      cJSON_IsString(xj) ? xj->valuestring : NULL);
+                      extra, xlen, cJSON_IsString(xj) ? xj->valuestring : NULL);
     }
     cJSON_Delete(ej);
     cJSON_Delete(xj);

@@ -101,10 +101,12 @@ vx_buf *vx__frame_text(const char *payload, size_t n);
 /* Header bytes for a text frame of `n` payload bytes: returns header length (2, 4, 10). */
 size_t vx__frame_header(uint8_t *hdr, uint8_t opcode, uint64_t n);
 
-/* The event envelope {"type":"event","channel":..,"event":..,"data":..} framed for
- * WebSocket, built in one allocation. `data` must already be valid JSON. */
+/* The event envelope {"type":"event","channel":..,"event":..,"data":..<extra>} framed for
+ * WebSocket, built in one allocation. `data` must already be valid JSON; `extra` (may be
+ * empty) is spliced before the closing brace: the server-set members of client events,
+ * e.g. ,"client":true,"user_id":"u1". */
 vx_buf *vx__envelope_frame(const char *channel, size_t clen, const char *event, size_t elen,
-                           const char *data, size_t dlen);
+                           const char *data, size_t dlen, const char *extra, size_t xlen);
 
 /* ---- the instance and its connections ---- */
 
@@ -355,8 +357,11 @@ void vx__redis_stop(vx_events *ev);
 bool vx__redis_busy(vx_events *ev);
 void vx__redis_force(vx_events *ev);
 void vx__redis_free(vx_events *ev);
+/* `user_id` (raw JSON, may be NULL) and `client` mark a client event; see
+ * vx__hub_client_event. */
 int vx__redis_publish(vx_events *ev, const char *channel, size_t clen, const char *event,
-                      size_t elen, const char *data, size_t dlen, const char *except);
+                      size_t elen, const char *data, size_t dlen, bool client,
+                      const char *user_id, size_t uidlen, const char *except);
 bool vx__redis_channel_new(vx_events *ev, vx_channel *ch);
 void vx__redis_channel_gone(vx_events *ev, vx_channel *ch);
 void vx__redis_count(vx_events *ev, const char *name, size_t n, int delta);
@@ -374,7 +379,15 @@ void vx__hub_sub_reply(vx_conn *c, const char *channel, size_t clen, const char 
 void vx__hub_flush_acks(vx_events *ev, vx_channel *ch);
 int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                     const char *event, size_t elen, const char *data, size_t dlen,
-                    const char *except);
+                    const char *extra, size_t xlen, const char *except);
+/* A client event from `c` on channel `name` (already checked: subscribed, private/presence,
+ * not a reserved name): delivered everywhere but to the sender, marked "client":true and,
+ * on presence channels, with the sender's signed member id as "user_id". */
+int vx__hub_client_event(vx_conn *c, const char *name, size_t n, const char *event,
+                         size_t elen, const char *data, size_t dlen);
+/* Event names only the server may send (connected, member_added, member_removed, resumed,
+ * subscription_*, and the prefix "vx:" kept for future server events). */
+bool vx__event_reserved(const char *event, size_t elen);
 
 /* auth.c */
 bool vx__socket_id_valid(const char *id, size_t n);

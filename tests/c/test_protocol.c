@@ -138,7 +138,7 @@ static void frame_header_uses_the_shortest_length_encoding(void **st) {
 static void envelope_is_one_frame_with_the_documented_json(void **st) {
   (void)st;
   const char *data = "{\"orderId\":7}";
-  vx_buf *b = vx__envelope_frame("orders", 6, "order\"created", 13, data, strlen(data));
+  vx_buf *b = vx__envelope_frame("orders", 6, "order\"created", 13, data, strlen(data), NULL, 0);
   assert_non_null(b);
   const char *want =
       "{\"type\":\"event\",\"channel\":\"orders\",\"event\":\"order\\\"created\",\"data\":{\"orderId\":7}}";
@@ -162,7 +162,7 @@ static void envelope_frames_large_payloads_with_64bit_length(void **st) {
   data[0] = '"';
   memset(data + 1, 'x', n);
   data[n + 1] = '"';
-  vx_buf *b = vx__envelope_frame("c", 1, "e", 1, data, n + 2);
+  vx_buf *b = vx__envelope_frame("c", 1, "e", 1, data, n + 2, NULL, 0);
   assert_non_null(b);
   assert_int_equal((uint8_t)b->data[1], 127);
   uint64_t len = 0;

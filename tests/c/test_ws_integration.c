@@ -629,7 +629,7 @@ static void host_subscribes_an_sse_stream_directly(void **st) {
   while (!memmem(s->buf, s->len, "\n\n", 2))
     assert_true(tws_fill(s, 3000) > 0);
   s->buf[s->len] = 0;
-  assert_non_null(strstr((char *)s->buf, "event: hello\ndata: {\"type\":\"event\",\"channel\":\"presence-x\""));
+  assert_non_null(strstr((char *)s->buf, "event: event\ndata: {\"type\":\"event\",\"channel\":\"presence-x\",\"event\":\"hello\""));
   assert_int_equal(vx_sse_unsubscribe(ev, id, "presence-x", status_cb, &q), 0);
   uv_sem_wait(&q.sem);
   assert_int_equal(status_seen, 0);

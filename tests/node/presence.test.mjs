@@ -113,7 +113,7 @@ test('client_events_reach_others_not_sender_and_only_on_private_channels', T, as
       await c.subscribe(pub);
     }
     a.send({ type: 'message', channel: ch, event: 'typing', data: { text: 'héllo', n: [1, 2] } });
-    assert.deepEqual(await b.next(isEvent(ch, 'typing')), { type: 'event', channel: ch, event: 'typing', data: { text: 'héllo', n: [1, 2] } });
+    assert.deepEqual(await b.next(isEvent(ch, 'typing')), { type: 'event', channel: ch, event: 'typing', data: { text: 'héllo', n: [1, 2] }, client: true });
     await a.expectNone(isEvent(ch, 'typing'), 200, 'echo to the sender');
     await outsider.expectNone(isEvent(ch, 'typing'), 50, 'delivery to a non-subscriber');
 
@@ -157,5 +157,50 @@ test('server_broadcast_on_presence_channel_reaches_members', T, async () => {
     await join(a, ch, { id: 1, info: { n: 'one' } });
     await publish(srv, { channel: ch, event: 'headline', data: 'x' });
     await a.next(isEvent(ch, 'headline', 'x'));
+  });
+});
+
+// Presence identity comes from the server only: a subscriber must not be able to send
+// something that looks like the server's own member_added/member_removed/connected/
+// subscription_* (member lists are built from those), and a client event is marked on the
+// wire with the sender's signed member id.
+test('client_events_cannot_forge_server_events_and_carry_the_signed_sender', T, async () => {
+  await withAuthServer(async (srv) => {
+    const ch = `presence-room.${nonce()}`;
+    const a = await connect(srv, { label: 'mallory' });
+    const b = await connect(srv, { label: 'victim' });
+    await join(a, ch, { id: 'mallory', info: { n: 'M' } });
+    await join(b, ch, { id: 'bob', info: null });
+    await a.next(isEvent(ch, 'member_added')); // bob joined
+    const forged = ['member_added', 'member_removed', 'connected', 'subscription_succeeded', 'subscription_error', 'subscription_count', 'resumed', 'vx:offset'];
+    for (const event of forged) {
+      a.send({ type: 'message', channel: ch, event, data: { id: 'ceo', info: { n: 'The CEO' } } });
+      const err = await a.next((m) => m.type === 'error');
+      assert.match(err.error, /reserved event name/, event);
+    }
+    await a.barrier();
+    await b.barrier();
+    for (const event of forged) await b.expectNone(isEvent(ch, event), 20, `forged ${event}`);
+    // Near misses are ordinary client events, and every client event says who sent it.
+    a.send({ type: 'message', channel: ch, event: 'member_added_by_hand', data: { id: 'ceo' } });
+    assert.deepEqual(await b.next(isEvent(ch, 'member_added_by_hand')),
+      { type: 'event', channel: ch, event: 'member_added_by_hand', data: { id: 'ceo' }, client: true, user_id: 'mallory' });
+    // A server broadcast carries neither mark.
+    await publish(srv, { channel: ch, event: 'notice', data: 1 });
+    assert.deepEqual(await b.next(isEvent(ch, 'notice')), { type: 'event', channel: ch, event: 'notice', data: 1 });
+  });
+});
+
+test('numeric_member_ids_are_the_user_id_of_their_client_events', T, async () => {
+  await withAuthServer(async (srv) => {
+    const ch = `presence-num.${nonce()}`;
+    const a = await connect(srv);
+    const b = await connect(srv);
+    await join(a, ch, { id: 42, info: null });
+    await join(b, ch, { id: 7, info: null });
+    a.send({ type: 'message', channel: ch, event: 'wave', data: null });
+    const got = await b.next(isEvent(ch, 'wave'));
+    assert.equal(got.user_id, 42);
+    assert.equal(got.client, true);
   });
 });

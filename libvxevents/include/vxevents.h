@@ -141,10 +141,55 @@ typedef struct vx_options {
 /* Fill `opts` with the defaults listed above. Not thread-sensitive. */
 VX_EXTERN void vx_options_init(vx_options *opts);
 
+/* The options table: one entry per settable vx_options field (the hooks are not in it),
+ * the single source of the defaults, bounds, vxevents-server flags (--<flag>), environment
+ * variables, the Node and Python option names, and the help text. */
+enum {
+  VX_OPT_UINT = 1, /* uint32_t */
+  VX_OPT_SIZE,     /* size_t */
+  VX_OPT_BOOL,     /* int, 0 or 1 */
+  VX_OPT_LEVEL,    /* int, VX_LOG_ERROR..VX_LOG_DEBUG; "error".."debug" as text */
+  VX_OPT_STRING,   /* const char *; min/max bound the length */
+  VX_OPT_PATH,     /* const char *, an absolute URL path */
+  VX_OPT_SECRET,   /* const char *, at least min characters (VX_ESECRET below) */
+  VX_OPT_REDIS     /* const char *, a redis:// URL */
+};
+typedef struct vx_option_info {
+  const char *name;           /* the vx_options field, e.g. "ping_interval_ms" */
+  int type;                   /* VX_OPT_* */
+  uint64_t default_number;    /* numeric types */
+  const char *default_string; /* string types (NULL = none) */
+  uint64_t min, max;          /* bounds of the value, or of a string's length */
+  const char *flag;           /* vxevents-server flag without the dashes */
+  const char *env;            /* environment variable of vxevents-server */
+  const char *node;           /* Node option name, NULL when Node does not offer it */
+  const char *python;         /* Python option name, NULL when Python does not offer it */
+  const char *help;           /* one sentence */
+  size_t offset;              /* offsetof(vx_options, field) */
+} vx_option_info;
+
+/* The table (static storage); `*n` (may be NULL) receives its length. */
+VX_EXTERN const vx_option_info *vx_option_table(size_t *n);
+
+/* Set one option from text, as a flag, an environment variable or a binding gives it.
+ * `name` is any of the entry's names (field, flag, Node or Python name). Numbers are
+ * decimal; booleans 0/1/true/false/on/off; log levels error/warn/info/debug; an empty value
+ * restores the default (no API key, no secret, SSE and Redis off). A string value is
+ * borrowed: keep it alive until vx_new has copied it. On error, `err` (may be NULL)
+ * receives a message that names the option and the allowed values. Not thread-sensitive.
+ * Returns 0, VX_EINVAL (unknown option, bad value), VX_ESECRET (secret too short). */
+VX_EXTERN int vx_options_set(vx_options *opts, const char *name, const char *value, char *err,
+                             size_t errlen);
+
+/* Check every option against the table (what vx_new does first). On error `err` (may be
+ * NULL) receives a message naming the field that failed and why.
+ * Returns 0, VX_EINVAL, VX_ESECRET. */
+VX_EXTERN int vx_options_check(const vx_options *opts, char *err, size_t errlen);
+
 /* Create an instance and start its loop thread. Strings in `opts` are copied.
  * `opts` may be NULL for the defaults. On success `*out` is the new handle.
- * Returns 0, VX_EINVAL (bad option: path not starting with '/', zero limits),
- * VX_ENOMEM, VX_ETHREAD. */
+ * Returns 0, VX_EINVAL (an option out of its bounds: vx_options_check says which),
+ * VX_ESECRET, VX_ENOMEM, VX_ETHREAD. */
 VX_EXTERN int vx_new(vx_events **out, const vx_options *opts);
 
 /* Listen on host:port (port 0 picks a free one). Blocks the CALLING thread until the

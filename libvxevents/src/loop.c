@@ -9,25 +9,6 @@
 
 #include <openssl/crypto.h>
 
-void vx_options_init(vx_options *o) {
-  memset(o, 0, sizeof *o);
-  o->path = "/ws";
-  o->ping_interval_ms = 30000;
-  o->max_payload = 1024 * 1024;
-  o->max_send_queue = 1024 * 1024;
-  o->max_connections = 100000;
-  o->max_channels_per_conn = 100;
-  o->log_level = VX_LOG_WARN;
-  o->client_events_per_sec = 10;
-  o->max_member_size = 2048;
-  o->max_presence_members = 10000;
-  o->heartbeat_interval_ms = 15000;
-  o->retry_interval_ms = 3000;
-  o->redis_backlog_max = 16 * 1024 * 1024;
-  o->sse_history = 1000;
-  o->permessage_deflate = 1;
-}
-
 static char *concat(const char *a, const char *b) {
   char *d = malloc(strlen(a) + strlen(b) + 1);
   if (d) {
@@ -491,21 +472,9 @@ int vx_new(vx_events **out, const vx_options *opts) {
     o = *opts;
   else
     vx_options_init(&o);
-  if (!o.path || o.path[0] != '/' || strlen(o.path) > 200 || strpbrk(o.path, "?# ") ||
-      o.max_payload < 64 || o.max_send_queue < 1024 || o.max_connections == 0 ||
-      o.max_channels_per_conn == 0)
-    return VX_EINVAL;
-  if (o.auth_secret && strlen(o.auth_secret) < 32)
-    return VX_ESECRET;
-  if (o.max_member_size < 16 || o.max_presence_members == 0)
-    return VX_EINVAL;
-  if (o.redis_url && vx__redis_url_valid(o.redis_url) != 0)
-    return VX_EINVAL;
-  if (o.redis_prefix && (!*o.redis_prefix || strlen(o.redis_prefix) > 60))
-    return VX_EINVAL;
-  if (o.sse_path && (o.sse_path[0] != '/' || strlen(o.sse_path) > 200 ||
-                     strpbrk(o.sse_path, "?# ") || strcmp(o.sse_path, o.path) == 0))
-    return VX_EINVAL;
+  int bad = vx_options_check(&o, NULL, 0);
+  if (bad)
+    return bad;
   vx_events *ev = calloc(1, sizeof *ev);
   if (!ev)
     return VX_ENOMEM;

@@ -29,112 +29,62 @@ static void send_error(vx_conn *c, const char *msg) {
 }
 
 /* Private and presence subscriptions: the token must be this connection's signature of
- * this channel (and, for presence, of this exact channel_data). */
-static void on_subscribe_auth(vx_conn *c, const cJSON *msg, const char *raw, size_t rawlen,
-                              const char *name, size_t n, bool presence) {
+ * this channel (and, for presence, of this exact channel_data). Returns NULL when it is,
+ * or the reason for the subscription_error. */
+static const char *check_token(vx_conn *c, const cJSON *msg, const char *name, size_t n,
+                               bool presence, const cJSON **cd) {
   vx_events *ev = c->ev;
-  (void)raw;
-  (void)rawlen;
-  if (!ev->auth_secret) {
-    vx__hub_sub_reply(c, name, n,
-                      "private and presence channels are disabled: the server has no authSecret",
-                      NULL, 0);
-    return;
-  }
+  if (!ev->auth_secret)
+    return "private and presence channels are disabled: the server has no authSecret";
   const cJSON *auth = cJSON_GetObjectItemCaseSensitive(msg, "auth");
-  if (!cJSON_IsString(auth) || !*auth->valuestring) {
-    vx__hub_sub_reply(c, name, n, "auth token required (from the auth endpoint)", NULL, 0);
-    return;
-  }
+  if (!cJSON_IsString(auth) || !*auth->valuestring)
+    return "auth token required (from the auth endpoint)";
   const char *tok = auth->valuestring;
-  size_t tl = strlen(tok);
   const char *colon = strchr(tok, ':');
   if (!colon || (size_t)(colon - tok) != VX_SOCKET_ID_LEN ||
-      memcmp(tok, c->id, VX_SOCKET_ID_LEN) != 0) {
-    vx__hub_sub_reply(c, name, n,
-                      colon ? "auth token was issued for another connection" : "malformed auth token",
-                      NULL, 0);
-    return;
-  }
-  const cJSON *cd = NULL;
+      memcmp(tok, c->id, VX_SOCKET_ID_LEN) != 0)
+    return colon ? "auth token was issued for another connection" : "malformed auth token";
+  *cd = NULL;
   if (presence) {
-    cd = cJSON_GetObjectItemCaseSensitive(msg, "channel_data");
-    if (!cd)
-      cd = cJSON_GetObjectItemCaseSensitive(msg, "channelData");
-    if (!cJSON_IsString(cd)) {
-      vx__hub_sub_reply(c, name, n,
-                        "presence channels need channel_data (a JSON string from the auth endpoint)",
-                        NULL, 0);
-      return;
-    }
-    if (strlen(cd->valuestring) > ev->opts.max_member_size) {
-      vx__hub_sub_reply(c, name, n, "channel_data is too large", NULL, 0);
-      return;
-    }
+    *cd = cJSON_GetObjectItemCaseSensitive(msg, "channel_data");
+    if (!*cd)
+      *cd = cJSON_GetObjectItemCaseSensitive(msg, "channelData");
+    if (!cJSON_IsString(*cd))
+      return "presence channels need channel_data (a JSON string from the auth endpoint)";
+    if (strlen((*cd)->valuestring) > ev->opts.max_member_size)
+      return "presence member (channel_data) is too large";
   }
-  if (!vx__auth_verify(ev, c->id, name, n, cd ? cd->valuestring : NULL,
-                       cd ? strlen(cd->valuestring) : 0, tok, tl)) {
-    vx__hub_sub_reply(c, name, n,
-                      presence ? "invalid auth token for this channel and channel_data"
-                      : "invalid auth token for this channel", NULL, 0);
-    return;
-  }
-  if (!presence) {
-    int r = vx__hub_subscribe(c, name, n);
-    if (r)
-      vx__hub_sub_reply(c, name, n,
-                        r == VX_EINVAL ? "too many channels on this connection" : "server out of memory",
-                        NULL, 0);
-    else
-      vx__hub_sub_reply(c, name, n, NULL, NULL, 0);
-    return;
-  }
-  const char *err = NULL;
-  vx_member *m = vx__member_parse(cd->valuestring, strlen(cd->valuestring), &err);
-  bool redis_acks = false;
-  if (!m || vx__hub_subscribe_presence(c, name, n, m, &err, &redis_acks) != 0) {
-    vx__hub_sub_reply(c, name, n, err, NULL, 0);
-    return;
-  }
-  if (redis_acks)
-    return; /* the cluster's member list comes back from Redis with the ack */
-  size_t ml = 0;
-  char *members = vx__hub_members_json(ev, name, n, &ml);
-  vx__hub_sub_reply(c, name, n, NULL, members ? members : "[]", members ? ml : 2);
-  free(members);
+  const char *cds = *cd ? (*cd)->valuestring : NULL;
+  if (!vx__auth_verify(ev, c->id, name, n, cds, cds ? strlen(cds) : 0, tok, strlen(tok)))
+    return presence ? "invalid auth token for this channel and channel_data"
+                    : "invalid auth token for this channel";
+  return NULL;
 }
 
-static void on_subscribe(vx_conn *c, const cJSON *msg, const char *raw, size_t rawlen) {
-  (void)raw;
-  (void)rawlen;
+static void on_subscribe(vx_conn *c, const cJSON *msg) {
   const cJSON *ch = cJSON_GetObjectItemCaseSensitive(msg, "channel");
   if (!cJSON_IsString(ch)) {
-    vx__hub_sub_reply(c, "", 0, "channel is required and must be a string", NULL, 0);
+    vx__node_sub_reply(c, "", 0, "channel is required and must be a string", NULL, 0);
     return;
   }
   const char *name = ch->valuestring;
   size_t n = strlen(name);
   if (!vx__channel_valid(name, n)) {
-    vx__hub_sub_reply(c, name, n,
-                      "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)", NULL, 0);
+    vx__node_sub_reply(c, name, n,
+                       "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)", NULL, 0);
     return;
   }
   vx_chkind kind = vx__channel_kind(name, n);
-  bool presence = kind == VX_CH_PRESENCE;
+  const cJSON *cd = NULL;
   if (kind != VX_CH_PUBLIC) {
-    on_subscribe_auth(c, msg, raw, rawlen, name, n, presence);
-    return;
+    const char *refused = check_token(c, msg, name, n, kind == VX_CH_PRESENCE, &cd);
+    if (refused) {
+      vx__node_sub_reply(c, name, n, refused, NULL, 0);
+      return;
+    }
   }
-  int r = vx__hub_subscribe(c, name, n);
-  if (r == VX_EINVAL) {
-    vx__hub_sub_reply(c, name, n, "too many channels on this connection", NULL, 0);
-    return;
-  }
-  if (r != 0) {
-    vx__hub_sub_reply(c, name, n, "server out of memory", NULL, 0);
-    return;
-  }
-  vx__hub_sub_reply(c, name, n, NULL, NULL, 0);
+  const char *member = cd ? cd->valuestring : NULL;
+  vx__node_subscribe_reply(c, name, n, member, member ? strlen(member) : 0);
 }
 
 static void on_unsubscribe(vx_conn *c, const cJSON *msg) {
@@ -143,7 +93,7 @@ static void on_unsubscribe(vx_conn *c, const cJSON *msg) {
     send_error(c, "unsubscribe needs a channel string");
     return;
   }
-  vx__hub_unsubscribe(c, ch->valuestring, strlen(ch->valuestring));
+  vx__node_unsubscribe(c, ch->valuestring, strlen(ch->valuestring));
 }
 
 /* Client events: only on private/presence channels the sender is subscribed to, rate
@@ -201,7 +151,7 @@ static void on_client_event(vx_conn *c, const cJSON *msg, const char *raw, size_
   const char *data = "null";
   size_t dl = 4;
   vx__json_field(raw, rawlen, "data", &data, &dl);
-  vx__hub_client_event(c, name, n, evn->valuestring, el, data, dl);
+  vx__node_client_event(c, name, n, evn->valuestring, el, data, dl);
   if (ev->opts.on_client_event) {
     char *d = malloc(dl + 1);
     if (d) {
@@ -229,12 +179,12 @@ void vx__client_message(vx_conn *c, const char *p, size_t n) {
   } else if (nul && strcmp(type->valuestring, "subscribe") == 0) {
     const cJSON *ch = cJSON_GetObjectItemCaseSensitive(msg, "channel");
     const char *shown = cJSON_IsString(ch) ? ch->valuestring : "";
-    vx__hub_sub_reply(c, shown, strlen(shown),
+    vx__node_sub_reply(c, shown, strlen(shown),
                       "invalid channel name (NUL characters are not allowed)", NULL, 0);
   } else if (nul) {
     send_error(c, "NUL characters (\\u0000) are not allowed in messages");
   } else if (strcmp(type->valuestring, "subscribe") == 0) {
-    on_subscribe(c, msg, p, n);
+    on_subscribe(c, msg);
   } else if (strcmp(type->valuestring, "unsubscribe") == 0) {
     on_unsubscribe(c, msg);
   } else if (strcmp(type->valuestring, "ping") == 0) {

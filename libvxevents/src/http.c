@@ -499,7 +499,7 @@ static int do_broadcast(vx_events *ev, const cJSON *o, const char *raw, size_t r
   const char *data = "null";
   size_t dlen = 4;
   vx__json_field(raw, rawlen, "data", &data, &dlen);
-  return vx__hub_broadcast(ev, names, lens, n, evn->valuestring, strlen(evn->valuestring), data,
+  return vx__node_broadcast(ev, names, lens, n, evn->valuestring, strlen(evn->valuestring), data,
                            dlen, cJSON_IsString(ex) ? ex->valuestring : NULL);
 }
 
@@ -712,8 +712,9 @@ static void sse_subscribe_answer(vx_conn *c, const char *conn_id, const char *ch
     respond_error(c, 404, "Unknown connectionId", NULL, false);
     return;
   }
-  const char *err = vx__sse_subscribe(t, channel, strlen(channel), member);
-  if (err)
+  const char *err = NULL;
+  if (vx__node_subscribe(t, channel, strlen(channel), member, member ? strlen(member) : 0,
+                         &err) != 0)
     respond_error(c, 403, err, NULL, false);
   else
     vx__http_respond(c, 200, NULL, "{\"success\":true}", false);
@@ -776,7 +777,7 @@ static void handle_sse_sub(vx_conn *c, bool subscribe) {
   }
   const char *name = ch->valuestring;
   if (!subscribe) {
-    vx__hub_unsubscribe(t, name, strlen(name));
+    vx__node_unsubscribe(t, name, strlen(name));
     vx__http_respond(c, 200, NULL, "{\"success\":true}", false);
   } else if (ev->opts.authorize) {
     ask_host(c, VX_AUTH_SUBSCRIBE, cid->valuestring, name, channel_type(name));

@@ -73,11 +73,15 @@ static void member_event(vx_channel *ch, const char *event, vx_member *m, vx_con
   }
 }
 
-bool vx__hub_is_subscribed(vx_conn *c, const char *name, size_t n) {
+vx_sub *vx__hub_sub_of(vx_conn *c, const char *name, size_t n) {
   for (uint32_t i = 0; i < c->nsubs; i++)
     if (c->subs[i]->ch->name_len == n && memcmp(c->subs[i]->ch->name, name, n) == 0)
-      return true;
-  return false;
+      return c->subs[i];
+  return NULL;
+}
+
+bool vx__hub_is_subscribed(vx_conn *c, const char *name, size_t n) {
+  return vx__hub_sub_of(c, name, n) != NULL;
 }
 
 static vx_sub *add_sub(vx_conn *c, const char *name, size_t n, int *err);
@@ -302,144 +306,6 @@ int vx__validate_broadcast(const char *const *channels, size_t n, const char *ev
   if (data && !vx__json_valid(data, data_len))
     return VX_EJSON;
   return 0;
-}
-
-static void send_ack(vx_conn *c, const char *json, size_t len) {
-  if (c->is_sse)
-    vx__sse_send_json(c, "subscription_succeeded", json, len);
-  else
-    vx__client_send_json(c, json, len);
-}
-
-/* The answer to a subscribe, for either transport. Without `error` it is
- * subscription_succeeded (with {"members": ...} when `members` is given, presence channels)
- * and goes through vx__hub_ack; otherwise subscription_error, sent at once. `channel` may be
- * any client-supplied bytes: it is escaped, and a long one is echoed as a prefix cut on a
- * character boundary. */
-void vx__hub_sub_reply(vx_conn *c, const char *channel, size_t clen, const char *error,
-                       const char *members, size_t mlen) {
-  if (clen > 256) {
-    clen = 256;
-    while (clen > 0 && ((uint8_t)channel[clen] & 0xC0) == 0x80)
-      clen--;
-  }
-  vx_str s = {0};
-  vx__str_addz(&s, error ? "{\"type\":\"subscription_error\",\"channel\":"
-                         : "{\"type\":\"subscription_succeeded\",\"channel\":");
-  vx__str_add_json_string(&s, channel, clen);
-  if (error) {
-    vx__str_addz(&s, ",\"error\":");
-    vx__str_add_json_string(&s, error, strlen(error));
-  }
-  if (members) {
-    vx__str_addz(&s, ",\"data\":{\"members\":");
-    vx__str_add(&s, members, mlen);
-    vx__str_addz(&s, "}");
-  }
-  vx__str_addz(&s, "}");
-  if (!s.oom) {
-    if (!error)
-      vx__hub_ack(c, channel, clen, s.p, s.len);
-    else if (c->is_sse)
-      vx__sse_send_json(c, "subscription_error", s.p, s.len);
-    else
-      vx__client_send_json(c, s.p, s.len);
-  }
-  vx__str_free(&s);
-}
-
-/* subscription_succeeded goes out now, or, while the channel's Redis SUBSCRIBE is not yet
- * confirmed, when it is (so that nothing published after the ack is missed). */
-void vx__hub_ack(vx_conn *c, const char *name, size_t n, const char *json, size_t len) {
-  for (uint32_t i = 0; i < c->nsubs; i++) {
-    vx_sub *s = c->subs[i];
-    if (s->ch->name_len != n || memcmp(s->ch->name, name, n) != 0)
-      continue;
-    if (s->ch->rstate == VX_RS_SUBSCRIBING) {
-      char *copy = malloc(len + 1);
-      if (copy) {
-        memcpy(copy, json, len);
-        copy[len] = '\0';
-        free(s->deferred_ack);
-        s->deferred_ack = copy;
-        return;
-      }
-    }
-    break;
-  }
-  send_ack(c, json, len);
-}
-
-void vx__hub_flush_acks(vx_events *ev, vx_channel *ch) {
-  (void)ev;
-  for (uint32_t i = 0; i < ch->nsubs; i++) {
-    vx_sub *s = ch->subs[i];
-    if (s->deferred_ack) {
-      char *a = s->deferred_ack;
-      s->deferred_ack = NULL;
-      send_ack(s->conn, a, strlen(a));
-      free(a);
-    }
-  }
-}
-
-/* What the server adds to a client event's envelope: ,"client":true[,"user_id":<id>]. */
-static size_t client_extra(char *out, const char *uid, size_t uidlen) {
-  static const char CL[] = ",\"client\":true", UID[] = ",\"user_id\":";
-  size_t n = sizeof CL - 1;
-  memcpy(out, CL, n);
-  if (uid) {
-    memcpy(out + n, UID, sizeof UID - 1);
-    n += sizeof UID - 1;
-    memcpy(out + n, uid, uidlen);
-    n += uidlen;
-  }
-  return n;
-}
-
-static int publish(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
-                   const char *event, size_t elen, const char *data, size_t dlen, bool client,
-                   const char *uid, size_t uidlen, const char *except) {
-  char extra[32 + 256];
-  size_t xlen = client ? client_extra(extra, uid, uidlen) : 0;
-  int rc = vx__hub_deliver(ev, channels, lens, n, event, elen, data, dlen, extra, xlen, except);
-  for (size_t k = 0; k < n && ev->redis; k++) {
-    int r = vx__redis_publish(ev, channels[k], lens[k], event, elen, data, dlen, client, uid,
-                              uidlen, except);
-    if (r && !rc)
-      rc = r;
-  }
-  return rc;
-}
-
-int vx__hub_broadcast(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
-                      const char *event, size_t elen, const char *data, size_t dlen,
-                      const char *except) {
-  return publish(ev, channels, lens, n, event, elen, data, dlen, false, NULL, 0, except);
-}
-
-int vx__hub_client_event(vx_conn *c, const char *name, size_t n, const char *event,
-                         size_t elen, const char *data, size_t dlen) {
-  const char *uid = NULL;
-  size_t uidlen = 0;
-  for (uint32_t i = 0; i < c->nsubs; i++) {
-    vx_sub *s = c->subs[i];
-    if (s->ch->name_len == n && memcmp(s->ch->name, name, n) == 0 && s->member) {
-      uid = s->member->id; /* at most 256 bytes (vx__member_parse) */
-      uidlen = s->member->id_len;
-    }
-  }
-  const char *names[1] = {name};
-  size_t lens[1] = {n};
-  return publish(c->ev, names, lens, 1, event, elen, data, dlen, true, uid, uidlen, c->id);
-}
-
-bool vx__event_reserved(const char *e, size_t n) {
-  static const char *const exact[] = {"connected", "member_added", "member_removed", "resumed"};
-  for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
-    if (n == strlen(exact[i]) && memcmp(e, exact[i], n) == 0)
-      return true;
-  return (n >= 13 && memcmp(e, "subscription_", 13) == 0) || (n >= 3 && memcmp(e, "vx:", 3) == 0);
 }
 
 int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,

@@ -295,7 +295,7 @@ static void run_cmd(vx_events *ev, vx_cmd *c) {
     size_t lens[VX_BATCH_MAX];
     for (size_t i = 0; i < c->nchannels; i++)
       lens[i] = strlen(c->channels[i]);
-    int r = vx__hub_broadcast(ev, (const char *const *)c->channels, lens, c->nchannels, c->event,
+    int r = vx__node_broadcast(ev, (const char *const *)c->channels, lens, c->nchannels, c->event,
                               strlen(c->event), c->data ? c->data : "null",
                               c->data ? c->data_len : 4, c->except);
     if (r)
@@ -349,8 +349,9 @@ static void run_cmd(vx_events *ev, vx_cmd *c) {
       st = VX_ENOTFOUND;
       msg = "Unknown connectionId";
     } else if (c->type == CMD_SSE_UNSUB) {
-      vx__hub_unsubscribe(t, c->channels[0], strlen(c->channels[0]));
-    } else if ((msg = vx__sse_subscribe(t, c->channels[0], strlen(c->channels[0]), c->data))) {
+      vx__node_unsubscribe(t, c->channels[0], strlen(c->channels[0]));
+    } else if (vx__node_subscribe(t, c->channels[0], strlen(c->channels[0]), c->data,
+                                  c->data ? strlen(c->data) : 0, &msg) != 0) {
       st = VX_EINVAL;
     }
     if (c->cb)

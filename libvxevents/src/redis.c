@@ -438,7 +438,7 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv) {
     }
     vx__map_del(&r->acks, name, n);
     ch->rstate = VX_RS_SUBSCRIBED;
-    vx__hub_flush_acks(r->ev, ch);
+    vx__node_channel_ready(r->ev, ch);
   } else if (strcmp(kind, "message") == 0 && rep->element[2]->type == REDIS_REPLY_STRING) {
     const char *p = rep->element[2]->str;
     size_t pl = rep->element[2]->len;
@@ -575,7 +575,7 @@ static void on_disconnect(const redisAsyncContext *cac, int status) {
       vx_channel *ch = r->ev->channels.slots[i].key ? r->ev->channels.slots[i].val : NULL;
       if (ch) {
         ch->rstate = VX_RS_NONE;
-        vx__hub_flush_acks(r->ev, ch);
+        vx__node_channel_ready(r->ev, ch);
       }
     }
   }
@@ -951,7 +951,7 @@ static void on_members(redisAsyncContext *ac, void *reply, void *priv) {
   } else {
     vx_conn *c = vx__map_get(&ev->sockets, p->socket_id, VX_SOCKET_ID_LEN);
     if (c && !c->closed && vx__hub_is_subscribed(c, p->channel, n) && members)
-      vx__hub_sub_reply(c, p->channel, n, NULL, members, ml);
+      vx__node_sub_reply(c, p->channel, n, NULL, members, ml);
   }
   free(members);
   free(p);

@@ -202,17 +202,13 @@ static void subscribe_query(vx_conn *c, const char *query, char *last, size_t la
         char name[3 * VX_CHANNEL_MAX + 1];
         if (n && n < sizeof name) {
           memcpy(name, v, n);
-          bool ok = pct_decode(name, &n) && vx__channel_valid(name, n);
-          if (!ok)
-            vx__hub_sub_reply(c, name, n, "invalid channel name", NULL, 0);
+          if (!pct_decode(name, &n) || !vx__channel_valid(name, n))
+            vx__node_sub_reply(c, name, n, "invalid channel name", NULL, 0);
           else if (vx__channel_kind(name, n) != VX_CH_PUBLIC)
-            vx__hub_sub_reply(c, name, n,
-                              "private and presence channels need POST subscribe", NULL, 0);
-          else if (vx__hub_subscribe(c, name, n) != 0)
-            vx__hub_sub_reply(c, name, n, "cannot subscribe (limit reached)",
-                              NULL, 0);
+            vx__node_sub_reply(c, name, n,
+                               "private and presence channels need POST subscribe", NULL, 0);
           else
-            vx__hub_sub_reply(c, name, n, NULL, NULL, 0);
+            vx__node_subscribe_reply(c, name, n, NULL, 0);
         }
         v += raw + 1;
       }
@@ -269,35 +265,4 @@ void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id) {
     last_event_id = qlast; /* ?lastEventId= for clients that cannot set the header */
   if (*last_event_id)
     resume(c, last_event_id);
-}
-
-/* Subscribe an event stream after the decision was made. Returns NULL, or the reason it
- * could not be done. The stream hears subscription_succeeded (with the member list on
- * presence channels), like a WebSocket client would. */
-const char *vx__sse_subscribe(vx_conn *c, const char *name, size_t n, const char *member) {
-  bool presence = vx__channel_kind(name, n) == VX_CH_PRESENCE;
-  if (!presence) {
-    int r = vx__hub_subscribe(c, name, n);
-    if (r)
-      return r == VX_EINVAL ? "too many channels on this connection" : "server out of memory";
-    vx__hub_sub_reply(c, name, n, NULL, NULL, 0);
-    return NULL;
-  }
-  if (!member || !*member)
-    return "presence channels need a member from the authorizer";
-  if (strlen(member) > c->ev->opts.max_member_size)
-    return "member is too large";
-  const char *err = NULL;
-  vx_member *m = vx__member_parse(member, strlen(member), &err);
-  bool redis_acks = false;
-  if (!m || vx__hub_subscribe_presence(c, name, n, m, &err, &redis_acks) != 0)
-    return err;
-  if (redis_acks)
-    return NULL;
-  size_t ml = 0;
-  char *members = vx__hub_members_json(c->ev, name, n, &ml);
-  vx__hub_sub_reply(c, name, n, NULL, members ? members : "[]",
-                    members ? ml : 2);
-  free(members);
-  return NULL;
 }

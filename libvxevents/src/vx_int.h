@@ -342,9 +342,6 @@ int vx__hub_subscribe(vx_conn *c, const char *name, size_t n); /* 0, VX_EINVAL (
 void vx__hub_unsubscribe(vx_conn *c, const char *name, size_t n);
 void vx__hub_unsubscribe_all(vx_conn *c);
 bool vx__hub_is_subscribed(vx_conn *c, const char *name, size_t n);
-int vx__hub_broadcast(vx_events *ev, const char *const *channels, const size_t *lens,
-                      size_t n, const char *event, size_t elen, const char *data,
-                      size_t dlen, const char *except);
 uint64_t vx__hub_count(vx_events *ev, const char *name, size_t n);
 void vx__hub_free(vx_events *ev);
 int vx__validate_broadcast(const char *const *channels, size_t n, const char *event,
@@ -372,19 +369,38 @@ bool vx__redis_presence_leave(vx_events *ev, vx_channel *ch, vx_member *m);
 bool vx__redis_presence_list(vx_events *ev, const char *ch, vx_json_cb cb, void *data);
 void vx__hub_channels_local(vx_events *ev, vx_channels_cb cb, void *data);
 
-/* hub.c: acknowledgements that wait for Redis, and local-only delivery */
-void vx__hub_ack(vx_conn *c, const char *name, size_t n, const char *json, size_t len);
-void vx__hub_sub_reply(vx_conn *c, const char *channel, size_t clen, const char *error,
-                       const char *members, size_t mlen);
-void vx__hub_flush_acks(vx_events *ev, vx_channel *ch);
+/* hub.c: local delivery (with Redis, also what arrives from other instances) */
 int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                     const char *event, size_t elen, const char *data, size_t dlen,
                     const char *extra, size_t xlen, const char *except);
+vx_sub *vx__hub_sub_of(vx_conn *c, const char *name, size_t n); /* NULL: not subscribed */
+
+/* node.c: the subscribe / unsubscribe / broadcast flow of every entry point */
+/* Subscribe `c` (authorization already decided by the caller) and answer it with
+ * subscription_succeeded, now or once the channel is ready. Presence channels need
+ * `member` (signed channel_data or the host's member JSON). Returns 0, or a negative code
+ * with *err the reason (the caller reports it: subscription_error, an HTTP status, a
+ * status callback). */
+int vx__node_subscribe(vx_conn *c, const char *name, size_t n, const char *member, size_t mlen,
+                       const char **err);
+/* The same, reporting a refusal to the connection as subscription_error. */
+void vx__node_subscribe_reply(vx_conn *c, const char *name, size_t n, const char *member,
+                              size_t mlen);
+void vx__node_unsubscribe(vx_conn *c, const char *name, size_t n);
+/* subscription_succeeded/_error to `c` (see node.c). */
+void vx__node_sub_reply(vx_conn *c, const char *channel, size_t clen, const char *error,
+                        const char *members, size_t mlen);
+void vx__node_ack(vx_conn *c, const char *name, size_t n, const char *json, size_t len);
+/* The backplane confirmed `ch` (or gave up on it): deferred acks go out. */
+void vx__node_channel_ready(vx_events *ev, vx_channel *ch);
+int vx__node_broadcast(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
+                       const char *event, size_t elen, const char *data, size_t dlen,
+                       const char *except);
 /* A client event from `c` on channel `name` (already checked: subscribed, private/presence,
  * not a reserved name): delivered everywhere but to the sender, marked "client":true and,
  * on presence channels, with the sender's signed member id as "user_id". */
-int vx__hub_client_event(vx_conn *c, const char *name, size_t n, const char *event,
-                         size_t elen, const char *data, size_t dlen);
+int vx__node_client_event(vx_conn *c, const char *name, size_t n, const char *event,
+                          size_t elen, const char *data, size_t dlen);
 /* Event names only the server may send (connected, member_added, member_removed, resumed,
  * subscription_*, and the prefix "vx:" kept for future server events). */
 bool vx__event_reserved(const char *event, size_t elen);
@@ -424,7 +440,6 @@ void vx__sse_history_free(vx_events *ev);
 /* Send one JSON message; `type` is its "type" (the SSE event: field). */
 void vx__sse_send_json(vx_conn *c, const char *type, const char *json, size_t n);
 void vx__sse_heartbeat_all(vx_events *ev);
-const char *vx__sse_subscribe(vx_conn *c, const char *name, size_t n, const char *member);
 
 /* http.c: the auth endpoint's asynchronous answer */
 void vx__http_auth_answer(vx_events *ev, uint64_t id, bool authorized, const char *member,

@@ -1,0 +1,200 @@
+/* The node: the one subscribe / unsubscribe / broadcast flow behind every entry point —
+ * WebSocket messages (client.c), the SSE ?channels= list and POST subscribe routes (sse.c,
+ * http.c), vx_sse_subscribe and the host API (loop.c). The entry points decide whether a
+ * subscription is authorized (a verified token, the host's authorizer); the node carries it
+ * out the same way for all of them, answers the connection with subscription_succeeded —
+ * now, or deferred until the backplane has confirmed the channel — and publishes
+ * broadcasts and client events.
+ *
+ * Calls go down only: node -> hub (channels, subscriptions, members, local delivery),
+ * node -> the connection's transport, node -> the backplane (Redis). The backplane comes
+ * back through vx__node_channel_ready and vx__node_sub_reply. */
+#include "vx_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void send_ack(vx_conn *c, const char *json, size_t len) {
+  if (c->is_sse)
+    vx__sse_send_json(c, "subscription_succeeded", json, len);
+  else
+    vx__client_send_json(c, json, len);
+}
+
+/* The answer to a subscribe, for either transport. Without `error` it is
+ * subscription_succeeded (with {"members": ...} when `members` is given, presence channels),
+ * sent when the channel is ready; otherwise subscription_error, sent at once. `channel` may
+ * be any client-supplied bytes: it is escaped, and a long one is echoed as a prefix cut on a
+ * character boundary. */
+void vx__node_sub_reply(vx_conn *c, const char *channel, size_t clen, const char *error,
+                        const char *members, size_t mlen) {
+  if (clen > 256) {
+    clen = 256;
+    while (clen > 0 && ((uint8_t)channel[clen] & 0xC0) == 0x80)
+      clen--;
+  }
+  vx_str s = {0};
+  vx__str_addz(&s, error ? "{\"type\":\"subscription_error\",\"channel\":"
+                         : "{\"type\":\"subscription_succeeded\",\"channel\":");
+  vx__str_add_json_string(&s, channel, clen);
+  if (error) {
+    vx__str_addz(&s, ",\"error\":");
+    vx__str_add_json_string(&s, error, strlen(error));
+  }
+  if (members) {
+    vx__str_addz(&s, ",\"data\":{\"members\":");
+    vx__str_add(&s, members, mlen);
+    vx__str_addz(&s, "}");
+  }
+  vx__str_addz(&s, "}");
+  if (!s.oom) {
+    if (!error)
+      vx__node_ack(c, channel, clen, s.p, s.len);
+    else if (c->is_sse)
+      vx__sse_send_json(c, "subscription_error", s.p, s.len);
+    else
+      vx__client_send_json(c, s.p, s.len);
+  }
+  vx__str_free(&s);
+}
+
+/* subscription_succeeded goes out now, or, while the channel's Redis SUBSCRIBE is not yet
+ * confirmed, when it is (so that nothing published after the ack is missed). */
+void vx__node_ack(vx_conn *c, const char *name, size_t n, const char *json, size_t len) {
+  vx_sub *s = vx__hub_sub_of(c, name, n);
+  if (s && s->ch->rstate == VX_RS_SUBSCRIBING) {
+    char *copy = malloc(len + 1);
+    if (copy) {
+      memcpy(copy, json, len);
+      copy[len] = '\0';
+      free(s->deferred_ack);
+      s->deferred_ack = copy;
+      return;
+    }
+  }
+  send_ack(c, json, len);
+}
+
+void vx__node_channel_ready(vx_events *ev, vx_channel *ch) {
+  (void)ev;
+  for (uint32_t i = 0; i < ch->nsubs; i++) {
+    vx_sub *s = ch->subs[i];
+    if (s->deferred_ack) {
+      char *a = s->deferred_ack;
+      s->deferred_ack = NULL;
+      send_ack(s->conn, a, strlen(a));
+      free(a);
+    }
+  }
+}
+
+static const char *limit_text(int r) {
+  return r == VX_EINVAL ? "too many channels on this connection" : "server out of memory";
+}
+
+int vx__node_subscribe(vx_conn *c, const char *name, size_t n, const char *member, size_t mlen,
+                       const char **err) {
+  vx_events *ev = c->ev;
+  if (!vx__channel_valid(name, n)) {
+    *err = "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)";
+    return VX_ECHANNEL;
+  }
+  if (vx__channel_kind(name, n) != VX_CH_PRESENCE) {
+    int r = vx__hub_subscribe(c, name, n);
+    if (r) {
+      *err = limit_text(r);
+      return r;
+    }
+    vx__node_sub_reply(c, name, n, NULL, NULL, 0);
+    return 0;
+  }
+  if (!member || !mlen) {
+    *err = "presence channels need a member (channel_data from the auth endpoint)";
+    return VX_EINVAL;
+  }
+  if (mlen > ev->opts.max_member_size) {
+    *err = "presence member (channel_data) is too large";
+    return VX_ETOOBIG;
+  }
+  vx_member *m = vx__member_parse(member, mlen, err);
+  if (!m)
+    return VX_EINVAL;
+  bool redis_acks = false;
+  int r = vx__hub_subscribe_presence(c, name, n, m, err, &redis_acks);
+  if (r)
+    return r;
+  if (redis_acks)
+    return 0; /* the cluster's member list comes back from Redis with the ack */
+  size_t ml = 0;
+  char *members = vx__hub_members_json(ev, name, n, &ml);
+  vx__node_sub_reply(c, name, n, NULL, members ? members : "[]", members ? ml : 2);
+  free(members);
+  return 0;
+}
+
+void vx__node_subscribe_reply(vx_conn *c, const char *name, size_t n, const char *member,
+                              size_t mlen) {
+  const char *err = NULL;
+  if (vx__node_subscribe(c, name, n, member, mlen, &err) != 0)
+    vx__node_sub_reply(c, name, n, err, NULL, 0);
+}
+
+void vx__node_unsubscribe(vx_conn *c, const char *name, size_t n) {
+  vx__hub_unsubscribe(c, name, n);
+}
+
+/* ---- publishing ---- */
+
+/* What the server adds to a client event's envelope: ,"client":true[,"user_id":<id>]. */
+static size_t client_extra(char *out, const char *uid, size_t uidlen) {
+  static const char CL[] = ",\"client\":true", UID[] = ",\"user_id\":";
+  size_t n = sizeof CL - 1;
+  memcpy(out, CL, n);
+  if (uid) {
+    memcpy(out + n, UID, sizeof UID - 1);
+    n += sizeof UID - 1;
+    memcpy(out + n, uid, uidlen);
+    n += uidlen;
+  }
+  return n;
+}
+
+static int publish(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
+                   const char *event, size_t elen, const char *data, size_t dlen, bool client,
+                   const char *uid, size_t uidlen, const char *except) {
+  char extra[32 + 256];
+  size_t xlen = client ? client_extra(extra, uid, uidlen) : 0;
+  int rc = vx__hub_deliver(ev, channels, lens, n, event, elen, data, dlen, extra, xlen, except);
+  for (size_t k = 0; k < n && ev->redis; k++) {
+    int r = vx__redis_publish(ev, channels[k], lens[k], event, elen, data, dlen, client, uid,
+                              uidlen, except);
+    if (r && !rc)
+      rc = r;
+  }
+  return rc;
+}
+
+int vx__node_broadcast(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
+                       const char *event, size_t elen, const char *data, size_t dlen,
+                       const char *except) {
+  return publish(ev, channels, lens, n, event, elen, data, dlen, false, NULL, 0, except);
+}
+
+int vx__node_client_event(vx_conn *c, const char *name, size_t n, const char *event,
+                          size_t elen, const char *data, size_t dlen) {
+  vx_sub *s = vx__hub_sub_of(c, name, n);
+  const char *uid = s && s->member ? s->member->id : NULL; /* <= 256 bytes (member_parse) */
+  size_t uidlen = uid ? s->member->id_len : 0;
+  const char *names[1] = {name};
+  size_t lens[1] = {n};
+  return publish(c->ev, names, lens, 1, event, elen, data, dlen, true, uid, uidlen, c->id);
+}
+
+bool vx__event_reserved(const char *e, size_t n) {
+  static const char *const exact[] = {"connected", "member_added", "member_removed", "resumed"};
+  for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
+    if (n == strlen(exact[i]) && memcmp(e, exact[i], n) == 0)
+      return true;
+  return (n >= 13 && memcmp(e, "subscription_", 13) == 0) || (n >= 3 && memcmp(e, "vx:", 3) == 0);
+}

@@ -13,12 +13,15 @@
 #include <string.h>
 #include <strings.h>
 
-enum { H_NONE = 0, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_AUTH, H_LAST_EVENT_ID, H_EXT, H_OTHER };
+/* Headers kept by value. Sec-WebSocket-Extensions is kept apart, whole (a list of offers
+ * can be long; the 16 KiB header bound still applies). */
+enum { H_NONE = 0, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_AUTH, H_LAST_EVENT_ID, H_HOST,
+       H_OTHER, H_EXT };
 
 typedef struct {
   char v[256];
   size_t len;
-  bool overflow, seen;
+  bool overflow, seen, repeated;
 } hval;
 
 struct vx_http_req {
@@ -30,6 +33,7 @@ struct vx_http_req {
   bool in_value;
   int cur;
   hval h[H_OTHER];
+  vx_str ext;         /* Sec-WebSocket-Extensions, repeated lines joined with "," */
   vx_str body;
   vx_str raw_headers; /* "Name: value\r\n" each, for the host's authorizer */
   int error_status;
@@ -55,6 +59,7 @@ static int on_message_begin(http_parser *p) {
   vx_http_req *r = conn_of(p)->req;
   vx__str_free(&r->body);
   vx__str_free(&r->raw_headers);
+  vx__str_free(&r->ext);
   memset(r, 0, sizeof *r);
   return 0;
 }
@@ -84,6 +89,7 @@ static int field_id(const char *f, size_t n) {
                {"sec-websocket-version", H_VERSION},
                {"authorization", H_AUTH},
                {"last-event-id", H_LAST_EVENT_ID},
+               {"host", H_HOST},
                {"sec-websocket-extensions", H_EXT}};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (strlen(names[i].name) == n && strncasecmp(names[i].name, f, n) == 0)
@@ -123,13 +129,20 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
   if (!r->in_value) {
     r->in_value = true;
     r->cur = r->field_len < sizeof r->field ? field_id(r->field, r->field_len) : H_OTHER;
-    if (r->cur != H_OTHER) {
+    if (r->cur == H_EXT && r->ext.len) {
+      vx__str_addz(&r->ext, ",");
+    } else if (r->cur < H_OTHER) {
       hval *h = &r->h[r->cur];
       /* A repeated header is folded into one comma-separated value (RFC 9110 5.3). */
+      h->repeated = h->seen;
       if (h->seen && h->len + 1 < sizeof h->v)
         h->v[h->len++] = ',';
       h->seen = true;
     }
+  }
+  if (r->cur == H_EXT) {
+    vx__str_add(&r->ext, at, n);
+    return 0;
   }
   if (r->cur == H_OTHER)
     return 0;
@@ -213,6 +226,7 @@ void vx__http_free(vx_conn *c) {
   if (c->req) {
     vx__str_free(&c->req->body);
     vx__str_free(&c->req->raw_headers);
+    vx__str_free(&c->req->ext);
   }
   free(c->req);
   free(c->hp);
@@ -310,30 +324,165 @@ static bool key_valid(const hval *k) {
   return true;
 }
 
-/* Is permessage-deflate among the offers, in a form we can accept? We always answer with
- * no context takeover both ways (so one compressed frame serves every recipient) and a full
- * 15-bit window, so an offer limiting server_max_window_bits below 15 is declined. */
-static bool deflate_offered(const char *v) {
-  const char *p = v;
-  while (*p) {
-    while (*p == ' ' || *p == '\t' || *p == ',')
-      p++;
-    const char *end = strchr(p, ',');
-    size_t len = end ? (size_t)(end - p) : strlen(p);
-    if (len >= 18 && strncasecmp(p, "permessage-deflate", 18) == 0 &&
-        (len == 18 || p[18] == ';' || p[18] == ' ')) {
-      char offer[256];
-      snprintf(offer, sizeof offer, "%.*s", (int)len, p);
-      const char *w = strstr(offer, "server_max_window_bits");
-      if (!w)
-        return true;
-      w = strchr(w, '=');
-      if (w && atoi(w + 1 + (w[1] == '"')) == 15)
-        return true;
+/* ---- permessage-deflate negotiation (RFC 7692) ----
+ *
+ * Sec-WebSocket-Extensions is a list of offers, `name *( ";" param [ "=" value ] )`, a
+ * value being a token or a quoted-string (RFC 6455 §9.1). The first permessage-deflate
+ * offer whose parameters are all known, valid and given once is accepted; any other offer
+ * is declined as a whole and the next one considered (§5). The answer always asks for no
+ * context takeover both ways, so that one compressed frame serves every recipient, and the
+ * one shared deflate stream uses a 15-bit window: an offer limiting server_max_window_bits
+ * below 15 is declined, one naming 15 is accepted and the parameter echoed (§7.1.2.1).
+ * client_max_window_bits is only a hint we may ignore (the inflater takes any window). */
+
+static bool tchar(unsigned char ch) {
+  return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+         (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+static void skip_ows(const char **p, const char *e) {
+  while (*p < e && (**p == ' ' || **p == '\t'))
+    (*p)++;
+}
+
+static size_t scan_token(const char **p, const char *e) {
+  const char *s = *p;
+  while (*p < e && tchar((unsigned char)**p))
+    (*p)++;
+  return (size_t)(*p - s);
+}
+
+/* A parameter value, token or quoted-string, unescaped into out[cap] (*len = cap when it
+ * does not fit: no valid value is that long). False on bad syntax. */
+static bool scan_value(const char **p, const char *e, char *out, size_t cap, size_t *len) {
+  size_t n = 0;
+  if (*p < e && **p == '"') {
+    (*p)++;
+    for (;;) {
+      if (*p >= e)
+        return false; /* unterminated */
+      char ch = *(*p)++;
+      if (ch == '"')
+        break;
+      if (ch == '\\') {
+        if (*p >= e)
+          return false;
+        ch = *(*p)++;
+      }
+      if (n < cap)
+        out[n] = ch;
+      n++;
     }
-    if (!end)
-      break;
-    p = end + 1;
+  } else {
+    const char *s = *p;
+    n = scan_token(p, e);
+    if (n == 0)
+      return false;
+    memcpy(out, s, n < cap ? n : cap);
+  }
+  *len = n < cap ? n : cap;
+  return true;
+}
+
+/* 8..15 written without a leading zero (RFC 7692 §7.1.2.1), else 0. */
+static int window_bits(const char *v, size_t n) {
+  if (n == 1 && v[0] >= '8' && v[0] <= '9')
+    return v[0] - '0';
+  if (n == 2 && v[0] == '1' && v[1] >= '0' && v[1] <= '5')
+    return 10 + v[1] - '0';
+  return 0;
+}
+
+enum { PMD_SNCT = 1, PMD_CNCT = 2, PMD_SMWB = 4, PMD_CMWB = 8 };
+
+static int pmd_param(const char *p, size_t n) {
+  static const struct {
+    const char *name;
+    int bit;
+  } names[] = {{"server_no_context_takeover", PMD_SNCT},
+               {"client_no_context_takeover", PMD_CNCT},
+               {"server_max_window_bits", PMD_SMWB},
+               {"client_max_window_bits", PMD_CMWB}};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (strlen(names[i].name) == n && strncasecmp(names[i].name, p, n) == 0)
+      return names[i].bit;
+  return 0;
+}
+
+/* True when an offer is accepted; *echo_smwb when it named server_max_window_bits. */
+static bool deflate_negotiate(const char *v, size_t n, bool *echo_smwb) {
+  const char *p = v, *e = v + n;
+  while (p < e) {
+    skip_ows(&p, e);
+    if (p < e && *p == ',') { /* empty list element */
+      p++;
+      continue;
+    }
+    const char *name = p;
+    size_t nl = scan_token(&p, e);
+    bool syntax = nl > 0;
+    bool pmd = nl == 18 && strncasecmp(name, "permessage-deflate", 18) == 0;
+    bool ok = true, smwb = false;
+    unsigned seen = 0;
+    while (syntax) {
+      skip_ows(&p, e);
+      if (p >= e || *p == ',')
+        break;
+      if (*p != ';') {
+        syntax = false;
+        break;
+      }
+      p++;
+      skip_ows(&p, e);
+      const char *pn = p;
+      size_t pl = scan_token(&p, e);
+      if (pl == 0) {
+        syntax = false;
+        break;
+      }
+      skip_ows(&p, e);
+      char val[8];
+      size_t vl = 0;
+      bool has_value = p < e && *p == '=';
+      if (has_value) {
+        p++;
+        skip_ows(&p, e);
+        if (!scan_value(&p, e, val, sizeof val, &vl)) {
+          syntax = false;
+          break;
+        }
+      }
+      if (!pmd)
+        continue; /* another extension's parameters: only their syntax matters */
+      int bit = pmd_param(pn, pl);
+      if (!bit || (seen & (unsigned)bit)) {
+        ok = false; /* unknown or repeated */
+        continue;
+      }
+      seen |= (unsigned)bit;
+      if (bit == PMD_SNCT || bit == PMD_CNCT)
+        ok = ok && !has_value;
+      else if (bit == PMD_SMWB) {
+        ok = ok && has_value && window_bits(val, vl) == 15;
+        smwb = true;
+      } else
+        ok = ok && (!has_value || window_bits(val, vl) != 0);
+    }
+    if (syntax && pmd && ok) {
+      *echo_smwb = smwb;
+      return true;
+    }
+    if (!syntax) { /* skip the rest of this offer, quoted commas included */
+      bool quoted = false;
+      for (; p < e && (quoted || *p != ','); p++) {
+        if (*p == '\\' && quoted && p + 1 < e)
+          p++;
+        else if (*p == '"')
+          quoted = !quoted;
+      }
+    }
+    if (p < e && *p == ',')
+      p++;
   }
   return false;
 }
@@ -343,6 +492,18 @@ static void handle_upgrade(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   vx_events *ev = c->ev;
   if (r->method != HTTP_GET) {
     respond_error(c, 400, "WebSocket handshake must use GET", NULL, false);
+    return;
+  }
+  /* RFC 6455 §4.2.1: an HTTP/1.1 (or later) GET naming the server in one Host header. */
+  if (c->hp->http_major < 1 || (c->hp->http_major == 1 && c->hp->http_minor < 1)) {
+    respond_error(c, 400, "WebSocket handshake needs HTTP/1.1 or later", NULL, false);
+    return;
+  }
+  const hval *host = &r->h[H_HOST];
+  if (!host->seen || host->repeated || host->overflow || host->len == 0) {
+    respond_error(c, 400,
+                  host->repeated ? "more than one Host header" : "WebSocket handshake needs a Host header",
+                  NULL, false);
     return;
   }
   if (!has_token(r->h[H_CONNECTION].v, "upgrade")) {
@@ -372,16 +533,18 @@ static void handle_upgrade(vx_conn *c, const uint8_t *extra, size_t extra_len) {
     respond_error(c, 500, "handshake failed", NULL, false);
     return;
   }
-  bool deflate = ev->opts.permessage_deflate && r->h[H_EXT].seen && !r->h[H_EXT].overflow &&
-                 deflate_offered(r->h[H_EXT].v);
-  char resp[256];
+  bool smwb = false;
+  bool deflate = ev->opts.permessage_deflate && r->ext.len && !r->ext.oom &&
+                 deflate_negotiate(r->ext.p, r->ext.len, &smwb);
+  char resp[320];
   int n = snprintf(resp, sizeof resp,
                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s\r\n",
+                   "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s\r\n",
                    accept,
                    deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
-                             "server_no_context_takeover; client_no_context_takeover\r\n"
-                           : "");
+                             "server_no_context_takeover; client_no_context_takeover"
+                           : "",
+                   smwb ? "; server_max_window_bits=15" : "", deflate ? "\r\n" : "");
   vx_buf *b = vx__buf_new((size_t)n);
   if (!b) {
     vx__conn_terminate(c);

@@ -8,15 +8,16 @@ import { connect, health, ms, openRawWs, openWs, rawHttp, waitFor, withServer, w
 
 const T = { timeout: 20000 };
 
-function upgradeRequest(port, { path = '/ws', key = randomBytes(16).toString('base64'), version = '13', omit = [] } = {}) {
+function upgradeRequest(port, { path = '/ws', key = randomBytes(16).toString('base64'), version = '13', omit = [], http = '1.1', extra = [] } = {}) {
   const headers = [
     ['Host', `127.0.0.1:${port}`],
     ['Upgrade', 'websocket'],
     ['Connection', 'Upgrade'],
     ['Sec-WebSocket-Key', key],
     ['Sec-WebSocket-Version', version],
+    ...extra,
   ].filter(([name]) => !omit.includes(name));
-  return `GET ${path} HTTP/1.1\r\n${headers.map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`;
+  return `GET ${path} HTTP/${http}\r\n${headers.map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`;
 }
 
 test('valid_handshake_answers_101_with_correct_accept', T, async () => {
@@ -56,6 +57,42 @@ test('handshake_without_version_answers_426_or_400', T, async () => {
   await withServer(async (srv) => {
     const res = await rawHttp(srv.port, upgradeRequest(srv.port, { omit: ['Sec-WebSocket-Version'] }));
     assert.ok(res.status === 426 || res.status === 400, res.raw);
+  });
+});
+
+// RFC 6455 §4.2.1: the handshake is an HTTP/1.1 (or later) GET with a Host header.
+test('handshake_over_http_1_0_answers_400', T, async () => {
+  await withServer(async (srv) => {
+    const res = await rawHttp(srv.port, upgradeRequest(srv.port, { http: '1.0' }));
+    assert.equal(res.status, 400, res.raw);
+    assert.match(res.body, /HTTP\/1\.1/);
+  });
+});
+
+test('handshake_without_host_answers_400', T, async () => {
+  await withServer(async (srv) => {
+    const res = await rawHttp(srv.port, upgradeRequest(srv.port, { omit: ['Host'] }));
+    assert.equal(res.status, 400, res.raw);
+    assert.match(res.body, /Host/);
+  });
+});
+
+test('handshake_with_two_host_headers_answers_400', T, async () => {
+  await withServer(async (srv) => {
+    const res = await rawHttp(srv.port, upgradeRequest(srv.port, { extra: [['Host', 'other.example']] }));
+    assert.equal(res.status, 400, res.raw);
+  });
+});
+
+test('handshake_over_http_1_1_with_host_is_accepted', T, async () => {
+  await withServer(async (srv) => {
+    // The minimal request a proxy may send: Host without a port, header names in odd case.
+    const key = randomBytes(16).toString('base64');
+    const req = `GET /ws HTTP/1.1\r\nhOsT: localhost\r\nUPGRADE: WebSocket\r\nconnection: keep-alive, Upgrade\r\n` +
+      `sec-websocket-key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
+    const res = await rawHttp(srv.port, req);
+    assert.equal(res.status, 101, res.raw);
+    assert.equal(res.headers['sec-websocket-accept'], wsAccept(key));
   });
 });
 

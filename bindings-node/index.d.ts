@@ -60,6 +60,12 @@ export interface EventsPluginOptions {
   driver?: 'ws' | 'sse';
   /** Endpoint path; default '/ws' ('/events' for SSE). The auth route is `${path}/auth`. */
   path?: string;
+  /**
+   * With driver 'ws': also serve the SSE fallback from the same instance (one broadcast reaches
+   * both kinds of client): `GET sse.path` plus `POST sse.path/subscribe|unsubscribe`.
+   * `true` means `{ path: '/events' }`. heartbeatInterval and retryInterval apply to it.
+   */
+  sse?: boolean | { path?: string };
   /** redis:// or rediss:// URL for horizontal scaling (undefined = single instance). */
   redis?: string;
   /** Redis key and channel prefix; default 'vx'. */

@@ -2,11 +2,12 @@
 // eventsPlugin(options): the Fastify plugin.
 //
 // driver 'ws': WebSocket upgrades for `path` on the app's own server are handed to the core
-// (same port). driver 'sse': `GET path` is hijacked and handed to the core the same way. In
-// both cases the accepted socket's fd is duplicated and given to the core together with the
-// request bytes Node already read, then Node's socket is destroyed (closing only Node's
-// copy). `POST {path}/auth` (ws) and `POST {path}/subscribe` (sse) are Fastify routes, so the
-// app's own authentication (request.user) is visible to the authorizer.
+// (same port). driver 'sse' (or `sse: { path }` beside driver 'ws', for both at once on one
+// instance): `GET path` is hijacked and handed to the core the same way. In both cases the
+// accepted socket's fd is duplicated and given to the core together with the request bytes
+// Node already read, then Node's socket is destroyed (closing only Node's copy).
+// `POST {path}/auth` (ws) and `POST {path}/subscribe` (sse) are Fastify routes, so the app's
+// own authentication (request.user) is visible to the authorizer.
 
 const tls = require('node:tls');
 const fp = require('fastify-plugin');
@@ -186,13 +187,22 @@ function eventsPlugin(options) {
       throw optionError('the app has no HTTP server to take connections from; use listen: {host, port}');
     }
 
+    if (app.hasDecorator('events')) {
+      // Checked before the instance exists, so a refused registration leaks nothing.
+      throw optionError(
+        'app.events is already decorated (is eventsPlugin registered twice?); one registration serves ' +
+          "WebSocket and SSE together: eventsPlugin({ driver: 'ws', path: '/ws', sse: { path: '/events' } })",
+        'EEXIST',
+      );
+    }
+
     const { manager } = createManager(o, { logger: app.log });
     let onUpgrade = null;
 
-    if (!o.listen && o.driver === 'ws') {
+    if (!o.listen && o.wsPath) {
       const server = app.server;
       onUpgrade = (req, socket, head) => {
-        if (pathnameOf(req.url) !== o.path) {
+        if (pathnameOf(req.url) !== o.wsPath) {
           // Not ours. Without any other upgrade listener Node would have destroyed it.
           if (server.listenerCount('upgrade') === 1) socket.destroy();
           return;
@@ -204,13 +214,13 @@ function eventsPlugin(options) {
       server.prependListener('upgrade', onUpgrade);
     }
 
-    if (o.driver === 'sse' && !o.listen) {
-      app.get(o.path, { exposeHeadRoute: false }, (request, reply) => {
+    if (o.ssePath && !o.listen) {
+      app.get(o.ssePath, { exposeHeadRoute: false }, (request, reply) => {
         reply.hijack();
         handOff(manager, app.log, request.raw, request.raw.socket, null);
       });
-      app.post(`${o.path}/subscribe`, sseRoute(o, manager, true));
-      app.post(`${o.path}/unsubscribe`, sseRoute(o, manager, false));
+      app.post(`${o.ssePath}/subscribe`, sseRoute(o, manager, true));
+      app.post(`${o.ssePath}/unsubscribe`, sseRoute(o, manager, false));
     }
 
     byInstance.set(app, manager);
@@ -220,7 +230,7 @@ function eventsPlugin(options) {
         return manager;
       },
     });
-    if (o.driver === 'ws') app.post(`${o.path}/auth`, authRoute(o, manager));
+    if (o.wsPath) app.post(`${o.wsPath}/auth`, authRoute(o, manager));
 
     // preClose, not onClose: the HTTP server's close waits for open connections, so the
     // clients are closed (1001) first.

@@ -21,6 +21,18 @@ const CHANNEL_RE = /^[A-Za-z0-9_\-=@,.;:/]{1,200}$/;
 const LEVELS = ['error', 'warn', 'info', 'debug'];
 const byInstance = new WeakMap();
 
+// Fastify plugin names this plugin answers to: its own, and the one of the API it reproduces,
+// so plugins written for @veloxts/events (`dependencies: ['@veloxts/events']`) load on it.
+const NAME = 'vxevents';
+const ALIAS = '@veloxts/events';
+
+/**
+ * Registers ALIAS as a loaded plugin on `app`. A plugin's name is fastify-plugin metadata, one
+ * per function, so the second name is an empty plugin of its own; wrapped with fastify-plugin,
+ * it is recorded on the same instance as this one, before any plugin registered after it.
+ */
+const alias = fp(async function vxeventsAlias() {}, { fastify: '5.x', name: ALIAS });
+
 /** The request line and headers exactly as received, for the core's HTTP parser. */
 function rawRequest(req) {
   let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`;
@@ -231,6 +243,7 @@ function eventsPlugin(options) {
       },
     });
     if (o.wsPath) app.post(`${o.wsPath}/auth`, authRoute(o, manager));
+    app.register(alias);
 
     // preClose, not onClose: the HTTP server's close waits for open connections, so the
     // clients are closed (1001) first.
@@ -245,7 +258,7 @@ function eventsPlugin(options) {
     app.addHook('onClose', shutdown);
   }
 
-  return fp(vxevents, { fastify: '5.x', name: 'vxevents' });
+  return fp(vxevents, { fastify: '5.x', name: NAME });
 }
 
 /** The manager registered on `app` by eventsPlugin(). */

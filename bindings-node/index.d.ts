@@ -173,3 +173,12 @@ declare module 'fastify' {
     events: EventsManager;
   }
 }
+
+// Velox: `ctx.events` in procedures (eventsPlugin puts the manager on request.context, which
+// is the ctx of a Velox procedure). An augmentation of a module the app does not have is an
+// ambient declaration nobody imports, so apps without Velox compile unchanged.
+declare module '@veloxts/core' {
+  interface BaseContext {
+    events: EventsManager;
+  }
+}

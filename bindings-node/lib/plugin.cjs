@@ -242,6 +242,16 @@ function eventsPlugin(options) {
         return manager;
       },
     });
+    // Velox: `ctx` in a procedure is `request.context`, which Velox's own onRequest hook
+    // (added when the app is created, so it runs before this one) sets to {request, reply};
+    // plugins put what procedures use on it, as @veloxts/orm does with ctx.db. Without Velox
+    // there is no request.context and this does nothing. An `events` the app put there
+    // itself is left alone.
+    app.addHook('onRequest', (request, reply, done) => {
+      const ctx = request.context;
+      if (ctx !== null && typeof ctx === 'object' && !('events' in ctx)) ctx.events = manager;
+      done();
+    });
     if (o.wsPath) app.post(`${o.wsPath}/auth`, authRoute(o, manager));
     app.register(alias);
 

@@ -60,6 +60,12 @@ export interface EventsPluginOptions {
   driver?: 'ws' | 'sse';
   /** Endpoint path; default '/ws' ('/events' for SSE). The auth route is `${path}/auth`. */
   path?: string;
+  /**
+   * With driver 'ws': also serve the SSE fallback from the same instance (one broadcast reaches
+   * both kinds of client): `GET sse.path` plus `POST sse.path/subscribe|unsubscribe`.
+   * `true` means `{ path: '/events' }`. heartbeatInterval and retryInterval apply to it.
+   */
+  sse?: boolean | { path?: string };
   /** redis:// or rediss:// URL for horizontal scaling (undefined = single instance). */
   redis?: string;
   /** Redis key and channel prefix; default 'vx'. */
@@ -164,6 +170,15 @@ declare module 'fastify' {
     events: EventsManager;
   }
   interface FastifyRequest {
+    events: EventsManager;
+  }
+}
+
+// Velox: `ctx.events` in procedures (eventsPlugin puts the manager on request.context, which
+// is the ctx of a Velox procedure). An augmentation of a module the app does not have is an
+// ambient declaration nobody imports, so apps without Velox compile unchanged.
+declare module '@veloxts/core' {
+  interface BaseContext {
     events: EventsManager;
   }
 }

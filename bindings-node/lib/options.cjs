@@ -20,6 +20,7 @@ const KNOWN = new Set([
   'maxConnections',
   'maxChannelsPerConnection',
   'listen',
+  'sse',
   'clientEventsPerSecond',
   'maxMemberSize',
   'maxPresenceMembers',
@@ -82,6 +83,38 @@ function checkListen(listen) {
   return { host, port };
 }
 
+function checkPath(name, path) {
+  if (typeof path !== 'string' || path.length > 200 || !PATH_RE.test(path) || (path.length > 1 && path.endsWith('/'))) {
+    throw optionError(
+      `option ${name} must be an absolute URL path like '/ws' (no query, no trailing slash; got ${JSON.stringify(path)})`,
+    );
+  }
+  return path;
+}
+
+/**
+ * `sse: true | { path }` beside driver 'ws': the same instance also serves Server-Sent Events
+ * (the fallback for clients without WebSocket), so one broadcast reaches both kinds of client.
+ * Returns the SSE path, or null when the option is absent.
+ */
+function checkSse(sse, wsPath) {
+  if (sse === undefined || sse === null || sse === false) return null;
+  if (sse !== true && (typeof sse !== 'object' || Array.isArray(sse))) {
+    throw optionError("option sse must be true or an object { path } (e.g. sse: { path: '/events' })");
+  }
+  const o = sse === true ? {} : sse;
+  for (const k of Object.keys(o)) {
+    if (k !== 'path') {
+      throw optionError(
+        `unknown sse option ${JSON.stringify(k)} (sse takes { path }; heartbeatInterval and retryInterval are top-level options)`,
+      );
+    }
+  }
+  const path = checkPath('sse.path', isSet(o.path) ? o.path : '/events');
+  if (path === wsPath) throw optionError(`option sse.path must differ from path (both are ${JSON.stringify(path)})`);
+  return path;
+}
+
 /** Normalize eventsPlugin()/getEvents() options; throws on anything invalid. */
 function normalizeOptions(options) {
   if (options === undefined || options === null) options = {};
@@ -92,15 +125,18 @@ function normalizeOptions(options) {
 
   const driver = isSet(options.driver) ? options.driver : 'ws';
   if (driver !== 'ws' && driver !== 'sse') {
-    throw optionError(`unknown driver ${JSON.stringify(driver)} (expected 'ws' or 'sse')`);
-  }
-
-  const path = isSet(options.path) ? options.path : driver === 'sse' ? '/events' : '/ws';
-  if (typeof path !== 'string' || path.length > 200 || !PATH_RE.test(path) || (path.length > 1 && path.endsWith('/'))) {
     throw optionError(
-      `option path must be an absolute URL path like '/ws' (no query, no trailing slash; got ${JSON.stringify(path)})`,
+      `unknown driver ${JSON.stringify(driver)} (expected 'ws' or 'sse'; for WebSocket with an SSE ` +
+        `fallback on the same app use driver: 'ws' with sse: { path: '/events' })`,
     );
   }
+
+  const path = checkPath('path', isSet(options.path) ? options.path : driver === 'sse' ? '/events' : '/ws');
+  const wsPath = driver === 'ws' ? path : null;
+  if (driver === 'sse' && isSet(options.sse) && options.sse !== false) {
+    throw optionError("option sse adds an SSE endpoint beside driver 'ws'; with driver 'sse' the endpoint is path");
+  }
+  const ssePath = driver === 'sse' ? path : checkSse(options.sse, path);
 
   let authSecret = null;
   if (isSet(options.authSecret)) {
@@ -126,6 +162,8 @@ function normalizeOptions(options) {
   const normalized = {
     driver,
     path,
+    wsPath,
+    ssePath,
     redis,
     redisPrefix: isSet(options.redisPrefix) ? options.redisPrefix : undefined,
     redisBacklogMax: integer(options, 'redisBacklogMax', { min: 1, max: 2 ** 40, def: undefined }),
@@ -153,12 +191,11 @@ function normalizeOptions(options) {
 /** What the core needs to create an instance. `report(err)` receives what a hook throws. */
 function coreOptions(o, report = defaultReport, log = null, logLevel = 1) {
   const c = { pingInterval: o.pingInterval, maxPayload: o.maxPayloadSize };
-  if (o.driver === 'sse') {
-    c.ssePath = o.path;
+  if (o.wsPath) c.path = o.wsPath;
+  if (o.ssePath) {
+    c.ssePath = o.ssePath;
     c.heartbeatInterval = o.heartbeatInterval;
     c.retryInterval = o.retryInterval;
-  } else {
-    c.path = o.path;
   }
   if (o.maxSendQueue !== undefined) c.maxSendQueue = o.maxSendQueue;
   if (o.maxConnections !== undefined) c.maxConnections = o.maxConnections;

@@ -2,11 +2,12 @@
 // eventsPlugin(options): the Fastify plugin.
 //
 // driver 'ws': WebSocket upgrades for `path` on the app's own server are handed to the core
-// (same port). driver 'sse': `GET path` is hijacked and handed to the core the same way. In
-// both cases the accepted socket's fd is duplicated and given to the core together with the
-// request bytes Node already read, then Node's socket is destroyed (closing only Node's
-// copy). `POST {path}/auth` (ws) and `POST {path}/subscribe` (sse) are Fastify routes, so the
-// app's own authentication (request.user) is visible to the authorizer.
+// (same port). driver 'sse' (or `sse: { path }` beside driver 'ws', for both at once on one
+// instance): `GET path` is hijacked and handed to the core the same way. In both cases the
+// accepted socket's fd is duplicated and given to the core together with the request bytes
+// Node already read, then Node's socket is destroyed (closing only Node's copy).
+// `POST {path}/auth` (ws) and `POST {path}/subscribe` (sse) are Fastify routes, so the app's
+// own authentication (request.user) is visible to the authorizer.
 
 const tls = require('node:tls');
 const fp = require('fastify-plugin');
@@ -19,6 +20,18 @@ const { decide, makeCoreAuthorizer } = require('./authorize.cjs');
 const CHANNEL_RE = /^[A-Za-z0-9_\-=@,.;:/]{1,200}$/;
 const LEVELS = ['error', 'warn', 'info', 'debug'];
 const byInstance = new WeakMap();
+
+// Fastify plugin names this plugin answers to: its own, and the one of the API it reproduces,
+// so plugins written for @veloxts/events (`dependencies: ['@veloxts/events']`) load on it.
+const NAME = 'vxevents';
+const ALIAS = '@veloxts/events';
+
+/**
+ * Registers ALIAS as a loaded plugin on `app`. A plugin's name is fastify-plugin metadata, one
+ * per function, so the second name is an empty plugin of its own; wrapped with fastify-plugin,
+ * it is recorded on the same instance as this one, before any plugin registered after it.
+ */
+const alias = fp(async function vxeventsAlias() {}, { fastify: '5.x', name: ALIAS });
 
 /** The request line and headers exactly as received, for the core's HTTP parser. */
 function rawRequest(req) {
@@ -186,13 +199,22 @@ function eventsPlugin(options) {
       throw optionError('the app has no HTTP server to take connections from; use listen: {host, port}');
     }
 
+    if (app.hasDecorator('events')) {
+      // Checked before the instance exists, so a refused registration leaks nothing.
+      throw optionError(
+        'app.events is already decorated (is eventsPlugin registered twice?); one registration serves ' +
+          "WebSocket and SSE together: eventsPlugin({ driver: 'ws', path: '/ws', sse: { path: '/events' } })",
+        'EEXIST',
+      );
+    }
+
     const { manager } = createManager(o, { logger: app.log });
     let onUpgrade = null;
 
-    if (!o.listen && o.driver === 'ws') {
+    if (!o.listen && o.wsPath) {
       const server = app.server;
       onUpgrade = (req, socket, head) => {
-        if (pathnameOf(req.url) !== o.path) {
+        if (pathnameOf(req.url) !== o.wsPath) {
           // Not ours. Without any other upgrade listener Node would have destroyed it.
           if (server.listenerCount('upgrade') === 1) socket.destroy();
           return;
@@ -204,13 +226,13 @@ function eventsPlugin(options) {
       server.prependListener('upgrade', onUpgrade);
     }
 
-    if (o.driver === 'sse' && !o.listen) {
-      app.get(o.path, { exposeHeadRoute: false }, (request, reply) => {
+    if (o.ssePath && !o.listen) {
+      app.get(o.ssePath, { exposeHeadRoute: false }, (request, reply) => {
         reply.hijack();
         handOff(manager, app.log, request.raw, request.raw.socket, null);
       });
-      app.post(`${o.path}/subscribe`, sseRoute(o, manager, true));
-      app.post(`${o.path}/unsubscribe`, sseRoute(o, manager, false));
+      app.post(`${o.ssePath}/subscribe`, sseRoute(o, manager, true));
+      app.post(`${o.ssePath}/unsubscribe`, sseRoute(o, manager, false));
     }
 
     byInstance.set(app, manager);
@@ -220,7 +242,18 @@ function eventsPlugin(options) {
         return manager;
       },
     });
-    if (o.driver === 'ws') app.post(`${o.path}/auth`, authRoute(o, manager));
+    // Velox: `ctx` in a procedure is `request.context`, which Velox's own onRequest hook
+    // (added when the app is created, so it runs before this one) sets to {request, reply};
+    // plugins put what procedures use on it, as @veloxts/orm does with ctx.db. Without Velox
+    // there is no request.context and this does nothing. An `events` the app put there
+    // itself is left alone.
+    app.addHook('onRequest', (request, reply, done) => {
+      const ctx = request.context;
+      if (ctx !== null && typeof ctx === 'object' && !('events' in ctx)) ctx.events = manager;
+      done();
+    });
+    if (o.wsPath) app.post(`${o.wsPath}/auth`, authRoute(o, manager));
+    app.register(alias);
 
     // preClose, not onClose: the HTTP server's close waits for open connections, so the
     // clients are closed (1001) first.
@@ -235,7 +268,7 @@ function eventsPlugin(options) {
     app.addHook('onClose', shutdown);
   }
 
-  return fp(vxevents, { fastify: '5.x', name: 'vxevents' });
+  return fp(vxevents, { fastify: '5.x', name: NAME });
 }
 
 /** The manager registered on `app` by eventsPlugin(). */

@@ -1,9 +1,10 @@
 // Helpers for the binding suite: a real Fastify app on 127.0.0.1 (port 0) with the
-// vxevents plugin, and real `ws` clients that record every message. Every wait is bounded
-// and says what it saw when it gives up.
+// vxevents plugin, and real `ws` and `eventsource` clients that record every message. Every
+// wait is bounded and says what it saw when it gives up.
 
 import Fastify from 'fastify';
 import WebSocket from 'ws';
+import { EventSource } from 'eventsource';
 import { eventsPlugin } from 'vxevents';
 
 export const SECRET = 'test-secret-that-is-at-least-32-characters-long';
@@ -99,4 +100,45 @@ export async function postJson(url, body, headers = {}) {
 /** Events received so far on `channel` named `event`. */
 export function eventsOf(client, channel, event) {
   return client.messages.filter((m) => m.type === 'event' && m.channel === channel && m.event === event);
+}
+
+/**
+ * An `eventsource` client that records every message; `es.next(pred)` waits for one.
+ * The SSE event: field is the message's type (event, subscription_succeeded, ...); `name` is
+ * the application's event name for channel events and the type otherwise. A message whose
+ * event: field is not its type is recorded in es.mismatches.
+ */
+export function openStream(url) {
+  const es = new EventSource(url);
+  const got = [];
+  const waiters = [];
+  es.mismatches = [];
+  const push = (type) => (e) => {
+    const data = JSON.parse(e.data);
+    if (data.type !== type) es.mismatches.push({ field: type, data });
+    const item = { name: type === 'event' ? data.event : type, data };
+    got.push(item);
+    for (const w of [...waiters]) {
+      if (w.pred(item)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        clearTimeout(w.timer);
+        w.resolve(item);
+      }
+    }
+  };
+  for (const t of ['event', 'subscription_succeeded', 'subscription_error']) es.addEventListener(t, push(t));
+  es.got = got;
+  es.next = (pred, what = 'a matching SSE message', ms = 3000) => {
+    const have = got.find(pred);
+    if (have) return Promise.resolve(have);
+    return new Promise((resolve, reject) => {
+      const w = { pred, resolve };
+      w.timer = setTimeout(() => {
+        waiters.splice(waiters.indexOf(w), 1);
+        reject(new Error(`timed out waiting for ${what}; got ${JSON.stringify(got)}`));
+      }, ms);
+      waiters.push(w);
+    });
+  };
+  return es;
 }

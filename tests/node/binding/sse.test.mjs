@@ -7,46 +7,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { EventSource } from 'eventsource';
-import { postJson, SECRET, startApp } from './helpers.mjs';
-
-// The SSE event: field is the message's type (event, subscription_succeeded, ...); `name` is
-// the application's event name for channel events and the type otherwise. A message whose
-// event: field is not its type is recorded in es.mismatches.
-function openStream(url) {
-  const es = new EventSource(url);
-  const got = [];
-  const waiters = [];
-  es.mismatches = [];
-  const push = (type) => (e) => {
-    const data = JSON.parse(e.data);
-    if (data.type !== type) es.mismatches.push({ field: type, data });
-    const item = { name: type === 'event' ? data.event : type, data };
-    got.push(item);
-    for (const w of [...waiters]) {
-      if (w.pred(item)) {
-        waiters.splice(waiters.indexOf(w), 1);
-        clearTimeout(w.timer);
-        w.resolve(item);
-      }
-    }
-  };
-  for (const t of ['event', 'subscription_succeeded', 'subscription_error']) es.addEventListener(t, push(t));
-  es.got = got;
-  es.next = (pred, what = 'a matching SSE message', ms = 3000) => {
-    const have = got.find(pred);
-    if (have) return Promise.resolve(have);
-    return new Promise((resolve, reject) => {
-      const w = { pred, resolve };
-      w.timer = setTimeout(() => {
-        waiters.splice(waiters.indexOf(w), 1);
-        reject(new Error(`timed out waiting for ${what}; got ${JSON.stringify(got)}`));
-      }, ms);
-      waiters.push(w);
-    });
-  };
-  return es;
-}
+import { openStream, postJson, SECRET, startApp } from './helpers.mjs';
 
 const asUser = (user) => ({ 'x-user': JSON.stringify(user) });
 

@@ -47,6 +47,11 @@ void vx__details_add(vx_details *d, const char *path, const char *msg);
 /* Answer 400 with the details collected (at least one) and free them. */
 void vx__details_send(vx_conn *c, vx_details *d, bool ka);
 
+/* Does the Sec-WebSocket-Extensions value `v` hold an acceptable permessage-deflate offer
+ * (RFC 7692 §5: the first offer whose parameters are all known, unrepeated and valid)?
+ * *echo_smwb: that offer named server_max_window_bits (=15), which the answer must echo. */
+bool vx__ws_deflate_negotiate(const char *v, size_t n, bool *echo_smwb);
+
 /* Route handlers, called with the whole request in c->req. */
 void vx__ws_handshake(vx_conn *c, const uint8_t *extra, size_t extra_len); /* GET {path} */
 void vx__api_handle(vx_conn *c, bool batch); /* POST /api/broadcast, /api/batch */

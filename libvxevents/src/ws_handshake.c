@@ -105,7 +105,7 @@ static int pmd_param(const char *p, size_t n) {
 }
 
 /* True when an offer is accepted; *echo_smwb when it named server_max_window_bits. */
-static bool deflate_negotiate(const char *v, size_t n, bool *echo_smwb) {
+bool vx__ws_deflate_negotiate(const char *v, size_t n, bool *echo_smwb) {
   const char *p = v, *e = v + n;
   while (p < e) {
     skip_ows(&p, e);
@@ -230,7 +230,7 @@ void vx__ws_handshake(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   }
   bool smwb = false;
   bool deflate = ev->opts.permessage_deflate && r->ext.len && !r->ext.oom &&
-                 deflate_negotiate(r->ext.p, r->ext.len, &smwb);
+                 vx__ws_deflate_negotiate(r->ext.p, r->ext.len, &smwb);
   char resp[320];
   int n = snprintf(resp, sizeof resp,
                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"

@@ -314,6 +314,7 @@ static void on_close(uv_handle_t *h) {
   free(c->q);
   free(c->wreq);
   free(c->subs);
+  free(c->close_buf);
   vx__http_free(c);
   if (c->ws)
     wslay_event_context_free(c->ws);

@@ -153,6 +153,7 @@ struct vx_conn {
   vx_conn *doomed_next;    /* ev->doomed, slow consumers to close after a broadcast */
   uint8_t state;
   bool dirty, doomed, closed, alive, writing, announced, close_after_flush, is_sse;
+  bool close_rcvd;         /* the peer's close frame arrived (the gate in ws.c takes it) */
   bool deflate;            /* negotiated permessage-deflate (no context takeover) */
   uint16_t pending_close_code; /* close code queued by wslay */
   uint64_t deadline;       /* HTTP request or close handshake deadline (uv_now ms) */
@@ -165,7 +166,9 @@ struct vx_conn {
     uint8_t hdr[14];
     uint8_t hlen;          /* header bytes collected (0 = at a frame boundary) */
     bool in_msg;           /* inside a fragmented data message */
+    bool in_close;         /* receiving a close frame (never given to wslay) */
   } fr;
+  uint8_t *close_buf;      /* its payload while it arrives (<= 125 bytes, once) */
   const uint8_t *in;       /* bytes wslay may read, set around wslay_event_recv */
   size_t in_len;
 

@@ -154,6 +154,8 @@ struct vx_conn {
   uint8_t state;
   bool dirty, doomed, closed, alive, writing, announced, close_after_flush, is_sse;
   bool close_rcvd;         /* the peer's close frame arrived (the gate in ws.c takes it) */
+  bool lingering;          /* write side shut down, input discarded until the peer closes */
+  uint32_t linger_left;    /* bytes still discarded before the socket is cut */
   bool deflate;            /* negotiated permessage-deflate (no context takeover) */
   uint16_t pending_close_code; /* close code queued by wslay */
   uint64_t deadline;       /* HTTP request or close handshake deadline (uv_now ms) */
@@ -319,6 +321,8 @@ void vx__conn_send_control(vx_conn *c, vx_buf *b); /* same, exempt from the boun
 void vx__conn_mark_dirty(vx_conn *c);
 void vx__conn_flush_all(vx_events *ev);
 void vx__conn_terminate(vx_conn *c);
+/* Input of a lingering connection is dropped (true); false: the connection reads as usual. */
+bool vx__conn_discard(vx_conn *c, size_t n);
 void vx__conn_leave_ws(vx_conn *c);
 void vx__conn_close_ws(vx_conn *c, uint16_t code, const char *reason);
 void vx__conn_process_doomed(vx_events *ev);

@@ -347,7 +347,7 @@ int vx__ws_start(vx_conn *c, const uint8_t *extra, size_t extra_len) {
 }
 
 void vx__ws_on_read(vx_conn *c, const uint8_t *p, size_t n) {
-  if (c->closed || c->state == VXC_HTTP)
+  if (c->closed || c->state == VXC_HTTP || vx__conn_discard(c, n))
     return;
   if (ws_ctx(c) != 0) {
     vx__conn_terminate(c);

@@ -13,6 +13,12 @@
 
 #define FLUSH_IOV 64 /* buffers per write; more wait for the next write */
 
+/* Lingering close (see linger()): how long and how much a peer may still send after the
+ * server's last byte before the socket is cut anyway. Discarding costs no memory; the byte
+ * bound keeps it from costing CPU without end. */
+#define LINGER_MS 2000
+#define LINGER_BYTES (16u << 20)
+
 static void on_close(uv_handle_t *h);
 
 void vx__conn_accepted(vx_events *ev, vx_conn *c) {
@@ -71,7 +77,7 @@ static void doom(vx_conn *c) {
  * never left open with a gap in its stream. */
 static void enqueue(vx_conn *c, vx_buf *b, bool bounded) {
   vx_events *ev = c->ev;
-  if (c->closed || c->doomed) {
+  if (c->closed || c->doomed || c->lingering) {
     vx__buf_unref(b);
     return;
   }
@@ -124,9 +130,53 @@ static void q_consume(vx_conn *c, size_t n) {
   }
 }
 
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  vx_conn *c = req->data; /* still allocated: a cancelled shutdown reports before on_close */
+  free(req);
+  if (status < 0 && status != UV_ECANCELED && !c->closed)
+    vx__conn_terminate(c);
+}
+
+/* Everything the server had to say is written. Closing the socket now would make the
+ * kernel answer any input still unread, or still arriving (the rest of a message over
+ * --max-payload, of an upload answered 413), with a reset, and a reset can destroy the
+ * close frame or the HTTP answer before the peer has read it. So: shut down the write side
+ * (the peer sees the end after our last byte), then read and discard until the peer closes
+ * too, for at most LINGER_MS and LINGER_BYTES. */
+static void linger(vx_conn *c) {
+  if (c->lingering)
+    return;
+  uv_shutdown_t *req = malloc(sizeof *req);
+  if (!req) {
+    vx__conn_terminate(c);
+    return;
+  }
+  req->data = c;
+  if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    free(req);
+    vx__conn_terminate(c);
+    return;
+  }
+  c->lingering = true;
+  c->linger_left = LINGER_BYTES;
+  c->deadline = uv_now(&c->ev->loop) + LINGER_MS;
+  if (c->ev->shutting_down && c->ev->shutdown_deadline < c->deadline)
+    c->deadline = c->ev->shutdown_deadline;
+}
+
+bool vx__conn_discard(vx_conn *c, size_t n) {
+  if (!c->lingering)
+    return false;
+  if (n >= c->linger_left)
+    vx__conn_terminate(c);
+  else
+    c->linger_left -= (uint32_t)n;
+  return true;
+}
+
 static void after_drain(vx_conn *c) {
   if (c->qlen == 0 && c->close_after_flush && !c->closed)
-    vx__conn_terminate(c);
+    linger(c);
 }
 
 static void on_write(uv_write_t *req, int status) {
@@ -314,6 +364,7 @@ static void on_close(uv_handle_t *h) {
   free(c->q);
   free(c->wreq);
   free(c->subs);
+  free(c->close_buf);
   vx__http_free(c);
   if (c->ws)
     wslay_event_context_free(c->ws);
@@ -321,7 +372,7 @@ static void on_close(uv_handle_t *h) {
 }
 
 /* Deadlines: an HTTP request must arrive whole in VX_HTTP_DEADLINE_MS (slow-loris guard);
- * a closing handshake gets a couple of seconds. Runs once a second; the walk is over all
+ * a closing handshake and a lingering close get a couple of seconds. Runs once a second; the walk is over all
  * connections, a few nanoseconds each. */
 void vx__conn_sweep(vx_events *ev) {
   uint64_t now = uv_now(&ev->loop);
@@ -330,7 +381,7 @@ void vx__conn_sweep(vx_events *ev) {
     next = c->next;
     if (!VX_IS_CLIENT(c) && c->deadline && now >= c->deadline) {
       vx__log(ev, VX_LOG_DEBUG, "deadline passed for %s (%s), %zu bytes unsent",
-              c->state == VXC_HTTP ? "HTTP request" : "close handshake",
+              c->lingering ? "lingering close" : c->state == VXC_HTTP ? "HTTP request" : "close handshake",
               c->state == VXC_HTTP ? "-" : c->id, c->qbytes);
       vx__conn_terminate(c);
     }

@@ -389,6 +389,8 @@ static void handle_request(vx_conn *c, const uint8_t *extra, size_t extra_len) {
 }
 
 void vx__http_on_read(vx_conn *c, const uint8_t *p, size_t n) {
+  if (vx__conn_discard(c, n))
+    return;
   while (n > 0 && !c->closed && c->state == VXC_HTTP && c->req && !c->req->stop) {
     size_t used = http_parser_execute(c->hp, &settings, (const char *)p, n);
     enum http_errno e = HTTP_PARSER_ERRNO(c->hp);

@@ -155,6 +155,9 @@ struct vx_conn {
   vx_conn *doomed_next;    /* ev->doomed, slow consumers to close after a broadcast */
   uint8_t state;
   bool dirty, doomed, closed, alive, writing, announced, close_after_flush, is_sse;
+  bool close_rcvd;         /* the peer's close frame arrived (the gate in ws.c takes it) */
+  bool lingering;          /* write side shut down, input discarded until the peer closes */
+  uint32_t linger_left;    /* bytes still discarded before the socket is cut */
   bool deflate;            /* negotiated permessage-deflate (no context takeover) */
   uint16_t pending_close_code; /* close code queued by wslay */
   uint64_t deadline;       /* HTTP request or close handshake deadline (uv_now ms) */
@@ -167,7 +170,9 @@ struct vx_conn {
     uint8_t hdr[14];
     uint8_t hlen;          /* header bytes collected (0 = at a frame boundary) */
     bool in_msg;           /* inside a fragmented data message */
+    bool in_close;         /* receiving a close frame (never given to wslay) */
   } fr;
+  uint8_t *close_buf;      /* its payload while it arrives (<= 125 bytes, once) */
   const uint8_t *in;       /* bytes wslay may read, set around wslay_event_recv */
   size_t in_len;
 
@@ -318,6 +323,8 @@ void vx__conn_send_control(vx_conn *c, vx_buf *b); /* same, exempt from the boun
 void vx__conn_mark_dirty(vx_conn *c);
 void vx__conn_flush_all(vx_events *ev);
 void vx__conn_terminate(vx_conn *c);
+/* Input of a lingering connection is dropped (true); false: the connection reads as usual. */
+bool vx__conn_discard(vx_conn *c, size_t n);
 void vx__conn_leave_ws(vx_conn *c);
 void vx__conn_close_ws(vx_conn *c, uint16_t code, const char *reason);
 void vx__conn_process_doomed(vx_events *ev);

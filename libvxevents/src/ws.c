@@ -1,7 +1,8 @@
 /* WebSocket transport: the RFC 6455 accept key, and wslay for everything that arrives.
  *
- * wslay parses incoming frames (masking, fragmentation, control frames, the close
- * handshake, the message-size limit) and its replies (pong, close) come out through
+ * wslay parses incoming frames (masking, fragmentation, the message-size limit) behind a
+ * small gate of ours that handles close frames and header violations (see "the frame
+ * gate" below); its replies (pong, close) come out through
  * send_cb into the connection's queue. Outgoing data frames do not go through wslay's
  * own queue, which would malloc and copy each message per connection: they are the
  * shared broadcast buffers of conn.c. Mixing is safe because send_cb always accepts a
@@ -119,14 +120,14 @@ static void after_wslay(vx_conn *c) {
     return;
   }
   bool sent = wslay_event_get_close_sent(c->ws);
-  bool rcvd = wslay_event_get_close_received(c->ws);
+  bool rcvd = c->close_rcvd;
   if (sent || rcvd) {
     if (c->state == VXC_WS) {
       vx__conn_leave_ws(c);
       c->deadline = uv_now(&c->ev->loop) + 2000;
     }
-    /* Done when both closes have passed, or when wslay stopped reading after a protocol
-     * error (it will not read the peer's answer, so there is nothing to wait for). */
+    /* Done when both closes have passed, or when reading stopped after a protocol error
+     * (the peer's answer will not be read, so there is nothing to wait for). */
     if ((sent && rcvd) || (sent && !wslay_event_want_read(c->ws))) {
       c->close_after_flush = true;
       vx__conn_mark_dirty(c);
@@ -151,45 +152,171 @@ static int ws_ctx(vx_conn *c) {
   return 0;
 }
 
-/* Follow frame boundaries in the bytes given to wslay (it validates them; this only
- * tracks where frames and fragmented messages end). */
-static void track_frames(vx_conn *c, const uint8_t *p, size_t n) {
-  while (n > 0) {
-    if (c->fr.remain) {
-      size_t k = n < c->fr.remain ? n : (size_t)c->fr.remain;
-      c->fr.remain -= k;
-      p += k;
-      n -= k;
-      if (!c->fr.remain)
-        c->fr.hlen = 0;
+/* ---- the frame gate ----
+ *
+ * Every byte from the peer passes here before wslay sees it. The gate follows frame
+ * boundaries (wslay validates the rest) for three reasons:
+ *  - wslay cuts the connection without a close frame on the header violations it finds in
+ *    its frame layer (a control frame over 125 bytes or fragmented, a 64-bit length with
+ *    the top bit set, a length not in its shortest form); RFC 6455 §7.1.7 wants a close
+ *    frame (1002) first. The gate finds them as soon as the header shows them and answers
+ *    1002 itself, without giving wslay that header.
+ *  - wslay drops every queued control frame once a close is queued, so a pong owed for a
+ *    ping that came in the same read as a close was never sent (§5.5.2). Bytes are given to
+ *    wslay in segments that end after each ping, and its pong is sent before going on.
+ *  - wslay judges close codes by the 2011 list (1012-1014 came later) and answers a 1-byte
+ *    close payload with an empty close. Close frames never reach wslay: the gate collects
+ *    one (at most 125 bytes, at most once per connection), checks it, and queues the echo
+ *    through wslay so the close state stays in one place. */
+
+static bool close_code_valid(unsigned code) {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+         (code >= 3000 && code <= 4999);
+}
+
+/* Answer a violation: close frame with `code`, nothing more read. */
+static void protocol_close(vx_conn *c, uint16_t code, const char *why) {
+  wslay_event_queue_close(c->ws, code, (const uint8_t *)why, strlen(why));
+  wslay_event_shutdown_read(c->ws);
+}
+
+static void close_frame_done(vx_conn *c) {
+  size_t len = c->fr.hdr[1] & 0x7F;
+  const uint8_t *b = c->close_buf;
+  unsigned code = len ? ((unsigned)b[0] << 8) | b[1] : 0;
+  if (len && !close_code_valid(code)) {
+    protocol_close(c, WSLAY_CODE_PROTOCOL_ERROR, "invalid close code");
+  } else if (len > 2 && !vx__utf8_valid((const char *)b + 2, len - 2)) {
+    protocol_close(c, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, "close reason is not UTF-8");
+  } else {
+    c->close_rcvd = true;
+    /* Echo the code (an empty close for an empty one). When our own close went out
+     * first this is its answer and nothing more is queued. */
+    wslay_event_queue_close(c->ws, (uint16_t)code, NULL, 0);
+    wslay_event_shutdown_read(c->ws);
+  }
+  free(c->close_buf);
+  c->close_buf = NULL;
+  c->fr.in_close = false;
+  c->fr.hlen = 0;
+  c->fr.remain = 0;
+}
+
+/* Take bytes of the close frame being received; returns how many were used. */
+static size_t close_frame_bytes(vx_conn *c, const uint8_t *p, size_t n) {
+  size_t i = 0;
+  while (i < n && c->fr.in_close) {
+    if (c->fr.hlen < 6) {
+      c->fr.hdr[c->fr.hlen++] = p[i++];
+      if (c->fr.hlen == 2) {
+        uint8_t b0 = c->fr.hdr[0], b1 = c->fr.hdr[1];
+        const char *why = !(b0 & 0x80)          ? "fragmented close frame"
+                          : (b0 & 0x70)         ? "reserved bits set on a close frame"
+                          : !(b1 & 0x80)        ? "client frames must be masked"
+                          : (b1 & 0x7F) > 125   ? "control frame over 125 bytes"
+                          : (b1 & 0x7F) == 1    ? "close frame with a 1-byte payload"
+                                                : NULL;
+        if (why) {
+          c->fr.in_close = false;
+          protocol_close(c, WSLAY_CODE_PROTOCOL_ERROR, why);
+          return n;
+        }
+      }
+      if (c->fr.hlen == 6) {
+        c->fr.remain = c->fr.hdr[1] & 0x7F;
+        if (c->fr.remain && !(c->close_buf = malloc(c->fr.remain))) {
+          vx__conn_terminate(c);
+          return n;
+        }
+        if (!c->fr.remain)
+          close_frame_done(c);
+      }
       continue;
     }
-    c->fr.hdr[c->fr.hlen++] = *p++;
-    n--;
+    size_t len = c->fr.hdr[1] & 0x7F;
+    size_t k = n - i < c->fr.remain ? n - i : (size_t)c->fr.remain;
+    for (size_t j = 0; j < k; j++) {
+      size_t at = len - (size_t)c->fr.remain + j;
+      c->close_buf[at] = p[i + j] ^ c->fr.hdr[2 + (at & 3)];
+    }
+    i += k;
+    c->fr.remain -= k;
+    if (!c->fr.remain)
+      close_frame_done(c);
+  }
+  return i;
+}
+
+/* How many of the next bytes may go to wslay now. Stops after a ping frame (its pong is
+ * sent before anything else is read), before a close frame (fr.in_close set), or before
+ * the header of a frame that breaks the protocol (*why set, nothing of it given). */
+static size_t gate_scan(vx_conn *c, const uint8_t *p, size_t n, const char **why) {
+  size_t i = 0, hstart = 0; /* where the current header started in p (0: earlier) */
+  while (i < n) {
+    if (c->fr.remain) {
+      size_t k = n - i < c->fr.remain ? n - i : (size_t)c->fr.remain;
+      c->fr.remain -= k;
+      i += k;
+      if (!c->fr.remain) {
+        c->fr.hlen = 0;
+        if ((c->fr.hdr[0] & 0x0F) == WSLAY_PING)
+          return i;
+      }
+      continue;
+    }
+    if (c->fr.hlen == 0) {
+      hstart = i;
+      if ((p[i] & 0x0F) == WSLAY_CONNECTION_CLOSE) {
+        c->fr.in_close = true;
+        return i;
+      }
+    }
+    c->fr.hdr[c->fr.hlen++] = p[i++];
     if (c->fr.hlen < 2)
       continue;
-    uint8_t len7 = c->fr.hdr[1] & 0x7F;
-    size_t need = 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((c->fr.hdr[1] & 0x80) ? 4 : 0);
+    uint8_t b0 = c->fr.hdr[0], b1 = c->fr.hdr[1], op = b0 & 0x0F, len7 = b1 & 0x7F;
+    if (c->fr.hlen == 2) {
+      if ((op > 2 && op < 8) || op > 10)
+        *why = "reserved opcode";
+      else if (op >= 8 && !(b0 & 0x80))
+        *why = "fragmented control frame";
+      else if (op >= 8 && len7 > 125)
+        *why = "control frame over 125 bytes";
+      else if (!(b1 & 0x80))
+        *why = "client frames must be masked";
+      if (*why)
+        return hstart;
+    }
+    size_t need = 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + 4;
     if (c->fr.hlen < need)
       continue;
     uint64_t len = len7;
     if (len7 == 126)
       len = ((uint64_t)c->fr.hdr[2] << 8) | c->fr.hdr[3];
     else if (len7 == 127)
-      for (int i = 0; i < 8; i++)
-        len = (len << 8) | c->fr.hdr[2 + i];
-    uint8_t op = c->fr.hdr[0] & 0x0F;
+      for (int k = 0; k < 8; k++)
+        len = (len << 8) | c->fr.hdr[2 + k];
+    if (len7 == 127 && (len >> 63))
+      *why = "frame length with the top bit set";
+    else if ((len7 == 126 && len < 126) || (len7 == 127 && len < 65536))
+      *why = "frame length not in its shortest form";
+    if (*why)
+      return hstart;
     if (op < 8) /* data frames open or close a message; control frames do not */
-      c->fr.in_msg = !(c->fr.hdr[0] & 0x80);
+      c->fr.in_msg = !(b0 & 0x80);
     c->fr.remain = len;
-    if (!len)
+    if (!len) {
       c->fr.hlen = 0;
+      if (op == WSLAY_PING)
+        return i;
+    }
   }
+  return n;
 }
 
 static void ws_ctx_release_if_idle(vx_conn *c) {
   if (c->ws && c->state == VXC_WS && !c->closed && c->fr.hlen == 0 && !c->fr.in_msg &&
-      !wslay_event_get_close_sent(c->ws) && !wslay_event_get_close_received(c->ws) &&
+      !c->fr.in_close && !c->close_rcvd && !wslay_event_get_close_sent(c->ws) &&
       wslay_event_get_queued_msg_count(c->ws) == 0) {
     wslay_event_context_free(c->ws);
     c->ws = NULL;
@@ -220,23 +347,41 @@ int vx__ws_start(vx_conn *c, const uint8_t *extra, size_t extra_len) {
 }
 
 void vx__ws_on_read(vx_conn *c, const uint8_t *p, size_t n) {
-  if (c->closed || c->state == VXC_HTTP)
+  if (c->closed || c->state == VXC_HTTP || vx__conn_discard(c, n))
     return;
   if (ws_ctx(c) != 0) {
     vx__conn_terminate(c);
     return;
   }
   c->alive = true; /* any bytes from the peer, a pong among them, prove it is there */
-  track_frames(c, p, n);
-  c->in = p;
-  c->in_len = n;
-  int r = wslay_event_recv(c->ws);
-  c->in = NULL;
-  c->in_len = 0;
-  if (r != 0) {
-    vx__conn_terminate(c);
-    return;
+  while (n > 0 && !c->closed && wslay_event_want_read(c->ws)) {
+    if (c->fr.in_close) {
+      size_t k = close_frame_bytes(c, p, n);
+      p += k;
+      n -= k;
+      continue;
+    }
+    const char *why = NULL;
+    size_t k = gate_scan(c, p, n, &why);
+    if (k) {
+      c->in = p;
+      c->in_len = k;
+      int r = wslay_event_recv(c->ws);
+      c->in = NULL;
+      c->in_len = 0;
+      if (r != 0) {
+        vx__conn_terminate(c);
+        return;
+      }
+      after_wslay(c); /* sends the pong of a ping that ended the segment */
+      p += k;
+      n -= k;
+    }
+    if (why && !c->closed && wslay_event_want_read(c->ws))
+      protocol_close(c, WSLAY_CODE_PROTOCOL_ERROR, why);
   }
+  if (c->closed)
+    return;
   after_wslay(c);
   ws_ctx_release_if_idle(c);
 }

@@ -724,7 +724,8 @@ export function encodeFrame(opcode, payload = Buffer.alloc(0), opts = {}) {
  * opts.autoPong (false), opts.replyClose (true: echo a close frame),
  * opts.path, opts.headers (extra request headers).
  * Resolves after the 101; the object offers next/expectNone over parsed JSON
- * text frames, frames (all frames as {opcode, fin, payload}), pings (count),
+ * text frames, frames (all frames as {opcode, fin, length}), pings (count),
+ * pongs (their payloads, latin1),
  * closeFrame ({code, reason} once a close frame arrived), ended (a promise
  * resolved when the TCP connection ends, with {error}), send(obj),
  * sendFrame(opcode, payload, opts), pause(), resume(), destroy().
@@ -742,6 +743,7 @@ export function openRawWs(port, opts = {}) {
       label,
       frames: [],
       pings: 0,
+      pongs: [],
       closeFrame: null,
       bytesReceived: 0,
       textFrames: 0,
@@ -805,6 +807,7 @@ export function openRawWs(port, opts = {}) {
           if (opts.autoPong && !sock.destroyed) sock.write(encodeFrame(OP.PONG, frame.payload));
           break;
         case OP.PONG:
+          client.pongs.push(frame.payload.toString('latin1'));
           break;
         case OP.CLOSE: {
           const p = frame.payload;

@@ -387,13 +387,20 @@ void vx__hub_flush_acks(vx_events *ev, vx_channel *ch) {
 int vx__hub_broadcast(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                       const char *event, size_t elen, const char *data, size_t dlen,
                       const char *except) {
-  int rc = vx__hub_deliver(ev, channels, lens, n, event, elen, data, dlen, except);
-  for (size_t k = 0; k < n && ev->redis; k++) {
-    int r = vx__redis_publish(ev, channels[k], lens[k], event, elen, data, dlen, except);
-    if (r && !rc)
-      rc = r;
+  return vx__hub_broadcast_reserved(ev, channels, lens, n, event, elen, data, dlen, except, 0);
+}
+
+/* Redis first: a broadcast it refuses (VX_EBACKLOG) is delivered nowhere, not even here,
+ * so a publisher that retries the refusal does not duplicate it for local subscribers. */
+int vx__hub_broadcast_reserved(vx_events *ev, const char *const *channels, const size_t *lens,
+                               size_t n, const char *event, size_t elen, const char *data,
+                               size_t dlen, const char *except, size_t reserved) {
+  if (ev->opts.redis_url) {
+    int rc = vx__redis_publish(ev, channels, lens, n, event, elen, data, dlen, except, reserved);
+    if (rc)
+      return rc;
   }
-  return rc;
+  return vx__hub_deliver(ev, channels, lens, n, event, elen, data, dlen, except);
 }
 
 int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,

@@ -192,6 +192,8 @@ static const char SCRIPT_SUM[] =
  * "reaped" (this instance was reaped: register again, with events) or "new" (not known:
  * first beat, or Redis lost its data; register quietly). */
 static const char SCRIPT_BEAT[] =
+    /* Redis 3.2-4 allow writes after TIME only with effects replication (the default since 5) */
+    "if redis.replicate_commands then redis.replicate_commands() end "
     LUA_REAP_FN
     "local p, me = ARGV[1], ARGV[2] local window, gap = tonumber(ARGV[3]), tonumber(ARGV[4]) "
     "local t = redis.call('TIME') "

@@ -90,3 +90,37 @@ test('unreachable_redis_queries_fail_with_EUNAVAILABLE_and_close_reports_unpubli
   });
   assert.equal(events.closed, true);
 });
+
+test('a_query_fails_with_EUNAVAILABLE_when_redis_stalls_under_it_and_works_again_after', T, async () => {
+  const redis = await startRedis();
+  try {
+    const events = await getEvents({ redis: redis.url, redisPrefix: `st${nonce()}`, redisConnectTimeout: 500 });
+    assert.equal(await events.subscriberCount('a'), 0);
+    redis.pause();
+    const t0 = Date.now();
+    await assert.rejects(events.subscriberCount('a'), (err) => err.code === 'EUNAVAILABLE');
+    await assert.rejects(events.presenceMembers('presence-a'), (err) => err.code === 'EUNAVAILABLE');
+    assert.ok(Date.now() - t0 < ms(3000), `took ${Date.now() - t0} ms`);
+    redis.resume();
+    assert.equal(await events.subscriberCount('a'), 0);
+    await closeEvents();
+  } finally {
+    await closeEvents().catch(() => {});
+    await redis.stop();
+  }
+});
+
+test('a_broadcast_written_but_not_acknowledged_by_a_stalled_redis_is_reported_by_close', T, async () => {
+  const redis = await startRedis();
+  try {
+    const events = await getEvents({ redis: redis.url, redisPrefix: `ack${nonce()}`, redisConnectTimeout: 500 });
+    assert.equal(await events.subscriberCount('a'), 0); // connected and registered
+    redis.pause();
+    await events.broadcast('a', 'e', 1); // written to the socket; Redis cannot answer
+    await assert.rejects(closeEvents(), (err) => err.code === 'EUNPUBLISHED' && err.unpublished === 1);
+  } finally {
+    redis.resume();
+    await closeEvents().catch(() => {});
+    await redis.stop();
+  }
+});

@@ -273,7 +273,8 @@ VX_EXTERN int vx_stats_get(vx_events *ev, vx_stats_cb cb, void *data);
  * takes up to `grace_ms` (0 = redis_connect_timeout_ms) and no longer than needed: an
  * instance with nothing left to publish does not wait for Redis at all. This instance then
  * leaves the cluster view at once (its counts and presence members are removed, with the
- * member_removed events they owe) instead of waiting to be reaped.
+ * member_removed events they owe) instead of waiting to be reaped. Once everything held
+ * is acknowledged, Redis's other replies get at most 200 ms more.
  *
  * `cb` (may be NULL) runs on the loop thread once everything is closed, just before the
  * thread exits, with status 0 and unpublished 0 when everything reached Redis, or
@@ -289,7 +290,9 @@ VX_EXTERN int vx_shutdown(vx_events *ev, uint32_t grace_ms, vx_shutdown_cb cb, v
 typedef void (*vx_close_cb)(void *data);
 VX_EXTERN int vx_close(vx_events *ev, uint32_t grace_ms, vx_close_cb cb, void *data);
 
-/* Close (if not yet requested), wait for the loop thread to exit and free everything.
+/* Close (if not yet requested, as vx_close(ev, 0, NULL, NULL): with Redis this may wait up
+ * to redis_connect_timeout_ms for broadcasts still held; call vx_shutdown first to choose the
+ * grace and learn the outcome), wait for the loop thread to exit and free everything.
  * Accepts NULL. Must not be called from the loop thread (that is, from a callback). */
 VX_EXTERN void vx_free(vx_events *ev);
 

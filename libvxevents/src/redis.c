@@ -117,6 +117,11 @@ static int rpoll_attach(redisAsyncContext *ac, uv_loop_t *loop) {
 #define VX_BEAT_MS 1000
 #define VX_BEAT_WINDOW_MS 3500
 #define VX_BEAT_GAP_MS 2000
+/* At shutdown, once every held broadcast is acknowledged, the other replies (the leave
+ * script, a heartbeat) get this long before the connection is dropped: a responsive Redis
+ * answers in well under a millisecond, and a stalled one must not hold up the close of an
+ * instance that has nothing left to publish (the survivors reap it instead). */
+#define VX_REDIS_LINGER_MS 200
 /* A reaped instance that comes back within this time learns it was reaped. */
 #define VX_REAPED_TTL_MS 3600000
 
@@ -732,6 +737,11 @@ static void drain_check(vx_redis *r) {
     return;
   }
   uv_timer_stop(&r->cmd.retry);
+  if (!r->shead) { /* everything acknowledged: do not wait long for the rest */
+    uint64_t linger = uv_now(&r->ev->loop) + VX_REDIS_LINGER_MS;
+    if (linger < r->drain_deadline)
+      r->drain_deadline = linger;
+  }
   if (r->cmd.ac && !uv_is_active((uv_handle_t *)&r->flush_timer))
     uv_timer_start(&r->flush_timer, disconnect_cb, 0, 0);
   vx__loop_shutdown_progress(r->ev);

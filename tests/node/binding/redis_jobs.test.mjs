@@ -124,3 +124,19 @@ test('a_broadcast_written_but_not_acknowledged_by_a_stalled_redis_is_reported_by
     await redis.stop();
   }
 });
+
+test('close_with_nothing_to_publish_does_not_wait_for_a_stalled_redis', T, async () => {
+  const redis = await startRedis();
+  try {
+    const events = await getEvents({ redis: redis.url, redisPrefix: `idle${nonce()}` });
+    assert.equal(await events.subscriberCount('a'), 0); // connected and registered
+    redis.pause();
+    const t0 = Date.now();
+    await closeEvents(); // nothing held: resolves, and soon, although Redis answers nothing
+    assert.ok(Date.now() - t0 < ms(1000), `close took ${Date.now() - t0} ms`);
+  } finally {
+    redis.resume();
+    await closeEvents().catch(() => {});
+    await redis.stop();
+  }
+});

@@ -138,7 +138,8 @@ typedef struct vx_options {
   uint32_t redis_connect_timeout_ms; /* how long a cluster-wide query waits for the Redis
                                    connection and then for its answer before failing with
                                    VX_EUNAVAILABLE; also the grace vx_close gives Redis when
-                                   called with grace_ms 0. Default 5000; 1 .. 3600000 */
+                                   called with grace_ms 0. Default 5000; with redis_url,
+                                   outside 1 .. 3600000 vx_new returns VX_EINVAL */
   vx_connect_cb on_connect;     /* optional */
   vx_disconnect_cb on_disconnect; /* optional */
   vx_log_cb on_log;             /* optional; NULL logs nothing */

@@ -525,7 +525,7 @@ int vx_new(vx_events **out, const vx_options *opts) {
     return VX_EINVAL;
   if (o.redis_prefix && (!*o.redis_prefix || strlen(o.redis_prefix) > 60))
     return VX_EINVAL;
-  if (o.redis_connect_timeout_ms == 0 || o.redis_connect_timeout_ms > 3600000)
+  if (o.redis_url && (o.redis_connect_timeout_ms == 0 || o.redis_connect_timeout_ms > 3600000))
     return VX_EINVAL;
   if (o.sse_path && (o.sse_path[0] != '/' || strlen(o.sse_path) > 200 ||
                      strpbrk(o.sse_path, "?# ") || strcmp(o.sse_path, o.path) == 0))

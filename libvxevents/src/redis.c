@@ -270,7 +270,6 @@ struct vx_redis {
   qmsg *qhead, *qtail; /* backlog: not sent yet */
   qmsg *shead, *stail; /* sent, reply pending (replies arrive in this order) */
   size_t held;         /* bytes in both lists */
-  size_t qmax;
   uint64_t refused;    /* PUBLISHes answered with an error, broadcasts made after close */
   uint64_t drain_deadline;
   rquery *queries, *queries_tail;
@@ -921,7 +920,6 @@ int vx__redis_start(vx_events *ev) {
   const char *prefix = ev->opts.redis_prefix ? ev->opts.redis_prefix : "vx";
   r->prefix_len = strlen(prefix);
   memcpy(r->prefix, prefix, r->prefix_len + 1);
-  r->qmax = ev->opts.redis_backlog_max;
   char id[VX_SOCKET_ID_LEN + 1];
   vx__random_id(ev, id);
   memcpy(r->origin, id, 16);

@@ -165,6 +165,13 @@ static void bad_redis_urls_are_refused(void **st) {
   }
   vx_options o;
   vx_options_init(&o);
+  o.redis_url = "redis://127.0.0.1:6379";
+  vx_events *refused = NULL;
+  o.redis_connect_timeout_ms = 0;
+  assert_int_equal(vx_new(&refused, &o), VX_EINVAL);
+  o.redis_connect_timeout_ms = 3600001;
+  assert_int_equal(vx_new(&refused, &o), VX_EINVAL);
+  vx_options_init(&o);
   o.redis_url = "redis://user:p%40ss@localhost:6380/2";
   vx_events *ev;
   assert_int_equal(vx_new(&ev, &o), 0);

@@ -70,8 +70,14 @@ export interface EventsPluginOptions {
   redis?: string;
   /** Redis key and channel prefix; default 'vx'. */
   redisPrefix?: string;
-  /** Bytes of broadcasts kept while Redis is unreachable (default 16 MiB); past it broadcasts reject with EBACKLOG. */
+  /** Bytes of broadcasts Redis has not acknowledged yet (unreachable or stalled; default 16 MiB); past it broadcasts reject with EBACKLOG and are delivered nowhere. */
   redisBacklogMax?: number;
+  /**
+   * Ms a cluster-wide query waits for the Redis connection and then for the answer before it
+   * rejects with EUNAVAILABLE; also how long close() gives Redis to take the broadcasts still
+   * held (default 5000).
+   */
+  redisConnectTimeout?: number;
   /** Secret for signing private/presence tokens, at least 32 characters. */
   authSecret?: string;
   /** Decides channel access; default: public yes, private/presence no. */
@@ -132,13 +138,23 @@ export interface EventsManager {
   broadcastToMany(channels: string[], event: string, data?: unknown, except?: string): Promise<void>;
   /** Broadcast to everyone on `channel` except the connection `socketId` (e.g. the sender). */
   broadcastExcept(channel: string, event: string, data: unknown, socketId: string): Promise<void>;
+  /**
+   * With `redis` the queries answer for every instance: made before the Redis connection is
+   * up they wait for it, and reject with code EUNAVAILABLE when Redis cannot answer within
+   * `redisConnectTimeout` — never with this instance's view alone.
+   */
   subscriberCount(channel: string): Promise<number>;
   hasSubscribers(channel: string): Promise<boolean>;
   /** Channels with at least one subscriber. */
   channels(): Promise<string[]>;
   presenceMembers(channel: string): Promise<PresenceMember[]>;
   stats(): Promise<EventsStats>;
-  /** Close every client with 1001 and free the instance. Idempotent. */
+  /**
+   * Close every client with 1001 and free the instance. Idempotent. With `redis`, every
+   * broadcast accepted before is published first (waiting for the connection and Redis's
+   * acknowledgements, up to `redisConnectTimeout`); rejects with code EUNPUBLISHED and
+   * `unpublished` (a count, per channel) when some could not be.
+   */
   close(): Promise<void>;
   /** True once close() was called. */
   readonly closed: boolean;
@@ -150,15 +166,18 @@ export declare const EventsManager: {
   prototype: EventsManager;
 };
 
-/** Errors from the core carry a stable code (EINVAL, ECHANNEL, ECLOSED, ENOTSUP, ...). */
+/** Errors from the core carry a stable code (EINVAL, ECHANNEL, ECLOSED, EUNAVAILABLE, ...). */
 export interface VxEventsError extends Error {
   code: string;
+  /** EUNPUBLISHED (from close): how many broadcasts did not reach Redis. */
+  unpublished?: number;
 }
 
 export interface GetEventsOptions extends EventsPluginOptions {}
 
 export declare function eventsPlugin(options?: EventsPluginOptions): FastifyPluginAsync;
 export declare function getEvents(options?: GetEventsOptions): Promise<EventsManager>;
+/** Close the getEvents() manager; rejects like EventsManager.close(). */
 export declare function closeEvents(): Promise<void>;
 export declare function getEventsFromInstance(app: FastifyInstance): EventsManager;
 export declare const version: string;

@@ -10,6 +10,7 @@ const KNOWN = new Set([
   'redis',
   'redisPrefix',
   'redisBacklogMax',
+  'redisConnectTimeout',
   'authSecret',
   'authorizer',
   'pingInterval',
@@ -167,6 +168,7 @@ function normalizeOptions(options) {
     redis,
     redisPrefix: isSet(options.redisPrefix) ? options.redisPrefix : undefined,
     redisBacklogMax: integer(options, 'redisBacklogMax', { min: 1, max: 2 ** 40, def: undefined }),
+    redisConnectTimeout: integer(options, 'redisConnectTimeout', { min: 1, max: 3600000, def: undefined }),
     authSecret,
     authorizer: options.authorizer || defaultAuthorizer,
     pingInterval: integer(options, 'pingInterval', { def: 30000 }),
@@ -207,6 +209,7 @@ function coreOptions(o, report = defaultReport, log = null, logLevel = 1) {
   if (o.redis) c.redisUrl = o.redis;
   if (o.redisPrefix !== undefined) c.redisPrefix = o.redisPrefix;
   if (o.redisBacklogMax !== undefined) c.redisBacklogMax = o.redisBacklogMax;
+  if (o.redisConnectTimeout !== undefined) c.redisConnectTimeout = o.redisConnectTimeout;
   // Hooks run on the JS thread from the core's thread-safe function: a throwing hook must
   // not become an uncaught exception of the whole process.
   const guard = (fn) => (...args) => {

@@ -9,6 +9,7 @@
 #include <napi.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -96,8 +97,11 @@ void OnStats(int status, const vx_stats* stats, void* data) {
   Post(op);
 }
 
-void OnClosed(void* data) {
-  Post(static_cast<Op*>(data));
+void OnClosed(int status, uint64_t unpublished, void* data) {
+  Op* op = static_cast<Op*>(data);
+  op->status = status;
+  op->count = unpublished;
+  Post(op);
 }
 
 // Host hooks, on the loop thread. `hook_data` is the raw thread-safe function; every string
@@ -247,6 +251,8 @@ class Events : public Napi::ObjectWrap<Events> {
     }
     if (o.Has("redisBacklogMax"))
       opts.redis_backlog_max = (size_t)o.Get("redisBacklogMax").As<Napi::Number>().Int64Value();
+    if (o.Has("redisConnectTimeout"))
+      opts.redis_connect_timeout_ms = o.Get("redisConnectTimeout").As<Napi::Number>().Uint32Value();
     std::string sse_path;
     if (o.Has("ssePath")) {
       sse_path = Str(o.Get("ssePath"));
@@ -375,7 +381,19 @@ class Events : public Napi::ObjectWrap<Events> {
     if (op->kind == Op::kClose) {
       // The loop thread has finished; joining it here is brief.
       FreeCore();
-      napi_resolve_deferred(env, op->deferred, env.Undefined());
+      if (op->status < 0) {
+        // Broadcasts accepted before close that never reached Redis: say how many.
+        char text[160];
+        snprintf(text, sizeof text, "vxevents: %llu broadcast%s accepted before close %s not published to Redis (%s)",
+                 (unsigned long long)op->count, op->count == 1 ? "" : "s", op->count == 1 ? "was" : "were",
+                 "Redis unreachable or not answering within the grace period, or refused");
+        Napi::Error err = Napi::Error::New(env, text);
+        err.Set("code", Napi::String::New(env, vx_err_name(op->status)));
+        err.Set("unpublished", Napi::Number::New(env, (double)op->count));
+        napi_reject_deferred(env, op->deferred, err.Value());
+      } else {
+        napi_resolve_deferred(env, op->deferred, env.Undefined());
+      }
       End(env);
       if (has_tsfn_) {
         has_tsfn_ = false;
@@ -609,8 +627,9 @@ class Events : public Napi::ObjectWrap<Events> {
     return env.Undefined();
   }
 
-  // close(graceMs) -> Promise<void>: clients get 1001; the handle is freed once the loop
-  // thread is done. Idempotence is handled in lib/.
+  // close(graceMs) -> Promise<void>: clients get 1001, broadcasts still held for Redis are
+  // published first; the handle is freed once the loop thread is done. Rejects (code
+  // EUNPUBLISHED, .unpublished) when some could not be. Idempotence is handled in lib/.
   Napi::Value Close(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     napi_value promise;
@@ -622,7 +641,7 @@ class Events : public Napi::ObjectWrap<Events> {
     }
     uint32_t grace = info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 0;
     Op* op = Begin(env, Op::kClose, &promise);
-    int r = vx_close(ev_, grace, OnClosed, op);
+    int r = vx_shutdown(ev_, grace, OnClosed, op);
     if (r < 0) {
       Refused(env, op, r);
       return Napi::Value(env, promise);

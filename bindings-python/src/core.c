@@ -540,19 +540,26 @@ typedef struct {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int done;
+  int status;
+  uint64_t unpublished;
 } close_wait;
 
-static void on_closed(void *data) {
+static void on_closed(int status, uint64_t unpublished, void *data) {
   close_wait *w = data;
   pthread_mutex_lock(&w->mu);
+  w->status = status;
+  w->unpublished = unpublished;
   w->done = 1;
   pthread_cond_signal(&w->cv);
   pthread_mutex_unlock(&w->mu);
 }
 
-/* close(grace_ms=0): graceful close; returns once every client is closed and the loop
- * thread is about to exit. Idempotent. The handle itself is freed by the destructor,
- * so threads still holding this object only ever see VxClosedError. */
+/* close(grace_ms=0): graceful close; returns once every client is closed, every broadcast
+ * still held for Redis is published (within the grace) and the loop thread is about to
+ * exit. Raises VxError (code EUNPUBLISHED, .unpublished = the count) when some broadcasts
+ * never reached Redis; the instance is closed all the same. Idempotent. The handle itself
+ * is freed by the destructor, so threads still holding this object only ever see
+ * VxClosedError. */
 static PyObject *Core_close(CoreObject *self, PyObject *args, PyObject *kw) {
   static char *kwlist[] = {"grace_ms", NULL};
   unsigned int grace = 0;
@@ -563,7 +570,7 @@ static PyObject *Core_close(CoreObject *self, PyObject *args, PyObject *kw) {
   close_wait w = {.done = 0};
   pthread_mutex_init(&w.mu, NULL);
   pthread_cond_init(&w.cv, NULL);
-  int rc = vx_close(self->ev, grace, on_closed, &w);
+  int rc = vx_shutdown(self->ev, grace, on_closed, &w);
   if (rc == 0) {
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&w.mu);
@@ -575,6 +582,21 @@ static PyObject *Core_close(CoreObject *self, PyObject *args, PyObject *kw) {
   pthread_cond_destroy(&w.cv);
   pthread_mutex_destroy(&w.mu);
   self->closed = 1;
+  if (rc == 0 && w.status < 0) {
+    char text[200];
+    snprintf(text, sizeof text,
+             "%llu broadcast%s accepted before close %s not published to Redis (Redis "
+             "unreachable or not answering within the grace period, or refused)",
+             (unsigned long long)w.unpublished, w.unpublished == 1 ? "" : "s",
+             w.unpublished == 1 ? "was" : "were");
+    PyObject *exc = exc_from_code(state_of(self), w.status, text);
+    PyObject *n = exc ? PyLong_FromUnsignedLongLong(w.unpublished) : NULL;
+    if (n && PyObject_SetAttrString(exc, "unpublished", n) == 0)
+      PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_XDECREF(n);
+    Py_XDECREF(exc);
+    return NULL;
+  }
   Py_RETURN_NONE;
 }
 
@@ -594,19 +616,19 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
                            "max_member_size", "max_presence_members", "log", "log_level",
                            "on_client_event", "sse_path", "heartbeat_interval",
                            "retry_interval", "redis_url", "redis_prefix", "redis_backlog_max",
-                           NULL};
+                           "redis_connect_timeout", NULL};
   const char *path = NULL, *api_key = NULL, *secret = NULL;
   long long ping = -1, max_payload = -1, max_sendq = -1, max_conn = -1, max_ch = -1, cev = -1,
             max_member = -1, max_members = -1;
   PyObject *authorize = Py_None, *log = Py_None, *client_event = Py_None;
   const char *sse_path = NULL, *redis_url = NULL, *redis_prefix = NULL;
-  long long heartbeat = -1, retry = -1, backlog = -1;
+  long long heartbeat = -1, retry = -1, backlog = -1, connect_timeout = -1;
   int log_level = -1;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "|$zLLLLLzzOLLLOiOzLLzzL:Core", kwlist, &path, &ping,
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|$zLLLLLzzOLLLOiOzLLzzLL:Core", kwlist, &path, &ping,
                                    &max_payload, &max_sendq, &max_conn, &max_ch, &api_key, &secret,
                                    &authorize, &cev, &max_member, &max_members, &log, &log_level,
                                    &client_event, &sse_path, &heartbeat, &retry, &redis_url,
-                                   &redis_prefix, &backlog))
+                                   &redis_prefix, &backlog, &connect_timeout))
     return NULL;
   if (client_event != Py_None && !PyCallable_Check(client_event))
     return PyErr_Format(PyExc_TypeError, "on_client_event must be callable or None");
@@ -649,6 +671,7 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   if (redis_prefix)
     o.redis_prefix = redis_prefix;
   o.redis_backlog_max = (size_t)opt_ll(backlog, (long long)o.redis_backlog_max);
+  o.redis_connect_timeout_ms = (uint32_t)opt_ll(connect_timeout, o.redis_connect_timeout_ms);
   if (log != Py_None) {
     self->log = Py_NewRef(log);
     o.on_log = on_log;

@@ -268,7 +268,7 @@ class Events:
         "authorizer", "client_events_per_sec", "max_member_size", "max_presence_members",
         "driver", "redis", "redis_prefix", "authorizer_workers", "log_level",
         "sse_path", "heartbeat_interval", "retry_interval", "on_client_event",
-        "redis_backlog_max",
+        "redis_backlog_max", "redis_connect_timeout",
     }
 
     def __init__(self, **options: Any) -> None:
@@ -317,7 +317,7 @@ class Events:
         for name in ("ping_interval", "max_payload", "max_send_queue", "max_connections",
                      "max_channels_per_connection", "client_events_per_sec", "max_member_size",
                      "max_presence_members", "heartbeat_interval", "retry_interval",
-                     "redis_backlog_max"):
+                     "redis_backlog_max", "redis_connect_timeout"):
             value = options.get(name)
             if name == "max_payload" and value is None:
                 value = options.get("max_payload_size")
@@ -329,6 +329,8 @@ class Events:
             if value >= 2**32 and name not in ("max_payload", "max_send_queue", "max_member_size",
                                                "redis_backlog_max"):
                 raise ValueError(f"{name} is too large")
+            if name == "redis_connect_timeout" and not 1 <= value <= 3_600_000:
+                raise ValueError("redis_connect_timeout must be 1 to 3600000 ms")
             ints[name] = value
         api_key = options.get("api_key")
         if api_key is not None and not isinstance(api_key, str):
@@ -569,8 +571,17 @@ class Events:
 
     def close(self, grace_ms: int = 0) -> None:
         """Close every client with 1001 (giving them up to ``grace_ms``, 0 = 1 s) and stop
-        the loop thread. Idempotent; later calls raise VxClosedError."""
-        self._core.close(grace_ms)
+        the loop thread. With ``redis``, every broadcast accepted before is published first
+        (waiting for the connection and Redis's acknowledgements up to ``grace_ms``, 0 =
+        ``redis_connect_timeout``); raises VxError with ``code == "EUNPUBLISHED"`` and
+        ``unpublished`` (a count, per channel) when some could not be. The instance is
+        closed either way. Idempotent."""
+        try:
+            self._core.close(grace_ms)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
         with self._lock:
             executors = (self._executor, self._events_executor)
             self._executor = self._events_executor = None
@@ -646,7 +657,13 @@ def get_events(**options: Any) -> Events:
     """The process-wide manager, created on first call with ``options`` (later calls
     return the same one and ignore their options). With ``redis="redis://host:6379"`` its
     broadcasts reach every server sharing that Redis (the worker use case); without, it is
-    a local instance. It serves nothing itself (use events_plugin() for a server)."""
+    a local instance. It serves nothing itself (use events_plugin() for a server).
+
+    With Redis, queries (``subscriber_count``...) answer for the cluster: made before the
+    connection is up they wait for it, up to ``redis_connect_timeout`` ms (default 5000),
+    then raise VxError with ``code == "EUNAVAILABLE"``. ``close_events()`` publishes every
+    broadcast accepted before it and raises (``code == "EUNPUBLISHED"``) if some could not
+    be."""
     global _singleton
     with _singleton_lock:
         if _singleton is None or _singleton.closed:
@@ -655,7 +672,8 @@ def get_events(**options: Any) -> Events:
 
 
 def close_events() -> None:
-    """Close the manager from get_events(), if any."""
+    """Close the manager from get_events(), if any. Raises like Events.close() when
+    broadcasts could not be published to Redis."""
     global _singleton
     with _singleton_lock:
         events, _singleton = _singleton, None
@@ -670,5 +688,7 @@ def _close_all() -> None:
     for events in list(_live):
         try:
             events.close()
+        except VxError as e:
+            log.error("vxevents: closing at exit: %s", e)
         except Exception:
             pass

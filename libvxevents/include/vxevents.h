@@ -48,7 +48,10 @@ extern "C" {
   XX(ELISTEN, -11, "cannot listen on the given address")                           \
   XX(EBUSY, -12, "operation already in progress")                                  \
   XX(ETHREAD, -13, "cannot start the event loop thread")                           \
-  XX(EBACKLOG, -14, "Redis is unreachable and the broadcast backlog is full")
+  XX(EBACKLOG, -14, "Redis is unreachable and the broadcast backlog is full")           \
+  XX(EUNAVAILABLE, -15, "Redis is unavailable (not connected within the connect timeout, " \
+                        "or the connection was lost before it answered)")                \
+  XX(EUNPUBLISHED, -16, "broadcasts accepted before close were not published to Redis")
 
 typedef enum {
 #define VX_ERR_ENUM(name, code, text) VX_##name = (code),
@@ -129,8 +132,14 @@ typedef struct vx_options {
   const char *redis_url;        /* redis://[[user]:password@]host[:port][/db]; NULL = single
                                    instance. Broadcasts then reach every instance sharing it */
   const char *redis_prefix;     /* key and channel prefix; default "vx" */
-  size_t redis_backlog_max;     /* bytes of broadcasts kept while Redis is unreachable;
+  size_t redis_backlog_max;     /* bytes of broadcasts not yet acknowledged by Redis (waiting
+                                   for the connection, or sent and awaiting the reply);
                                    default 16 MiB; past it vx_broadcast returns VX_EBACKLOG */
+  uint32_t redis_connect_timeout_ms; /* how long a cluster-wide query waits for the Redis
+                                   connection and then for its answer before failing with
+                                   VX_EUNAVAILABLE; also the grace vx_close gives Redis when
+                                   called with grace_ms 0. Default 5000; with redis_url,
+                                   outside 1 .. 3600000 vx_new returns VX_EINVAL */
   vx_connect_cb on_connect;     /* optional */
   vx_disconnect_cb on_disconnect; /* optional */
   vx_log_cb on_log;             /* optional; NULL logs nothing */
@@ -210,10 +219,14 @@ VX_EXTERN int vx_adopt(vx_events *ev, int fd, const char *bytes, size_t len);
  * subscriber of `channel`, skipping the connection whose socket id is `except_id`
  * (NULL = none). Everything is copied before return. The envelope is serialized once and
  * shared by all recipients.
- * With Redis the broadcast also reaches every other instance (exactly once each).
+ * With Redis the broadcast also reaches every other instance (exactly once each): it is
+ * published as soon as the Redis connection is up (one made before that waits for it), and
+ * kept until Redis acknowledged it; vx_shutdown reports any that never were.
  * Returns 0, VX_ECHANNEL (bad channel name), VX_EINVAL (event empty or over 200 bytes,
- * except_id too long), VX_EJSON (data not JSON), VX_ETOOBIG, VX_EBACKLOG (Redis has been
- * unreachable long enough to fill redis_backlog_max), VX_ENOMEM, VX_ECLOSED. */
+ * except_id too long), VX_EJSON (data not JSON), VX_ETOOBIG, VX_EBACKLOG (the broadcasts
+ * Redis has not acknowledged yet would exceed redis_backlog_max: Redis unreachable or
+ * stalled; the broadcast is then delivered nowhere, this instance included), VX_ENOMEM,
+ * VX_ECLOSED. */
 VX_EXTERN int vx_broadcast(vx_events *ev, const char *channel, const char *event,
                            const char *data, size_t data_len, const char *except_id);
 
@@ -272,7 +285,13 @@ typedef struct vx_stats {
 } vx_stats;
 typedef void (*vx_stats_cb)(int status, const vx_stats *stats, void *data);
 
-/* Number of subscribers of `channel` (0 for unknown). Returns 0, VX_ECHANNEL, VX_ECLOSED. */
+/* Cluster-wide queries. With redis_url they answer for every instance sharing the Redis,
+ * never from this instance's view alone: a query made before the Redis connection is up
+ * (right after vx_new) waits for it, and fails with status VX_EUNAVAILABLE when Redis is not
+ * reachable within redis_connect_timeout_ms, or when the connection is lost (or Redis does
+ * not answer within that time) while the query is on its way.
+ *
+ * Number of subscribers of `channel` (0 for unknown). Returns 0, VX_ECHANNEL, VX_ECLOSED. */
 VX_EXTERN int vx_subscriber_count(vx_events *ev, const char *channel, vx_count_cb cb,
                                   void *data);
 /* Whether `channel` has at least one subscriber: `count` is 1 or 0.
@@ -290,14 +309,36 @@ VX_EXTERN int vx_channels(vx_events *ev, vx_channels_cb cb, void *data);
 /* Counters. Returns 0, VX_EINVAL (cb NULL), VX_ECLOSED. */
 VX_EXTERN int vx_stats_get(vx_events *ev, vx_stats_cb cb, void *data);
 
-/* Close gracefully: stop listening, send close 1001 ("server shutting down") to every
- * client, give them up to `grace_ms` (0 = 1000) to finish, close everything. `cb` (may be
- * NULL) runs on the loop thread once everything is closed, just before the thread exits.
+/* Close gracefully and report what could not be published.
+ *
+ * Stops listening, sends close 1001 ("server shutting down") to every client and gives them
+ * up to `grace_ms` (0 = 1000) to finish. With redis_url, every broadcast accepted before the
+ * close is published first: if the Redis connection is still starting (the job pattern
+ * vx_new, vx_broadcast, vx_shutdown) or reconnecting, close waits for it; then it waits for
+ * Redis to acknowledge each PUBLISH (a reply arrived, not merely written to the socket). That
+ * takes up to `grace_ms` (0 = redis_connect_timeout_ms) and no longer than needed: an
+ * instance with nothing left to publish does not wait for Redis at all. This instance then
+ * leaves the cluster view at once (its counts and presence members are removed, with the
+ * member_removed events they owe) instead of waiting to be reaped. Once everything held
+ * is acknowledged, Redis's other replies get at most 200 ms more.
+ *
+ * `cb` (may be NULL) runs on the loop thread once everything is closed, just before the
+ * thread exits, with status 0 and unpublished 0 when everything reached Redis, or
+ * VX_EUNPUBLISHED and the number of broadcasts that did not: still waiting when the grace
+ * period ended, or refused by Redis (an error reply) at any time since vx_new. Counted per
+ * channel: a vx_broadcast_many to 3 channels is 3.
+ * Returns 0, or VX_ECLOSED if close was already requested (cb then never runs). */
+typedef void (*vx_shutdown_cb)(int status, uint64_t unpublished, void *data);
+VX_EXTERN int vx_shutdown(vx_events *ev, uint32_t grace_ms, vx_shutdown_cb cb, void *data);
+
+/* vx_shutdown without the report: `cb` (may be NULL) runs once everything is closed.
  * Returns 0, or VX_ECLOSED if close was already requested (cb then never runs). */
 typedef void (*vx_close_cb)(void *data);
 VX_EXTERN int vx_close(vx_events *ev, uint32_t grace_ms, vx_close_cb cb, void *data);
 
-/* Close (if not yet requested), wait for the loop thread to exit and free everything.
+/* Close (if not yet requested, as vx_close(ev, 0, NULL, NULL): with Redis this may wait up
+ * to redis_connect_timeout_ms for broadcasts still held; call vx_shutdown first to choose the
+ * grace and learn the outcome), wait for the loop thread to exit and free everything.
  * Accepts NULL. Must not be called from the loop thread (that is, from a callback). */
 VX_EXTERN void vx_free(vx_events *ev);
 

@@ -260,7 +260,10 @@ static void finish_if_done(vx_events *ev);
 
 static void begin_shutdown(vx_events *ev, vx_cmd *c) {
   ev->shutting_down = true;
-  ev->close_cb = (vx_close_cb)c->cb;
+  if (c->port) /* vx_shutdown */
+    ev->shutdown_cb = (vx_shutdown_cb)c->cb;
+  else
+    ev->close_cb = (vx_close_cb)c->cb;
   ev->close_data = c->cb_data;
   ev->shutdown_deadline = uv_now(&ev->loop) + (c->grace_ms ? c->grace_ms : 1000);
   if (ev->listening) {
@@ -279,7 +282,7 @@ static void begin_shutdown(vx_events *ev, vx_cmd *c) {
   }
   uv_timer_stop(&ev->ping_timer);
   uv_timer_stop(&ev->heartbeat_timer);
-  vx__redis_stop(ev);
+  vx__redis_stop(ev, c->grace_ms);
   finish_if_done(ev);
 }
 
@@ -295,27 +298,33 @@ static void run_cmd(vx_events *ev, vx_cmd *c) {
     size_t lens[VX_BATCH_MAX];
     for (size_t i = 0; i < c->nchannels; i++)
       lens[i] = strlen(c->channels[i]);
-    int r = vx__node_broadcast(ev, (const char *const *)c->channels, lens, c->nchannels, c->event,
-                              strlen(c->event), c->data ? c->data : "null",
-                              c->data ? c->data_len : 4, c->except);
+    int r = vx__node_broadcast_reserved(ev, (const char *const *)c->channels, lens, c->nchannels,
+                                        c->event, strlen(c->event), c->data ? c->data : "null",
+                                        c->data ? c->data_len : 4, c->except, c->reserved);
     if (r)
       vx__log(ev, VX_LOG_ERROR, "broadcast failed: %s", vx_strerror(r));
     break;
   }
-  /* With Redis these answer for the whole cluster (falling back to the local view while
-   * Redis is unreachable). */
+  /* With Redis these answer for the whole cluster, never from the local view alone: they
+   * wait for the connection, and fail with VX_EUNAVAILABLE when Redis cannot answer. */
   case CMD_COUNT:
-    if (!vx__redis_query(ev, 0, c->channels[0], c->cb, c->cb_data))
+    if (ev->opts.redis_url)
+      vx__redis_query(ev, VX_Q_COUNT, c->channels[0], c->cb, c->cb_data);
+    else
       ((vx_count_cb)c->cb)(0, vx__hub_count(ev, c->channels[0], strlen(c->channels[0])),
                            c->cb_data);
     break;
   case CMD_HAS:
-    if (!vx__redis_query(ev, 1, c->channels[0], c->cb, c->cb_data))
+    if (ev->opts.redis_url)
+      vx__redis_query(ev, VX_Q_HAS, c->channels[0], c->cb, c->cb_data);
+    else
       ((vx_count_cb)c->cb)(0, vx__hub_count(ev, c->channels[0], strlen(c->channels[0])) > 0,
                            c->cb_data);
     break;
   case CMD_CHANNELS:
-    if (!vx__redis_query(ev, 2, NULL, c->cb, c->cb_data))
+    if (ev->opts.redis_url)
+      vx__redis_query(ev, VX_Q_CHANNELS, NULL, c->cb, c->cb_data);
+    else
       vx__hub_channels_local(ev, (vx_channels_cb)c->cb, c->cb_data);
     break;
   case CMD_STATS: {
@@ -329,8 +338,10 @@ static void run_cmd(vx_events *ev, vx_cmd *c) {
     begin_shutdown(ev, c);
     break;
   case CMD_MEMBERS: {
-    if (vx__redis_presence_list(ev, c->channels[0], (vx_json_cb)c->cb, c->cb_data))
+    if (ev->opts.redis_url) {
+      vx__redis_query(ev, VX_Q_MEMBERS, c->channels[0], c->cb, c->cb_data);
       break;
+    }
     size_t len = 0;
     char *json = vx__hub_members_json(ev, c->channels[0], strlen(c->channels[0]), &len);
     ((vx_json_cb)c->cb)(json ? 0 : VX_ENOMEM, json, json ? len : 0, c->cb_data);
@@ -384,18 +395,22 @@ static void on_prepare(uv_prepare_t *h) { vx__conn_flush_all(h->data); }
 static void on_ping(uv_timer_t *t) { vx__conn_ping_all(t->data); }
 static void on_heartbeat(uv_timer_t *t) { vx__sse_heartbeat_all(t->data); }
 
+/* Clients and Redis have their own deadlines: clients get the grace (default 1 s) to finish
+ * their close handshake, Redis the grace (default redis_connect_timeout_ms) to take the
+ * broadcasts still held. */
 static void finish_if_done(vx_events *ev) {
   if (!ev->shutting_down)
     return;
-  if (uv_now(&ev->loop) >= ev->shutdown_deadline) {
+  if (ev->conns && uv_now(&ev->loop) >= ev->shutdown_deadline) {
     vx_conn *next;
     for (vx_conn *k = ev->conns; k; k = next) {
       next = k->next;
       vx__conn_terminate(k);
     }
-    vx__redis_force(ev);
   }
-  if (ev->conns || vx__redis_busy(ev))
+  if (vx__redis_overdue(ev))
+    vx__redis_force(ev);
+  if (ev->conns || !vx__redis_done(ev))
     return;
   /* Everything is closed or closing: release the loop's own handles so uv_run returns
    * once the close callbacks have run. The check handle flushes nothing more. */
@@ -444,7 +459,13 @@ static void thread_main(void *arg) {
     c = next;
   }
   uv_loop_close(&ev->loop);
-  if (ev->close_cb)
+  uint64_t lost = vx__redis_unpublished(ev);
+  if (lost)
+    vx__log(ev, VX_LOG_ERROR, "redis: %llu broadcast(s) accepted before close were not published",
+            (unsigned long long)lost);
+  if (ev->shutdown_cb)
+    ev->shutdown_cb(lost ? VX_EUNPUBLISHED : 0, lost, ev->close_data);
+  else if (ev->close_cb)
     ev->close_cb(ev->close_data);
 }
 
@@ -647,14 +668,22 @@ int vx_broadcast_many(vx_events *ev, const char *const *channels, size_t n, cons
   int r = vx__validate_broadcast(channels, n, event, data, data_len, except_id);
   if (r)
     return r;
-  if (ev->opts.redis_url &&
-      atomic_load(&ev->redis_backlog) + data_len + 512 > ev->opts.redis_backlog_max)
-    return VX_EBACKLOG;
   if (data && data_len > UINT32_MAX / 2)
     return VX_ETOOBIG;
+  /* With Redis the broadcast's room in the backlog is reserved here, exactly, so that it is
+   * refused now (and delivered nowhere) rather than after it was accepted. */
+  size_t cost = 0;
+  if (ev->opts.redis_url) {
+    cost = vx__redis_cost(ev, channels, n, event, data ? data_len : 4, except_id);
+    if (!vx__redis_reserve(ev, cost))
+      return VX_EBACKLOG;
+  }
   vx_cmd *c = calloc(1, sizeof *c);
-  if (!c)
+  if (!c) {
+    vx__redis_release(ev, cost);
     return VX_ENOMEM;
+  }
+  c->reserved = cost;
   c->type = CMD_BROADCAST;
   c->channels = calloc(n, sizeof *c->channels);
   c->nchannels = c->channels ? n : 0;
@@ -670,9 +699,13 @@ int vx_broadcast_many(vx_events *ev, const char *const *channels, size_t n, cons
     ok = (c->except = dupz(except_id)) != NULL;
   if (!ok) {
     cmd_free(c);
+    vx__redis_release(ev, cost);
     return VX_ENOMEM;
   }
-  return submit(ev, c);
+  int r2 = submit(ev, c);
+  if (r2)
+    vx__redis_release(ev, cost);
+  return r2;
 }
 
 int vx_broadcast(vx_events *ev, const char *channel, const char *event, const char *data,
@@ -779,7 +812,7 @@ int vx_stats_get(vx_events *ev, vx_stats_cb cb, void *data) {
   return query(ev, CMD_STATS, NULL, (void *)cb, data);
 }
 
-int vx_close(vx_events *ev, uint32_t grace_ms, vx_close_cb cb, void *data) {
+static int close_cmd(vx_events *ev, uint32_t grace_ms, void *cb, bool report, void *data) {
   if (!ev)
     return VX_EINVAL;
   vx_cmd *c = calloc(1, sizeof *c);
@@ -787,9 +820,18 @@ int vx_close(vx_events *ev, uint32_t grace_ms, vx_close_cb cb, void *data) {
     return VX_ENOMEM;
   c->type = CMD_CLOSE;
   c->grace_ms = grace_ms;
-  c->cb = (void *)cb;
+  c->cb = cb;
+  c->port = report; /* which callback type `cb` is */
   c->cb_data = data;
   return submit(ev, c);
+}
+
+int vx_close(vx_events *ev, uint32_t grace_ms, vx_close_cb cb, void *data) {
+  return close_cmd(ev, grace_ms, (void *)cb, false, data);
+}
+
+int vx_shutdown(vx_events *ev, uint32_t grace_ms, vx_shutdown_cb cb, void *data) {
+  return close_cmd(ev, grace_ms, (void *)cb, true, data);
 }
 
 void vx_free(vx_events *ev) {

@@ -146,7 +146,8 @@ void vx__node_unsubscribe(vx_conn *c, const char *name, size_t n) {
 
 /* ---- publishing ---- */
 
-/* What the server adds to a client event's envelope: ,"client":true[,"user_id":<id>]. */
+/* What the server adds to a client event's envelope: ,"client":true[,"user_id":<id>], and
+ * the mark that carries it through Redis: ,"c":{["u":<id>]}. */
 static size_t client_extra(char *out, const char *uid, size_t uidlen) {
   static const char CL[] = ",\"client\":true", UID[] = ",\"user_id\":";
   size_t n = sizeof CL - 1;
@@ -160,25 +161,46 @@ static size_t client_extra(char *out, const char *uid, size_t uidlen) {
   return n;
 }
 
+static size_t client_mark(char *out, const char *uid, size_t uidlen) {
+  size_t n = 6;
+  memcpy(out, ",\"c\":{", 6);
+  if (uid) {
+    memcpy(out + n, "\"u\":", 4);
+    memcpy(out + n + 4, uid, uidlen);
+    n += 4 + uidlen;
+  }
+  out[n++] = '}';
+  return n;
+}
+
+/* Redis first: a broadcast it refuses (VX_EBACKLOG) is delivered nowhere, not even here,
+ * so a publisher that retries the refusal does not duplicate it for local subscribers. */
 static int publish(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                    const char *event, size_t elen, const char *data, size_t dlen, bool client,
-                   const char *uid, size_t uidlen, const char *except) {
-  char extra[32 + 256];
+                   const char *uid, size_t uidlen, const char *except, size_t reserved) {
+  char extra[32 + 256], mark[16 + 256];
   size_t xlen = client ? client_extra(extra, uid, uidlen) : 0;
-  int rc = vx__hub_deliver(ev, channels, lens, n, event, elen, data, dlen, extra, xlen, except);
-  for (size_t k = 0; k < n && ev->redis; k++) {
-    int r = vx__redis_publish(ev, channels[k], lens[k], event, elen, data, dlen, client, uid,
-                              uidlen, except);
-    if (r && !rc)
-      rc = r;
+  size_t mlen = client ? client_mark(mark, uid, uidlen) : 0;
+  if (ev->opts.redis_url) {
+    int rc = vx__redis_publish(ev, channels, lens, n, event, elen, data, dlen, mark, mlen,
+                               except, reserved);
+    if (rc)
+      return rc;
   }
-  return rc;
+  return vx__hub_deliver(ev, channels, lens, n, event, elen, data, dlen, extra, xlen, except);
 }
 
 int vx__node_broadcast(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                        const char *event, size_t elen, const char *data, size_t dlen,
                        const char *except) {
-  return publish(ev, channels, lens, n, event, elen, data, dlen, false, NULL, 0, except);
+  return publish(ev, channels, lens, n, event, elen, data, dlen, false, NULL, 0, except, 0);
+}
+
+int vx__node_broadcast_reserved(vx_events *ev, const char *const *channels, const size_t *lens,
+                                size_t n, const char *event, size_t elen, const char *data,
+                                size_t dlen, const char *except, size_t reserved) {
+  return publish(ev, channels, lens, n, event, elen, data, dlen, false, NULL, 0, except,
+                 reserved);
 }
 
 int vx__node_client_event(vx_conn *c, const char *name, size_t n, const char *event,
@@ -188,7 +210,7 @@ int vx__node_client_event(vx_conn *c, const char *name, size_t n, const char *ev
   size_t uidlen = uid ? s->member->id_len : 0;
   const char *names[1] = {name};
   size_t lens[1] = {n};
-  return publish(c->ev, names, lens, 1, event, elen, data, dlen, true, uid, uidlen, c->id);
+  return publish(c->ev, names, lens, 1, event, elen, data, dlen, true, uid, uidlen, c->id, 0);
 }
 
 bool vx__event_reserved(const char *e, size_t n) {

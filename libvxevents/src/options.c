@@ -80,6 +80,10 @@
      "VX_REDIS_BACKLOG_MAX", "redisBacklogMax", "redis_backlog_max",                             \
      "bytes of broadcasts kept while Redis is unreachable; past it a broadcast fails with "      \
      "EBACKLOG (HTTP 503)")                                                                      \
+  XX(redis_connect_timeout_ms, VX_OPT_UINT, 5000, NULL, 1, 3600000, "redis-connect-timeout",   \
+     "VX_REDIS_CONNECT_TIMEOUT", "redisConnectTimeout", "redis_connect_timeout",                 \
+     "ms a cluster-wide query (and close) waits for the Redis connection before failing with "  \
+     "EUNAVAILABLE")                                                                             \
   XX(log_level, VX_OPT_LEVEL, VX_LOG_WARN, NULL, 0, 3, "log-level", "VX_LOG_LEVEL", NULL,        \
      "log_level", "error, warn, info or debug")
 

@@ -1,16 +1,37 @@
-/* Redis pub/sub between instances.
+/* Redis between instances: pub/sub for broadcasts, cluster-wide counts and presence.
  *
  * Two hiredis async connections live on the instance's loop: `sub` SUBSCRIBEs to
- * <prefix>:ch:<channel> while the channel has local subscribers, `cmd` PUBLISHes every
- * broadcast there (pipelined: hiredis appends to its output buffer, no round trip). The
- * payload names the origin instance (which already delivered locally and skips its own
- * echo) and the `except` socket. A local subscription is acknowledged to its client only
- * once Redis confirmed the SUBSCRIBE, so nothing published after the ack can be missed.
+ * <prefix>:ch:<channel> while the channel has local subscribers; `cmd` PUBLISHes every
+ * broadcast there (pipelined: no round trip per broadcast) and runs the scripts. The payload
+ * names the origin instance (which already delivered locally and skips its own echo) and
+ * the `except` socket. A local subscription is acknowledged to its client only once Redis
+ * confirmed the SUBSCRIBE, so nothing published after the ack can be missed.
  *
- * While `cmd` is down, broadcasts for other instances wait in a bounded FIFO that is
- * flushed, in order, on reconnect; past the bound vx_broadcast fails with VX_EBACKLOG.
+ * A broadcast is kept until Redis acknowledged its PUBLISH (a reply arrived): first in the
+ * backlog (the connection is starting or down, or a post-outage flush is pending), then in
+ * the sent list (written, reply pending; replies come back in order). Both count against
+ * redis_backlog_max, so a stalled Redis fills the bound as surely as an unreachable one, and
+ * a broadcast over the bound is refused before it is delivered anywhere. When the
+ * connection drops, the sent list goes back to the head of the backlog and is published
+ * again after reconnecting: Redis may have executed some of it (at-least-once for that
+ * window), but nothing is silently lost. Shutdown publishes the backlog first, waiting for
+ * the connection and the replies within its grace period, and reports what is left.
+ *
+ * Liveness: every instance runs a heartbeat script each VX_BEAT_MS. The script reads Redis's
+ * own clock (TIME), so the instances' clocks do not matter; it records when each instance
+ * last beat and reaps those silent for longer than VX_BEAT_WINDOW_MS (their counts and
+ * presence members go, with the member_removed events they owed). When the script sees
+ * that nobody at all beat for VX_BEAT_GAP_MS, Redis was stalled (or the whole fleet was):
+ * nobody is reaped then until every instance had a full window to beat again, so a stall
+ * of any length reaps no live instance. An instance that finds it was reaped all the same
+ * (its own loop was stalled past the window) registers again, publishing the member_added
+ * events the others are now owed.
+ *
  * Both connections reconnect with capped exponential backoff and jitter; `sub`
- * re-subscribes every channel that has local subscribers. */
+ * re-subscribes every channel that has local subscribers, `cmd` re-registers this
+ * instance's counts and members once its first heartbeat is answered. Cluster-wide queries
+ * wait for that (bounded by redis_connect_timeout_ms) instead of answering from the local
+ * view, and fail with VX_EUNAVAILABLE when Redis cannot answer. */
 #include "vx_int.h"
 
 #include <cjson/cJSON.h>
@@ -80,12 +101,29 @@ static int rpoll_attach(redisAsyncContext *ac, uv_loop_t *loop) {
   return REDIS_OK;
 }
 
+
 /* Reconnect attempts are at most this far apart (plus 25 % jitter). */
 #define VX_REDIS_BACKOFF_MAX 2000
 /* A backlog built during an outage is published this long after the commands connection
  * is back, so that the other instances' subscribers, retrying on the same schedule, have
  * re-subscribed by then: pub/sub keeps nothing for a channel nobody listens to. */
 #define VX_REDIS_FLUSH_DELAY (VX_REDIS_BACKOFF_MAX * 5 / 4 + 1000)
+/* Heartbeats. An instance that stops beating (kill -9) is dead once it has been silent for
+ * the window and is reaped at the next beat of any survivor: within window + period
+ * (4.5 s) of its last beat, so within the 5 s the README promises. The window leaves a live
+ * instance 2.5 s of slack for a busy loop. When nobody at all beat for longer than the gap,
+ * Redis was stalled: a stall up to the gap leaves every live instance younger than
+ * period + gap (3 s) < window, a longer one suspends reaping for a window. */
+#define VX_BEAT_MS 1000
+#define VX_BEAT_WINDOW_MS 3500
+#define VX_BEAT_GAP_MS 2000
+/* At shutdown, once every held broadcast is acknowledged, the other replies (the leave
+ * script, a heartbeat) get this long before the connection is dropped: a responsive Redis
+ * answers in well under a millisecond, and a stalled one must not hold up the close of an
+ * instance that has nothing left to publish (the survivors reap it instead). */
+#define VX_REDIS_LINGER_MS 200
+/* A reaped instance that comes back within this time learns it was reaped. */
+#define VX_REAPED_TTL_MS 3600000
 
 typedef struct qmsg {
   struct qmsg *next;
@@ -101,42 +139,87 @@ typedef struct rconn {
   bool ready, is_sub, was_connected;
 } rconn;
 
+/* A cluster-wide query waiting for the connection (not sent) or for its reply (sent). */
+typedef struct rquery {
+  struct rquery *prev, *next; /* r->queries, oldest first (so deadlines are in order) */
+  vx_redis *r;
+  int kind; /* VX_Q_* */
+  void *cb, *data;
+  uint64_t deadline;
+  bool sent;     /* hiredis holds it: its callback frees the record */
+  bool answered; /* the callback ran (timed out): a late reply is dropped */
+  char name[VX_CHANNEL_MAX + 1];
+} rquery;
+
+/* Instances whose counts or presence entries must go (reaped, or leaving at shutdown).
+ * <prefix>:ich:<id> lists the channels where instance <id> has a count, so this touches
+ * only its own keys. Shared by the heartbeat and the leave scripts. */
+#define LUA_REAP_FN                                                                        \
+  "local function reap(p, id) "                                                            \
+  "for _, ch in ipairs(redis.call('SMEMBERS', p .. ':ich:' .. id)) do "                    \
+  "local k = p .. ':count:' .. ch redis.call('HDEL', k, id) "                              \
+  "if redis.call('HLEN', k) == 0 then redis.call('SREM', p .. ':channels', ch) end end "   \
+  "redis.call('DEL', p .. ':ich:' .. id) "                                                 \
+  "for _, e in ipairs(redis.call('SMEMBERS', p .. ':ipres:' .. id)) do "                   \
+  "local nl = string.find(e, '\\n', 1, true) if nl then "                                 \
+  "local ch = string.sub(e, 1, nl - 1) local mid = string.sub(e, nl + 1) "                 \
+  "local pm = p .. ':pm:' .. ch .. ':' .. mid redis.call('SREM', pm, id) "                 \
+  "if redis.call('SCARD', pm) == 0 then local pi = p .. ':pinfo:' .. ch "                  \
+  "local j = redis.call('HGET', pi, mid) if j then redis.call('HDEL', pi, mid) "           \
+  "redis.call('PUBLISH', p .. ':ch:' .. ch, "                                              \
+  "'{\"o\":\"\",\"x\":null,\"e\":\"member_removed\",\"d\":' .. j .. '}') end end end end " \
+  "redis.call('DEL', p .. ':ipres:' .. id) redis.call('HDEL', p .. ':seen', id) end "
+
 /* Cluster-wide subscriber counts: <prefix>:count:<channel> is a hash of instance id ->
- * local subscribers, <prefix>:channels the set of channels with any. Scripts keep the two
- * consistent atomically; they are loaded once per connection and run with EVALSHA. */
+ * local subscribers, <prefix>:channels the set of channels with any, <prefix>:ich:<id> the
+ * channels of one instance. Scripts keep them consistent atomically; they are loaded once
+ * per connection and run with EVALSHA. KEYS: count, channels, ich; ARGV: id, n, channel. */
 static const char SCRIPT_ADD[] =
     "local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) "
-    "if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end "
+    "if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) redis.call('SREM', KEYS[3], ARGV[3]) "
+    "else redis.call('SADD', KEYS[3], ARGV[3]) end "
     "if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) "
     "else redis.call('SADD', KEYS[2], ARGV[3]) end "
     "return n";
-static const char SCRIPT_SET[] = /* absolute value, after a reconnect */
+static const char SCRIPT_SET[] = /* absolute value, when (re-)registering */
     "if tonumber(ARGV[2]) > 0 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
-    "redis.call('SADD', KEYS[2], ARGV[3]) else redis.call('HDEL', KEYS[1], ARGV[1]) "
+    "redis.call('SADD', KEYS[2], ARGV[3]) redis.call('SADD', KEYS[3], ARGV[3]) "
+    "else redis.call('HDEL', KEYS[1], ARGV[1]) redis.call('SREM', KEYS[3], ARGV[3]) "
     "if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[3]) end end "
     "return 1";
 static const char SCRIPT_SUM[] =
     "local t = 0 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do t = t + tonumber(v) end "
     "return t";
-/* Instances whose liveness key expired lose their counts (run by every instance). */
-static const char SCRIPT_REAP[] =
-    "local p = ARGV[1] local gone = 0 "
-    "for _, id in ipairs(redis.call('SMEMBERS', p .. ':instances')) do "
-    "if redis.call('EXISTS', p .. ':alive:' .. id) == 0 then "
-    "for _, ch in ipairs(redis.call('SMEMBERS', p .. ':channels')) do "
-    "local k = p .. ':count:' .. ch redis.call('HDEL', k, id) "
-    "if redis.call('HLEN', k) == 0 then redis.call('SREM', p .. ':channels', ch) end end "
-    "for _, e in ipairs(redis.call('SMEMBERS', p .. ':ipres:' .. id)) do "
-    "local nl = string.find(e, '\\n', 1, true) if nl then "
-    "local ch = string.sub(e, 1, nl - 1) local mid = string.sub(e, nl + 1) "
-    "local pm = p .. ':pm:' .. ch .. ':' .. mid redis.call('SREM', pm, id) "
-    "if redis.call('SCARD', pm) == 0 then local pi = p .. ':pinfo:' .. ch "
-    "local j = redis.call('HGET', pi, mid) if j then redis.call('HDEL', pi, mid) "
-    "redis.call('PUBLISH', p .. ':ch:' .. ch, "
-    "'{\"o\":\"\",\"x\":null,\"e\":\"member_removed\",\"d\":' .. j .. '}') end end end end "
-    "redis.call('DEL', p .. ':ipres:' .. id) "
-    "redis.call('SREM', p .. ':instances', id) gone = gone + 1 end end "
-    "return gone";
+/* The heartbeat. ARGV: prefix, id, window, gap (ms). <prefix>:seen maps instance id ->
+ * Redis time of its last beat, <prefix>:beat is the last beat of anyone, <prefix>:grace
+ * the time before which nobody is reaped (set after a stall), <prefix>:reaped:<id> marks a
+ * reaped instance for a while. Returns {status, instances reaped now}: status "ok" (known),
+ * "reaped" (this instance was reaped: register again, with events) or "new" (not known:
+ * first beat, or Redis lost its data; register quietly). */
+static const char SCRIPT_BEAT[] =
+    /* Redis 3.2-4 allow writes after TIME only with effects replication (the default since 5) */
+    "if redis.replicate_commands then redis.replicate_commands() end "
+    LUA_REAP_FN
+    "local p, me = ARGV[1], ARGV[2] local window, gap = tonumber(ARGV[3]), tonumber(ARGV[4]) "
+    "local t = redis.call('TIME') "
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+    "local last = tonumber(redis.call('GET', p .. ':beat') or '0') "
+    "if last > 0 and now - last > gap then "
+    "redis.call('SET', p .. ':grace', string.format('%d', now + window), 'PX', window) end "
+    "redis.call('SET', p .. ':beat', string.format('%d', now)) "
+    "local status = 'ok' "
+    "if not redis.call('HGET', p .. ':seen', me) then "
+    "if redis.call('DEL', p .. ':reaped:' .. me) == 1 then status = 'reaped' "
+    "else status = 'new' end end "
+    "redis.call('HSET', p .. ':seen', me, string.format('%d', now)) "
+    "local gone = 0 "
+    "if now >= tonumber(redis.call('GET', p .. ':grace') or '0') then "
+    "local s = redis.call('HGETALL', p .. ':seen') "
+    "for i = 1, #s, 2 do if now - tonumber(s[i + 1]) > window then reap(p, s[i]) "
+    "redis.call('SET', p .. ':reaped:' .. s[i], '1', 'PX', ARGV[5]) gone = gone + 1 end end end "
+    "return {status, gone}";
+/* Leaving at shutdown: the same clean-up as a reap, at once. ARGV: prefix, id. */
+static const char SCRIPT_LEAVE_ALL[] = LUA_REAP_FN "reap(ARGV[1], ARGV[2]) return 1";
 
 /* Presence: <prefix>:pm:<channel>:<id> is the set of instances where member <id> has a
  * connection, <prefix>:pinfo:<channel> maps id -> member JSON, <prefix>:ipres:<instance>
@@ -157,9 +240,10 @@ static const char SCRIPT_LEAVE[] =
     "'{\"o\":\"\",\"x\":null,\"e\":\"member_removed\",\"d\":' .. j .. '}') end end "
     "return 1";
 
-enum { S_ADD, S_SET, S_SUM, S_REAP, S_JOIN, S_LEAVE, S_COUNT };
-static const char *const scripts[S_COUNT] = {SCRIPT_ADD,  SCRIPT_SET,  SCRIPT_SUM,
-                                             SCRIPT_REAP, SCRIPT_JOIN, SCRIPT_LEAVE};
+enum { S_ADD, S_SET, S_SUM, S_BEAT, S_LEAVE_ALL, S_JOIN, S_LEAVE, S_COUNT };
+static const char *const scripts[S_COUNT] = {SCRIPT_ADD,       SCRIPT_SET,  SCRIPT_SUM,
+                                             SCRIPT_BEAT,      SCRIPT_LEAVE_ALL,
+                                             SCRIPT_JOIN,      SCRIPT_LEAVE};
 
 struct vx_redis {
   vx_events *ev;
@@ -172,13 +256,25 @@ struct vx_redis {
   char origin[17];
   rconn cmd, sub;
   uv_getaddrinfo_t gai;
-  bool resolving, resolved, closing, flush_scheduled;
-  uv_timer_t flush_timer;
-  qmsg *qhead, *qtail;
-  size_t qbytes, qmax;
+  bool resolving, resolved, flush_scheduled;
+  bool closing;        /* shutdown began: publish what is left, then disconnect */
+  bool forced;         /* the grace is over: give up */
+  bool handles_closed;
+  bool synced;         /* `cmd` registered this instance after its first heartbeat reply:
+                          queries may run */
+  bool registered;     /* this instance has been in the cluster view: leave it at close */
+  bool beating;        /* a heartbeat is on its way */
+  uv_timer_t flush_timer; /* the post-outage delay; at shutdown, the deferred disconnect */
+  uv_timer_t live_timer;  /* heartbeats */
+  uv_timer_t query_timer; /* the oldest query's deadline */
+  qmsg *qhead, *qtail; /* backlog: not sent yet */
+  qmsg *shead, *stail; /* sent, reply pending (replies arrive in this order) */
+  size_t held;         /* bytes in both lists */
+  uint64_t refused;    /* PUBLISHes answered with an error, broadcasts made after close */
+  uint64_t drain_deadline;
+  rquery *queries, *queries_tail;
   vx_map acks; /* key -> outstanding SUBSCRIBE replies (as intptr_t) */
   char sha[S_COUNT][41];
-  uv_timer_t live_timer; /* refreshes our liveness key, reaps dead instances */
 };
 
 static void rconn_connect(rconn *rc);
@@ -187,8 +283,10 @@ static void load_scripts(vx_redis *r);
 static void live_tick(uv_timer_t *t);
 static void run_script(vx_redis *r, int which, redisCallbackFn *cb, void *priv, const char *name,
                        size_t n, const char *arg2);
-#define VX_LIVENESS_MS 2000 /* dead instances are reaped within 3 x this */
-
+static void queries_send(vx_redis *r);
+static void queries_fail_unsent(vx_redis *r, int status);
+static void backlog_flush(vx_redis *r);
+static void drain_check(vx_redis *r);
 /* ---- URL ---- */
 
 static int pct(const char *s, size_t n, char **out) {
@@ -279,6 +377,7 @@ int vx__redis_url_valid(const char *url) {
   return e;
 }
 
+
 /* ---- keys and payloads ---- */
 
 static size_t channel_key(vx_redis *r, const char *name, size_t n, char *out) {
@@ -288,89 +387,200 @@ static size_t channel_key(vx_redis *r, const char *name, size_t n, char *out) {
   return r->prefix_len + 4 + n;
 }
 
-/* ---- the backlog ---- */
+/* {"o":"<origin>","x":"<except>"|null,"e":"<event>","d":<data>[,"c":{["u":<user id>]}]}
+ * where "c" (the `cmark` fragment) marks a client event and carries its sender's id. */
+#define PL_O "{\"o\":\""
+#define PL_X "\",\"x\":"
+#define PL_E ",\"e\":"
+#define PL_D ",\"d\":"
+#define PL_FIXED (sizeof PL_O - 1 + 16 + sizeof PL_X - 1 + sizeof PL_E - 1 + sizeof PL_D - 1 + 1)
 
-static void publish_now(vx_redis *r, const char *key, size_t klen, const char *p, size_t plen) {
-  redisAsyncCommand(r->cmd.ac, NULL, NULL, "PUBLISH %b %b", key, klen, p, plen);
+static size_t payload_len(const char *event, size_t elen, size_t dlen, size_t cmlen,
+                          const char *except) {
+  size_t xl = except ? vx__json_escaped_len(except, strlen(except)) + 2 : 4;
+  return PL_FIXED + xl + vx__json_escaped_len(event, elen) + 2 + dlen + cmlen;
 }
 
+static void payload_write(vx_redis *r, char *d, const char *event, size_t elen, const char *data,
+                          size_t dlen, const char *cmark, size_t cmlen, const char *except) {
+  memcpy(d, PL_O, sizeof PL_O - 1);
+  d += sizeof PL_O - 1;
+  memcpy(d, r->origin, 16);
+  d += 16;
+  memcpy(d, PL_X, sizeof PL_X - 1);
+  d += sizeof PL_X - 1;
+  if (except) {
+    *d++ = '"';
+    d = vx__json_escape_into(d, except, strlen(except));
+    *d++ = '"';
+  } else {
+    memcpy(d, "null", 4);
+    d += 4;
+  }
+  memcpy(d, PL_E, sizeof PL_E - 1);
+  d += sizeof PL_E - 1;
+  *d++ = '"';
+  d = vx__json_escape_into(d, event, elen);
+  *d++ = '"';
+  memcpy(d, PL_D, sizeof PL_D - 1);
+  d += sizeof PL_D - 1;
+  memcpy(d, data, dlen);
+  d += dlen;
+  if (cmlen)
+    memcpy(d, cmark, cmlen);
+  d[cmlen] = '}';
+}
+
+/* Any thread: reads only options that never change after vx_new. Must equal what
+ * vx__redis_publish holds for the same broadcast. */
+size_t vx__redis_cost(vx_events *ev, const char *const *channels, size_t n, const char *event,
+                      size_t dlen, const char *except) {
+  size_t plen = payload_len(event, strlen(event), dlen, 0, except);
+  size_t pre = strlen(ev->opts.redis_prefix ? ev->opts.redis_prefix : "vx") + 4;
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++)
+    total += pre + strlen(channels[i]) + plen;
+  return total;
+}
+
+bool vx__redis_reserve(vx_events *ev, size_t cost) {
+  size_t cur = atomic_load(&ev->redis_backlog);
+  do {
+    if (cur + cost > ev->opts.redis_backlog_max)
+      return false;
+  } while (!atomic_compare_exchange_weak(&ev->redis_backlog, &cur, cur + cost));
+  return true;
+}
+
+void vx__redis_release(vx_events *ev, size_t cost) {
+  if (cost)
+    atomic_fetch_sub(&ev->redis_backlog, cost);
+}
+
+/* ---- the backlog and the sent list ---- */
+
+static void on_published(redisAsyncContext *ac, void *reply, void *priv);
+
+static void release_msg(vx_redis *r, qmsg *m) {
+  size_t b = m->klen + m->plen;
+  r->held -= b;
+  vx__redis_release(r->ev, b);
+  free(m);
+}
+
+/* Send the backlog in order while the commands connection takes it. */
 static void backlog_flush(vx_redis *r) {
-  while (r->qhead && r->cmd.ready) {
+  while (r->qhead && r->cmd.ready && r->cmd.ac) {
     qmsg *m = r->qhead;
+    if (redisAsyncCommand(r->cmd.ac, on_published, m, "PUBLISH %b %b", m->data, m->klen,
+                          m->data + m->klen, m->plen) != REDIS_OK)
+      return; /* disconnecting: it stays queued (and is counted at shutdown) */
     r->qhead = m->next;
     if (!r->qhead)
       r->qtail = NULL;
-    publish_now(r, m->data, m->klen, m->data + m->klen, m->plen);
-    r->qbytes -= m->klen + m->plen;
-    atomic_store(&r->ev->redis_backlog, r->qbytes);
-    free(m);
+    m->next = NULL;
+    if (r->stail)
+      r->stail->next = m;
+    else
+      r->shead = m;
+    r->stail = m;
   }
 }
 
-static int backlog_push(vx_redis *r, const char *key, size_t klen, const char *p, size_t plen) {
-  if (r->qbytes + klen + plen > r->qmax)
-    return VX_EBACKLOG;
-  qmsg *m = malloc(sizeof *m + klen + plen);
-  if (!m)
-    return VX_ENOMEM;
-  m->next = NULL;
-  m->klen = klen;
-  m->plen = plen;
-  memcpy(m->data, key, klen);
-  memcpy(m->data + klen, p, plen);
-  if (r->qtail)
-    r->qtail->next = m;
-  else
-    r->qhead = m;
-  r->qtail = m;
-  r->qbytes += klen + plen;
-  atomic_store(&r->ev->redis_backlog, r->qbytes);
-  return 0;
+/* Redis answered a PUBLISH (the oldest one sent), or the connection is going away (NULL:
+ * the message stays in the sent list; on_disconnect puts it back into the backlog). */
+static void on_published(redisAsyncContext *ac, void *reply, void *priv) {
+  rconn *rc = ac->data;
+  vx_redis *r = rc->r;
+  redisReply *rep = reply;
+  qmsg *m = priv;
+  if (!rep)
+    return;
+  if (r->shead != m) { /* cannot happen: replies come in order */
+    vx__log(r->ev, VX_LOG_ERROR, "redis: PUBLISH reply out of order");
+    return;
+  }
+  r->shead = m->next;
+  if (!r->shead)
+    r->stail = NULL;
+  if (rep->type == REDIS_REPLY_ERROR) {
+    r->refused++;
+    vx__log(r->ev, VX_LOG_ERROR, "redis refused a PUBLISH: %s", rep->str);
+  }
+  release_msg(r, m);
+  if (r->closing)
+    drain_check(r);
 }
 
-/* Publish one broadcast for the other instances:
- * {"o":"<origin>","x":"<except>"|null,"e":"<event>","d":<data>[,"c":{["u":<user id>]}]}
- * where "c" marks a client event (and carries its sender's presence id). */
-int vx__redis_publish(vx_events *ev, const char *channel, size_t clen, const char *event,
-                      size_t elen, const char *data, size_t dlen, bool client,
-                      const char *user_id, size_t uidlen, const char *except) {
+/* The sent list goes back to the head of the backlog, in order. */
+static void requeue_sent(vx_redis *r) {
+  if (!r->shead)
+    return;
+  r->stail->next = r->qhead;
+  if (!r->qhead)
+    r->qtail = r->stail;
+  r->qhead = r->shead;
+  r->shead = r->stail = NULL;
+}
+
+int vx__redis_publish(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
+                      const char *event, size_t elen, const char *data, size_t dlen,
+                      const char *cmark, size_t cmlen, const char *except, size_t reserved) {
   vx_redis *r = ev->redis;
-  if (!r || r->closing)
+  if (!r || r->closing) {
+    /* Redis never started (out of memory) or is being closed: nothing can reach it. Not
+     * silent: counted with what close reports. */
+    vx__redis_release(ev, reserved);
+    if (r)
+      r->refused += n;
+    else
+      vx__log(ev, VX_LOG_ERROR, "redis is not running: broadcast not published");
     return 0;
-  vx_str s = {0};
-  vx__str_addz(&s, "{\"o\":\"");
-  vx__str_addz(&s, r->origin);
-  vx__str_addz(&s, "\",\"x\":");
-  if (except)
-    vx__str_add_json_string(&s, except, strlen(except));
-  else
-    vx__str_addz(&s, "null");
-  vx__str_addz(&s, ",\"e\":");
-  vx__str_add_json_string(&s, event, elen);
-  vx__str_addz(&s, ",\"d\":");
-  vx__str_add(&s, data, dlen);
-  if (client) {
-    vx__str_addz(&s, ",\"c\":{");
-    if (user_id) {
-      vx__str_addz(&s, "\"u\":");
-      vx__str_add(&s, user_id, uidlen);
+  }
+  size_t plen = payload_len(event, elen, dlen, cmlen, except);
+  size_t need = 0;
+  for (size_t k = 0; k < n; k++)
+    need += r->prefix_len + 4 + lens[k] + plen;
+  if (reserved) {
+    /* The caller reserved exactly this much (vx__redis_cost); keep it as held bytes. */
+    if (reserved > need)
+      vx__redis_release(ev, reserved - need);
+    else if (reserved < need)
+      atomic_fetch_add(&ev->redis_backlog, need - reserved);
+  } else if (!vx__redis_reserve(ev, need)) {
+    return VX_EBACKLOG;
+  }
+  qmsg *first = NULL;
+  for (size_t k = 0; k < n; k++) {
+    size_t klen = r->prefix_len + 4 + lens[k];
+    qmsg *m = malloc(sizeof *m + klen + plen);
+    if (!m) {
+      size_t left = 0;
+      for (size_t j = k; j < n; j++)
+        left += r->prefix_len + 4 + lens[j] + plen;
+      vx__redis_release(ev, left);
+      backlog_flush(r);
+      return VX_ENOMEM;
     }
-    vx__str_addz(&s, "}");
+    m->next = NULL;
+    m->klen = klen;
+    m->plen = plen;
+    channel_key(r, channels[k], lens[k], m->data);
+    if (first)
+      memcpy(m->data + klen, first->data + first->klen, plen);
+    else
+      payload_write(r, m->data + klen, event, elen, data, dlen, cmark, cmlen, except);
+    first = m;
+    if (r->qtail)
+      r->qtail->next = m;
+    else
+      r->qhead = m;
+    r->qtail = m;
+    r->held += klen + plen;
   }
-  vx__str_addz(&s, "}");
-  if (s.oom) {
-    vx__str_free(&s);
-    return VX_ENOMEM;
-  }
-  char key[64 + 4 + VX_CHANNEL_MAX];
-  size_t kl = channel_key(r, channel, clen, key);
-  int rc = 0;
-  if (r->cmd.ready && !r->qhead && !r->flush_scheduled)
-    publish_now(r, key, kl, s.p, s.len);
-  else
-    rc = backlog_push(r, key, kl, s.p, s.len);
-  vx__str_free(&s);
-  return rc;
+  if (!r->flush_scheduled)
+    backlog_flush(r);
+  return 0;
 }
 
 /* ---- subscriptions ---- */
@@ -410,7 +620,6 @@ void vx__redis_channel_gone(vx_events *ev, vx_channel *ch) {
     redisAsyncCommand(r->sub.ac, NULL, NULL, "UNSUBSCRIBE %b", key, kl);
   }
 }
-
 static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv) {
   (void)priv;
   rconn *rc = ac->data;
@@ -485,9 +694,16 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv) {
 
 /* ---- connections ---- */
 
-static void schedule_retry(rconn *rc) {
+/* Shutdown wants the commands connection only to publish what is still in the backlog. */
+static bool wanted(rconn *rc) {
   vx_redis *r = rc->r;
-  if (r->closing || uv_is_active((uv_handle_t *)&rc->retry))
+  if (r->handles_closed)
+    return false;
+  return !r->closing || (!rc->is_sub && !r->forced && r->qhead);
+}
+
+static void schedule_retry(rconn *rc) {
+  if (!wanted(rc) || uv_is_active((uv_handle_t *)&rc->retry))
     return;
   rc->backoff_ms = rc->backoff_ms ? rc->backoff_ms * 2 : 100;
   if (rc->backoff_ms > VX_REDIS_BACKOFF_MAX)
@@ -501,6 +717,54 @@ static void flush_cb(uv_timer_t *t) {
   vx_redis *r = t->data;
   r->flush_scheduled = false;
   backlog_flush(r);
+}
+
+/* Shutdown: the backlog is empty and nothing needs a connection any more. The commands
+ * connection is disconnected gracefully (hiredis first waits for every pending reply: the
+ * PUBLISH acknowledgements are counted as they come), from a timer rather than from inside
+ * a hiredis callback. */
+static void disconnect_cb(uv_timer_t *t) {
+  vx_redis *r = t->data;
+  redisAsyncContext *ac = r->cmd.ac;
+  if (!ac || r->qhead)
+    return;
+  if (ac->c.flags & REDIS_CONNECTED) {
+    if (!(ac->c.flags & REDIS_DISCONNECTING))
+      redisAsyncDisconnect(ac); /* on_disconnect clears ->ac once the replies are in */
+  } else {
+    r->cmd.ac = NULL; /* still connecting: no callback will come */
+    redisAsyncFree(ac);
+    vx__loop_shutdown_progress(r->ev);
+  }
+}
+
+static void leave_cluster(vx_redis *r) {
+  if (!r->registered || !r->cmd.ac)
+    return;
+  if (redisAsyncCommand(r->cmd.ac, NULL, NULL, "EVALSHA %s 0 %s %s", r->sha[S_LEAVE_ALL],
+                        r->prefix, r->origin) == REDIS_OK)
+    r->registered = false;
+}
+
+/* During shutdown, after anything that may have emptied the backlog. */
+static void drain_check(vx_redis *r) {
+  if (!r->closing || r->forced || r->handles_closed)
+    return;
+  backlog_flush(r);
+  if (r->qhead) { /* waiting for the connection: make sure an attempt is on its way */
+    if (!r->cmd.ac && !r->resolving && !uv_is_active((uv_handle_t *)&r->cmd.retry))
+      schedule_retry(&r->cmd);
+    return;
+  }
+  uv_timer_stop(&r->cmd.retry);
+  if (!r->shead) { /* everything acknowledged: do not wait long for the rest */
+    uint64_t linger = uv_now(&r->ev->loop) + VX_REDIS_LINGER_MS;
+    if (linger < r->drain_deadline)
+      r->drain_deadline = linger;
+  }
+  if (r->cmd.ac && !uv_is_active((uv_handle_t *)&r->flush_timer))
+    uv_timer_start(&r->flush_timer, disconnect_cb, 0, 0);
+  vx__loop_shutdown_progress(r->ev);
 }
 
 static void on_auth_reply(redisAsyncContext *ac, void *reply, void *priv) {
@@ -522,6 +786,8 @@ static void on_connect(const redisAsyncContext *cac, int status) {
             r->host, r->port, ac->errstr);
     rc->ac = NULL; /* hiredis frees the context after this callback */
     schedule_retry(rc);
+    if (r->closing)
+      vx__loop_shutdown_progress(r->ev);
     return;
   }
   if (r->password) {
@@ -536,6 +802,12 @@ static void on_connect(const redisAsyncContext *cac, int status) {
   rc->backoff_ms = 0;
   vx__log(r->ev, VX_LOG_INFO, "redis %s connected to %s:%d", rc->is_sub ? "subscriber" : "commands",
           r->host, r->port);
+  if (r->closing) { /* connected only to publish what shutdown still holds */
+    backlog_flush(r);
+    leave_cluster(r);
+    drain_check(r);
+    return;
+  }
   if (rc->is_sub) {
     /* Every channel with local subscribers, again (after an outage they were being served
      * locally only). */
@@ -545,14 +817,14 @@ static void on_connect(const redisAsyncContext *cac, int status) {
         subscribe_key(r, ch->name, ch->name_len);
     }
   } else {
-    load_scripts(r);
-  }
-  if (!rc->is_sub && r->qhead) {
-    if (rc->was_connected) { /* after an outage: let the others re-subscribe first */
-      r->flush_scheduled = true;
-      uv_timer_start(&r->flush_timer, flush_cb, VX_REDIS_FLUSH_DELAY, 0);
-    } else {
-      backlog_flush(r); /* broadcasts made while starting up */
+    load_scripts(r); /* and the first heartbeat, whose answer registers this instance */
+    if (r->qhead) {
+      if (rc->was_connected) { /* after an outage: let the others re-subscribe first */
+        r->flush_scheduled = true;
+        uv_timer_start(&r->flush_timer, flush_cb, VX_REDIS_FLUSH_DELAY, 0);
+      } else {
+        backlog_flush(r); /* broadcasts made while starting up */
+      }
     }
   }
   rc->was_connected = true;
@@ -564,8 +836,17 @@ static void on_disconnect(const redisAsyncContext *cac, int status) {
   vx_redis *r = rc->r;
   rc->ac = NULL;
   rc->ready = false;
-  if (r->closing)
+  if (!rc->is_sub) {
+    /* Unacknowledged PUBLISHes are published again after reconnecting. */
+    requeue_sent(r);
+    r->synced = false;
+    r->beating = false;
+  }
+  if (r->closing) {
+    schedule_retry(rc); /* only if the backlog still wants a connection */
+    vx__loop_shutdown_progress(r->ev);
     return;
+  }
   vx__log(r->ev, VX_LOG_WARN, "redis %s lost (%s); reconnecting",
           rc->is_sub ? "subscriber" : "commands", status == REDIS_OK ? "closed" : ac->errstr);
   if (rc->is_sub) {
@@ -584,7 +865,7 @@ static void on_disconnect(const redisAsyncContext *cac, int status) {
 
 static void rconn_connect(rconn *rc) {
   vx_redis *r = rc->r;
-  if (r->closing || rc->ac)
+  if (rc->ac || !wanted(rc))
     return;
   redisAsyncContext *ac = redisAsyncConnect(r->ip, r->port);
   if (!ac || ac->err) {
@@ -618,9 +899,10 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
   }
   uv_freeaddrinfo(res);
   if (r->closing)
-    return;
+    vx__loop_shutdown_progress(r->ev);
   if (!r->resolved) {
-    vx__log(r->ev, VX_LOG_ERROR, "redis host %s: %s", r->host, uv_strerror(status));
+    if (status != UV_ECANCELED)
+      vx__log(r->ev, VX_LOG_ERROR, "redis host %s: %s", r->host, uv_strerror(status));
     schedule_retry(&r->cmd);
     return;
   }
@@ -642,6 +924,8 @@ static void retry_cb(uv_timer_t *t) {
   rconn_connect(rc);
 }
 
+static void query_timer_cb(uv_timer_t *t);
+
 int vx__redis_start(vx_events *ev) {
   vx_redis *r = calloc(1, sizeof *r);
   if (!r)
@@ -657,7 +941,6 @@ int vx__redis_start(vx_events *ev) {
   const char *prefix = ev->opts.redis_prefix ? ev->opts.redis_prefix : "vx";
   r->prefix_len = strlen(prefix);
   memcpy(r->prefix, prefix, r->prefix_len + 1);
-  r->qmax = ev->opts.redis_backlog_max;
   char id[VX_SOCKET_ID_LEN + 1];
   vx__random_id(ev, id);
   memcpy(r->origin, id, 16);
@@ -670,9 +953,11 @@ int vx__redis_start(vx_events *ev) {
   r->gai.data = r;
   uv_timer_init(&ev->loop, &r->flush_timer);
   r->flush_timer.data = r;
+  uv_timer_init(&ev->loop, &r->query_timer);
+  r->query_timer.data = r;
   uv_timer_init(&ev->loop, &r->live_timer);
   r->live_timer.data = r;
-  uv_timer_start(&r->live_timer, live_tick, VX_LIVENESS_MS, VX_LIVENESS_MS);
+  uv_timer_start(&r->live_timer, live_tick, VX_BEAT_MS, VX_BEAT_MS);
   for (int i = 0; i < S_COUNT; i++) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int ml = 0;
@@ -695,88 +980,125 @@ int vx__redis_start(vx_events *ev) {
   return 0;
 }
 
-/* Stop: flush what hiredis holds (a graceful disconnect writes pending commands first),
- * drop reconnects. The loop ends once the contexts' poll handles are closed. */
-void vx__redis_stop(vx_events *ev) {
+/* Shutdown began. Queries not yet sent are answered VX_ECLOSED; the subscriber goes at once
+ * (nothing arriving matters any more); the backlog is published, over a connection made
+ * for it if need be, and this instance leaves the cluster view; then `cmd` disconnects
+ * gracefully. An instance with nothing to publish is done as soon as its contexts are. */
+void vx__redis_stop(vx_events *ev, uint32_t grace_ms) {
   vx_redis *r = ev->redis;
   if (!r || r->closing)
     return;
   r->closing = true;
-  /* A backlog still waiting for its delay goes out now, before the graceful disconnect. */
-  if (r->flush_scheduled) {
+  r->drain_deadline =
+      uv_now(&ev->loop) + (grace_ms ? grace_ms : ev->opts.redis_connect_timeout_ms);
+  if (r->flush_scheduled) { /* a post-outage flush still waiting for its delay: now */
     r->flush_scheduled = false;
-    backlog_flush(r);
+    uv_timer_stop(&r->flush_timer);
   }
-  uv_close((uv_handle_t *)&r->flush_timer, NULL);
-  uv_close((uv_handle_t *)&r->live_timer, NULL);
-  /* Leave the cluster view at once instead of waiting for the liveness key to expire. */
+  uv_timer_stop(&r->live_timer);
+  queries_fail_unsent(r, VX_ECLOSED);
+  uv_timer_stop(&r->sub.retry);
+  if (r->sub.ac) {
+    redisAsyncContext *ac = r->sub.ac;
+    r->sub.ac = NULL;
+    r->sub.ready = false;
+    redisAsyncFree(ac);
+  }
   if (r->cmd.ready) {
-    for (uint32_t i = 0; i < ev->channels.cap; i++) {
-      vx_channel *ch = ev->channels.slots[i].key ? ev->channels.slots[i].val : NULL;
-      if (ch)
-        run_script(r, S_SET, NULL, NULL, ch->name, ch->name_len, "0");
-    }
-    char k[96];
-    snprintf(k, sizeof k, "%s:alive:%s", r->prefix, r->origin);
-    redisAsyncCommand(r->cmd.ac, NULL, NULL, "DEL %s", k);
-    snprintf(k, sizeof k, "%s:instances", r->prefix);
-    redisAsyncCommand(r->cmd.ac, NULL, NULL, "SREM %s %s", k, r->origin);
+    backlog_flush(r);
+    leave_cluster(r);
   }
+  drain_check(r);
+  if (!r->qhead && r->cmd.ac && !(r->cmd.ac->c.flags & REDIS_CONNECTED)) {
+    redisAsyncContext *ac = r->cmd.ac; /* still connecting, and nothing to publish */
+    r->cmd.ac = NULL;
+    redisAsyncFree(ac);
+  }
+}
+
+static void close_handles(vx_redis *r) {
+  if (r->handles_closed)
+    return;
+  r->handles_closed = true;
   uv_close((uv_handle_t *)&r->cmd.retry, NULL);
   uv_close((uv_handle_t *)&r->sub.retry, NULL);
+  uv_close((uv_handle_t *)&r->flush_timer, NULL);
+  uv_close((uv_handle_t *)&r->live_timer, NULL);
+  uv_close((uv_handle_t *)&r->query_timer, NULL);
   if (r->resolving)
     uv_cancel((uv_req_t *)&r->gai);
+}
+
+bool vx__redis_done(vx_events *ev) {
+  vx_redis *r = ev->redis;
+  if (!r)
+    return true;
+  if (r->cmd.ac || r->sub.ac)
+    return false;
+  if (r->qhead && !r->forced && !r->handles_closed)
+    return false; /* between attempts to connect, with broadcasts to publish */
+  close_handles(r);
+  return !r->resolving; /* a cancelled name lookup still calls back */
+}
+
+bool vx__redis_overdue(vx_events *ev) {
+  vx_redis *r = ev->redis;
+  return r && r->closing && !r->forced && uv_now(&ev->loop) >= r->drain_deadline;
+}
+
+/* The grace is over with Redis still not done: drop the connections. Replies still
+ * pending come back NULL; their broadcasts are counted as not published. */
+void vx__redis_force(vx_events *ev) {
+  vx_redis *r = ev->redis;
+  if (!r)
+    return;
+  r->closing = true;
+  r->forced = true;
   rconn *both[2] = {&r->sub, &r->cmd};
   for (int i = 0; i < 2; i++) {
     redisAsyncContext *ac = both[i]->ac;
-    if (!ac)
-      continue;
-    if (ac->c.flags & REDIS_CONNECTED) {
-      redisAsyncDisconnect(ac); /* on_disconnect clears ->ac once pending replies are in */
-    } else {
-      both[i]->ac = NULL; /* still connecting: nothing to flush, and no callback will come */
+    if (ac) {
+      both[i]->ac = NULL;
       redisAsyncFree(ac);
     }
   }
+  close_handles(r);
+}
+
+uint64_t vx__redis_unpublished(vx_events *ev) {
+  vx_redis *r = ev->redis;
+  if (!r)
+    return 0;
+  uint64_t n = r->refused;
+  for (qmsg *m = r->qhead; m; m = m->next)
+    n++;
+  for (qmsg *m = r->shead; m; m = m->next)
+    n++;
+  return n;
 }
 
 void vx__redis_free(vx_events *ev) {
   vx_redis *r = ev->redis;
   if (!r)
     return;
-  while (r->qhead) {
-    qmsg *m = r->qhead;
-    r->qhead = m->next;
-    free(m);
+  qmsg *lists[2] = {r->qhead, r->shead};
+  for (int i = 0; i < 2; i++) {
+    while (lists[i]) {
+      qmsg *m = lists[i];
+      lists[i] = m->next;
+      free(m);
+    }
+  }
+  while (r->queries) { /* none by now: every one was answered before the loop ended */
+    rquery *q = r->queries;
+    r->queries = q->next;
+    free(q);
   }
   vx__map_free(&r->acks);
   free(r->user);
   free(r->password);
   free(r);
   ev->redis = NULL;
-}
-
-bool vx__redis_busy(vx_events *ev) {
-  vx_redis *r = ev->redis;
-  return r && (r->cmd.ac || r->sub.ac || r->resolving);
-}
-
-/* Shutdown deadline passed with Redis still not done: drop the connections. */
-void vx__redis_force(vx_events *ev) {
-  vx_redis *r = ev->redis;
-  if (!r)
-    return;
-  r->closing = true;
-  if (r->sub.ac) {
-    redisAsyncContext *ac = r->sub.ac;
-    r->sub.ac = NULL;
-    redisAsyncFree(ac);
-  }
-  if (r->cmd.ac) {
-    redisAsyncContext *ac = r->cmd.ac;
-    r->cmd.ac = NULL;
-    redisAsyncFree(ac);
-  }
 }
 
 /* ---- cluster-wide counts ---- */
@@ -788,22 +1110,30 @@ static void count_key(vx_redis *r, const char *name, size_t n, char *out, size_t
   *kl = r->prefix_len + 7 + n;
 }
 
-static void run_script(vx_redis *r, int which, redisCallbackFn *cb, void *priv, const char *name,
-                       size_t n, const char *arg2) {
-  char ck[64 + 7 + VX_CHANNEL_MAX], sk[80];
+static int run_script_rc(vx_redis *r, int which, redisCallbackFn *cb, void *priv,
+                         const char *name, size_t n, const char *arg2) {
+  char ck[64 + 7 + VX_CHANNEL_MAX], sk[80], ik[96];
   size_t ckl;
   count_key(r, name, n, ck, &ckl);
   int skl = snprintf(sk, sizeof sk, "%s:channels", r->prefix);
-  const char *argv[8] = {"EVALSHA", r->sha[which], "2", ck, sk, r->origin, arg2, name};
-  size_t lens[8] = {7, 40, 1, ckl, (size_t)skl, 16, strlen(arg2), n};
-  redisAsyncCommandArgv(r->cmd.ac, cb, priv, 8, argv, lens);
+  int ikl = snprintf(ik, sizeof ik, "%s:ich:%s", r->prefix, r->origin);
+  const char *argv[9] = {"EVALSHA", r->sha[which], "3", ck, sk, ik, r->origin, arg2, name};
+  size_t lens[9] = {7, 40, 1, ckl, (size_t)skl, (size_t)ikl, 16, strlen(arg2), n};
+  if (!r->cmd.ac)
+    return REDIS_ERR;
+  return redisAsyncCommandArgv(r->cmd.ac, cb, priv, 9, argv, lens);
+}
+
+static void run_script(vx_redis *r, int which, redisCallbackFn *cb, void *priv, const char *name,
+                       size_t n, const char *arg2) {
+  run_script_rc(r, which, cb, priv, name, n, arg2);
 }
 
 /* The local subscriber count of a channel changed by delta. */
 void vx__redis_count(vx_events *ev, const char *name, size_t n, int delta) {
   vx_redis *r = ev->redis;
-  if (!r || !r->cmd.ready || r->closing)
-    return; /* re-registered in full on reconnect */
+  if (!r || !r->synced || r->closing)
+    return; /* registered in full once the heartbeat answers */
   run_script(r, S_ADD, NULL, NULL, name, n, delta > 0 ? "1" : "-1");
 }
 
@@ -818,54 +1148,127 @@ static void register_all(vx_redis *r) {
   }
 }
 
-static void live_tick(uv_timer_t *t) {
-  vx_redis *r = t->data;
-  if (!r->cmd.ready || r->closing)
-    return;
-  char k[96], ms[16];
-  snprintf(k, sizeof k, "%s:alive:%s", r->prefix, r->origin);
-  snprintf(ms, sizeof ms, "%d", 3 * VX_LIVENESS_MS);
-  redisAsyncCommand(r->cmd.ac, NULL, NULL, "SET %s 1 PX %s", k, ms);
-  snprintf(k, sizeof k, "%s:instances", r->prefix);
-  redisAsyncCommand(r->cmd.ac, NULL, NULL, "SADD %s %s", k, r->origin);
-  redisAsyncCommand(r->cmd.ac, NULL, NULL, "EVALSHA %s 0 %s", r->sha[S_REAP], r->prefix);
+static void register_presence(vx_redis *r, bool loud);
+
+/* This instance's counts and members, in full: after (re)connecting, or after finding it
+ * was reaped. `loud`: the others saw this instance's members removed and are owed a
+ * member_added for each that is not present elsewhere (the script decides, atomically). */
+static void register_instance(vx_redis *r, bool loud) {
+  register_all(r);
+  register_presence(r, loud);
+  r->registered = true;
 }
 
-static void register_presence(vx_redis *r);
+static void on_beat(redisAsyncContext *ac, void *reply, void *priv) {
+  (void)ac;
+  (void)priv;
+  vx_redis *r = ((rconn *)ac->data)->r;
+  redisReply *rep = reply;
+  r->beating = false;
+  if (!rep || r->closing)
+    return;
+  if (rep->type == REDIS_REPLY_ERROR) {
+    vx__log(r->ev, VX_LOG_ERROR, "redis heartbeat: %s", rep->str);
+    if (strncmp(rep->str, "NOSCRIPT", 8) == 0) /* SCRIPT FLUSH under us: load them again */
+      load_scripts(r);
+    return;
+  }
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+      rep->element[0]->type != REDIS_REPLY_STRING)
+    return;
+  const char *status = rep->element[0]->str;
+  bool reaped = strcmp(status, "reaped") == 0;
+  if (!r->synced) {
+    register_instance(r, reaped);
+    r->synced = true;
+    queries_send(r);
+  } else if (reaped || strcmp(status, "new") == 0) {
+    vx__log(r->ev, VX_LOG_WARN,
+            reaped ? "redis: this instance was reaped by the others (its heartbeats lapsed); "
+                     "registering again"
+                   : "redis: this instance's registration was lost; registering again");
+    register_instance(r, reaped);
+  }
+  if (rep->element[1]->type == REDIS_REPLY_INTEGER && rep->element[1]->integer > 0)
+    vx__log(r->ev, VX_LOG_INFO, "redis: reaped %lld silent instance(s)",
+            rep->element[1]->integer);
+}
+
+static void live_tick(uv_timer_t *t) {
+  vx_redis *r = t->data;
+  if (!r->cmd.ready || !r->cmd.ac || r->closing || r->beating)
+    return; /* a beat still on its way (Redis stalled) stands for this one */
+  char w[16], g[16], ttl[16];
+  snprintf(w, sizeof w, "%d", VX_BEAT_WINDOW_MS);
+  snprintf(g, sizeof g, "%d", VX_BEAT_GAP_MS);
+  snprintf(ttl, sizeof ttl, "%d", VX_REAPED_TTL_MS);
+  if (redisAsyncCommand(r->cmd.ac, on_beat, NULL, "EVALSHA %s 0 %s %s %s %s %s", r->sha[S_BEAT],
+                        r->prefix, r->origin, w, g, ttl) == REDIS_OK)
+    r->beating = true;
+}
 
 static void load_scripts(vx_redis *r) {
   for (int i = 0; i < S_COUNT; i++)
     redisAsyncCommand(r->cmd.ac, on_auth_reply, NULL, "SCRIPT LOAD %s", scripts[i]);
   live_tick(&r->live_timer);
-  register_all(r);
-  register_presence(r);
 }
 
-typedef struct {
-  vx_events *ev;
-  int kind; /* 0 count, 1 has, 2 channels */
-  void *cb, *data;
-  char name[VX_CHANNEL_MAX + 1];
-} rquery;
+/* ---- cluster-wide queries ---- */
 
-static void answer_local(rquery *q) {
-  size_t n = strlen(q->name);
-  if (q->kind == 0)
-    ((vx_count_cb)q->cb)(0, vx__hub_count(q->ev, q->name, n), q->data);
-  else if (q->kind == 1)
-    ((vx_count_cb)q->cb)(0, vx__hub_count(q->ev, q->name, n) > 0, q->data);
+static void query_answer_error(int kind, void *cb, void *data, int status) {
+  if (kind == VX_Q_COUNT || kind == VX_Q_HAS)
+    ((vx_count_cb)cb)(status, 0, data);
+  else if (kind == VX_Q_CHANNELS)
+    ((vx_channels_cb)cb)(status, NULL, 0, data);
   else
-    vx__hub_channels_local(q->ev, (vx_channels_cb)q->cb, q->data);
+    ((vx_json_cb)cb)(status, NULL, 0, data);
 }
+
+static void query_unlink(vx_redis *r, rquery *q) {
+  if (q->prev)
+    q->prev->next = q->next;
+  else
+    r->queries = q->next;
+  if (q->next)
+    q->next->prev = q->prev;
+  else
+    r->queries_tail = q->prev;
+  q->prev = q->next = NULL;
+}
+
+static void query_arm(vx_redis *r) {
+  if (r->handles_closed)
+    return;
+  if (!r->queries) {
+    uv_timer_stop(&r->query_timer);
+    return;
+  }
+  uint64_t now = uv_now(&r->ev->loop), d = r->queries->deadline;
+  uv_timer_start(&r->query_timer, query_timer_cb, d > now ? d - now : 0, 0);
+}
+
+static char *members_array(redisReply *rep, size_t *len);
 
 static void on_query(redisAsyncContext *ac, void *reply, void *priv) {
   (void)ac;
   rquery *q = priv;
+  vx_redis *r = q->r;
   redisReply *rep = reply;
-  if (q->kind < 2 && rep && rep->type == REDIS_REPLY_INTEGER) {
+  if (q->answered) { /* timed out already */
+    free(q);
+    return;
+  }
+  query_unlink(r, q);
+  int st = !rep ? (r->closing ? VX_ECLOSED : VX_EUNAVAILABLE) : 0;
+  if (rep && rep->type == REDIS_REPLY_ERROR) {
+    vx__log(r->ev, VX_LOG_ERROR, "redis query: %s", rep->str);
+    st = VX_EUNAVAILABLE;
+  }
+  if (!st && (q->kind == VX_Q_COUNT || q->kind == VX_Q_HAS) &&
+      rep->type == REDIS_REPLY_INTEGER) {
     uint64_t v = rep->integer > 0 ? (uint64_t)rep->integer : 0;
-    ((vx_count_cb)q->cb)(0, q->kind == 1 ? v > 0 : v, q->data);
-  } else if (q->kind == 2 && rep && rep->type == REDIS_REPLY_ARRAY) {
+    ((vx_count_cb)q->cb)(0, q->kind == VX_Q_HAS ? v > 0 : v, q->data);
+  } else if (!st && q->kind == VX_Q_CHANNELS && rep->type == REDIS_REPLY_ARRAY) {
     const char **names = malloc((rep->elements + 1) * sizeof *names);
     size_t k = 0;
     for (size_t i = 0; names && i < rep->elements; i++)
@@ -876,34 +1279,106 @@ static void on_query(redisAsyncContext *ac, void *reply, void *priv) {
     else
       ((vx_channels_cb)q->cb)(VX_ENOMEM, NULL, 0, q->data);
     free(names);
+  } else if (!st && q->kind == VX_Q_MEMBERS && rep->type == REDIS_REPLY_ARRAY) {
+    size_t ml = 0;
+    char *members = members_array(rep, &ml);
+    ((vx_json_cb)q->cb)(members ? 0 : VX_ENOMEM, members, members ? ml : 0, q->data);
+    free(members);
   } else {
-    answer_local(q); /* Redis went away or refused: the local view is the best answer */
+    query_answer_error(q->kind, q->cb, q->data, st ? st : VX_EUNAVAILABLE);
   }
   free(q);
 }
 
-/* Answer a count/has/channels query for the whole cluster; false = answer locally. */
-bool vx__redis_query(vx_events *ev, int kind, const char *name, void *cb, void *data) {
+/* Hand one waiting query to hiredis; on failure it is answered VX_EUNAVAILABLE. */
+static void query_send(vx_redis *r, rquery *q) {
+  int rc = REDIS_ERR;
+  char k[64 + 8 + VX_CHANNEL_MAX];
+  if (q->kind == VX_Q_COUNT || q->kind == VX_Q_HAS) {
+    rc = run_script_rc(r, S_SUM, on_query, q, q->name, strlen(q->name), "0");
+  } else if (q->kind == VX_Q_CHANNELS) {
+    snprintf(k, sizeof k, "%s:channels", r->prefix);
+    rc = redisAsyncCommand(r->cmd.ac, on_query, q, "SMEMBERS %s", k);
+  } else {
+    snprintf(k, sizeof k, "%s:pinfo:%s", r->prefix, q->name);
+    rc = redisAsyncCommand(r->cmd.ac, on_query, q, "HVALS %s", k);
+  }
+  if (rc == REDIS_OK) {
+    q->sent = true;
+    return;
+  }
+  query_unlink(r, q);
+  query_answer_error(q->kind, q->cb, q->data, VX_EUNAVAILABLE);
+  free(q);
+}
+
+static void queries_send(vx_redis *r) {
+  rquery *next;
+  for (rquery *q = r->queries; q; q = next) {
+    next = q->next;
+    if (!q->sent)
+      query_send(r, q);
+  }
+  query_arm(r);
+}
+
+static void queries_fail_unsent(vx_redis *r, int status) {
+  rquery *next;
+  for (rquery *q = r->queries; q; q = next) {
+    next = q->next;
+    if (q->sent)
+      continue;
+    query_unlink(r, q);
+    query_answer_error(q->kind, q->cb, q->data, status);
+    free(q);
+  }
+  query_arm(r);
+}
+
+/* The oldest queries ran out of time, waiting for the connection or for their reply. */
+static void query_timer_cb(uv_timer_t *t) {
+  vx_redis *r = t->data;
+  uint64_t now = uv_now(&r->ev->loop);
+  while (r->queries && r->queries->deadline <= now) {
+    rquery *q = r->queries;
+    query_unlink(r, q);
+    q->answered = true;
+    query_answer_error(q->kind, q->cb, q->data, VX_EUNAVAILABLE);
+    if (!q->sent)
+      free(q); /* otherwise hiredis's callback frees it */
+  }
+  query_arm(r);
+}
+
+/* A count/has/channels/members query for the whole cluster. Never answered from the local
+ * view: it waits (up to redis_connect_timeout_ms) until this instance is registered. */
+void vx__redis_query(vx_events *ev, int kind, const char *name, void *cb, void *data) {
   vx_redis *r = ev->redis;
-  if (!r || !r->cmd.ready || r->closing)
-    return false;
+  if (!r || r->closing) {
+    query_answer_error(kind, cb, data, r ? VX_ECLOSED : VX_EUNAVAILABLE);
+    return;
+  }
   rquery *q = calloc(1, sizeof *q);
-  if (!q)
-    return false;
-  q->ev = ev;
+  if (!q) {
+    query_answer_error(kind, cb, data, VX_ENOMEM);
+    return;
+  }
+  q->r = r;
   q->kind = kind;
   q->cb = cb;
   q->data = data;
+  q->deadline = uv_now(&ev->loop) + ev->opts.redis_connect_timeout_ms;
   if (name)
     snprintf(q->name, sizeof q->name, "%s", name);
-  if (kind < 2) {
-    run_script(r, S_SUM, on_query, q, q->name, strlen(q->name), "0");
-  } else {
-    char k[80];
-    snprintf(k, sizeof k, "%s:channels", r->prefix);
-    redisAsyncCommand(r->cmd.ac, on_query, q, "SMEMBERS %s", k);
-  }
-  return true;
+  q->prev = r->queries_tail;
+  if (r->queries_tail)
+    r->queries_tail->next = q;
+  else
+    r->queries = q;
+  r->queries_tail = q;
+  if (r->synced && r->cmd.ac)
+    query_send(r, q);
+  query_arm(r);
 }
 
 /* ---- cluster-wide presence ---- */
@@ -912,8 +1387,6 @@ typedef struct {
   vx_events *ev;
   char socket_id[VX_SOCKET_ID_LEN + 1];
   char channel[VX_CHANNEL_MAX + 1];
-  vx_json_cb cb; /* presence_members query instead of an ack */
-  void *data;
 } pctx;
 
 static char *members_array(redisReply *rep, size_t *len) {
@@ -935,7 +1408,7 @@ static char *members_array(redisReply *rep, size_t *len) {
   return s.p;
 }
 
-/* The cluster's member list arrived: answer the query, or send the joining connection its
+/* The cluster's member list arrived: send the joining connection its
  * subscription_succeeded (if it is still here and still subscribed). */
 static void on_members(redisAsyncContext *ac, void *reply, void *priv) {
   (void)ac;
@@ -944,21 +1417,17 @@ static void on_members(redisAsyncContext *ac, void *reply, void *priv) {
   vx_events *ev = p->ev;
   size_t n = strlen(p->channel), ml = 0;
   char *members = rep && rep->type == REDIS_REPLY_ARRAY ? members_array(rep, &ml) : NULL;
-  if (!members) /* Redis went away: the local list is the best answer */
+  if (!members) /* Redis went away: the joining client gets the members known here */
     members = vx__hub_members_json(ev, p->channel, n, &ml);
-  if (p->cb) {
-    p->cb(members ? 0 : VX_ENOMEM, members, members ? ml : 0, p->data);
-  } else {
-    vx_conn *c = vx__map_get(&ev->sockets, p->socket_id, VX_SOCKET_ID_LEN);
-    if (c && !c->closed && vx__hub_is_subscribed(c, p->channel, n) && members)
-      vx__node_sub_reply(c, p->channel, n, NULL, members, ml);
-  }
+  vx_conn *c = vx__map_get(&ev->sockets, p->socket_id, VX_SOCKET_ID_LEN);
+  if (c && !c->closed && vx__hub_is_subscribed(c, p->channel, n) && members)
+    vx__node_sub_reply(c, p->channel, n, NULL, members, ml);
   free(members);
   free(p);
 }
 
-static void presence_script(vx_redis *r, int which, const char *ch, size_t cn, vx_member *m,
-                            const char *except, bool quiet, redisCallbackFn *cb, void *priv) {
+static int presence_script(vx_redis *r, int which, const char *ch, size_t cn, vx_member *m,
+                           const char *except, bool quiet, redisCallbackFn *cb, void *priv) {
   char pm[64 + 5 + VX_CHANNEL_MAX + 260], pi[64 + 8 + VX_CHANNEL_MAX], ip[96],
       ck[64 + 4 + VX_CHANNEL_MAX], entry[VX_CHANNEL_MAX + 260], ex[40];
   int pml = snprintf(pm, sizeof pm, "%s:pm:%.*s:%.*s", r->prefix, (int)cn, ch, (int)m->id_len, m->id);
@@ -971,7 +1440,9 @@ static void presence_script(vx_redis *r, int which, const char *ch, size_t cn, v
                           m->json, entry, ex, quiet ? "1" : "0"};
   size_t lens[13] = {7, 40, 1, (size_t)pml, (size_t)pil, (size_t)ipl, ckl, 16, m->id_len,
                      m->json_len, (size_t)el, (size_t)exl, 1};
-  redisAsyncCommandArgv(r->cmd.ac, cb, priv, 13, argv, lens);
+  if (!r->cmd.ac)
+    return REDIS_ERR;
+  return redisAsyncCommandArgv(r->cmd.ac, cb, priv, 13, argv, lens);
 }
 
 static bool presence_ready(vx_events *ev) {
@@ -993,12 +1464,17 @@ bool vx__redis_presence_join(vx_events *ev, vx_channel *ch, vx_member *m, vx_con
   p->ev = ev;
   memcpy(p->socket_id, c->id, VX_SOCKET_ID_LEN + 1);
   memcpy(p->channel, ch->name, ch->name_len + 1);
+  int rc;
   if (new_locally) {
-    presence_script(r, S_JOIN, ch->name, ch->name_len, m, c->id, false, on_members, p);
+    rc = presence_script(r, S_JOIN, ch->name, ch->name_len, m, c->id, false, on_members, p);
   } else {
     char pi[64 + 8 + VX_CHANNEL_MAX];
     snprintf(pi, sizeof pi, "%s:pinfo:%s", r->prefix, ch->name);
-    redisAsyncCommand(r->cmd.ac, on_members, p, "HVALS %s", pi);
+    rc = redisAsyncCommand(r->cmd.ac, on_members, p, "HVALS %s", pi);
+  }
+  if (rc != REDIS_OK) {
+    free(p);
+    return false;
   }
   return true;
 }
@@ -1006,31 +1482,17 @@ bool vx__redis_presence_join(vx_events *ev, vx_channel *ch, vx_member *m, vx_con
 /* The last local connection of member m left channel ch. */
 bool vx__redis_presence_leave(vx_events *ev, vx_channel *ch, vx_member *m) {
   vx_redis *r = ev->redis;
-  if (!r || !r->cmd.ready)
-    return false;
+  if (!r || !r->cmd.ready || r->closing)
+    return false; /* at shutdown the instance left the cluster view in one go */
   presence_script(r, S_LEAVE, ch->name, ch->name_len, m, NULL, false, NULL, NULL);
   return presence_ready(ev);
 }
 
-bool vx__redis_presence_list(vx_events *ev, const char *ch, vx_json_cb cb, void *data) {
-  if (!presence_ready(ev))
-    return false;
-  pctx *p = calloc(1, sizeof *p);
-  if (!p)
-    return false;
-  p->ev = ev;
-  p->cb = cb;
-  p->data = data;
-  snprintf(p->channel, sizeof p->channel, "%s", ch);
-  char pi[64 + 8 + VX_CHANNEL_MAX];
-  snprintf(pi, sizeof pi, "%s:pinfo:%s", ev->redis->prefix, ch);
-  redisAsyncCommand(ev->redis->cmd.ac, on_members, p, "HVALS %s", pi);
-  return true;
-}
-
-/* After a reconnect: this instance's members, registered again without events (the other
- * instances' subscribers already know them). */
-static void register_presence(vx_redis *r) {
+/* This instance's members, registered again: quietly after a reconnect (the other
+ * instances' subscribers still know them), or `loud` after this instance was reaped (they
+ * saw member_removed and are owed member_added, sent to everyone, this instance's own
+ * subscribers included, for each member the cluster does not have). */
+static void register_presence(vx_redis *r, bool loud) {
   for (uint32_t i = 0; i < r->ev->channels.cap; i++) {
     vx_channel *ch = r->ev->channels.slots[i].key ? r->ev->channels.slots[i].val : NULL;
     if (!ch)
@@ -1038,7 +1500,7 @@ static void register_presence(vx_redis *r) {
     for (uint32_t j = 0; j < ch->members.cap; j++) {
       vx_member *m = ch->members.slots[j].key ? ch->members.slots[j].val : NULL;
       if (m)
-        presence_script(r, S_JOIN, ch->name, ch->name_len, m, NULL, true, NULL, NULL);
+        presence_script(r, S_JOIN, ch->name, ch->name_len, m, NULL, !loud, NULL, NULL);
     }
   }
 }

@@ -242,6 +242,8 @@ typedef struct vx_cmd {
   size_t bytes_len;
   /* CMD_AUTH_REPLY: id in auth_id, authorized in port, member in data, error in event */
   uint64_t auth_id;
+  /* CMD_BROADCAST: bytes of the Redis backlog bound reserved by the caller's thread */
+  size_t reserved;
 } vx_cmd;
 
 struct vx_events {
@@ -274,7 +276,8 @@ struct vx_events {
   /* loop thread */
   bool shutting_down;
   uint64_t shutdown_deadline;
-  vx_close_cb close_cb;
+  vx_close_cb close_cb;     /* vx_close */
+  vx_shutdown_cb shutdown_cb; /* or vx_shutdown */
   void *close_data;
   vx_conn *conns;
   uint32_t nconns;         /* all connections, HTTP phase included */
@@ -285,7 +288,9 @@ struct vx_events {
   vx_map sockets;
   vx_stats stats;
   vx_redis *redis;         /* NULL without redis_url */
-  atomic_size_t redis_backlog; /* bytes waiting for Redis; read by any thread */
+  atomic_size_t redis_backlog; /* bytes of broadcasts Redis has not acknowledged yet, plus
+                                  those reserved by callers whose commands are still queued;
+                                  any thread (see vx__redis_reserve) */
   vx_pending_auth *pending; /* auth requests waiting for the host, oldest last */
   uint64_t next_auth_id;
   uint64_t sse_seq;        /* id: of SSE events, one per broadcast and channel */
@@ -357,23 +362,37 @@ int vx__validate_broadcast(const char *const *channels, size_t n, const char *ev
 /* redis.c */
 int vx__redis_url_valid(const char *url);
 int vx__redis_start(vx_events *ev);
-void vx__redis_stop(vx_events *ev);
-bool vx__redis_busy(vx_events *ev);
+/* Shutdown began: publish what is left (connecting first if need be), leave the cluster,
+ * disconnect; `grace_ms` 0 means redis_connect_timeout_ms. */
+void vx__redis_stop(vx_events *ev, uint32_t grace_ms);
+bool vx__redis_done(vx_events *ev); /* shutdown finished (its handles are then closing) */
+bool vx__redis_overdue(vx_events *ev); /* the grace of vx__redis_stop is over */
 void vx__redis_force(vx_events *ev);
 void vx__redis_free(vx_events *ev);
-/* `user_id` (raw JSON, may be NULL) and `client` mark a client event; see
- * vx__hub_client_event. */
-int vx__redis_publish(vx_events *ev, const char *channel, size_t clen, const char *event,
-                      size_t elen, const char *data, size_t dlen, bool client,
-                      const char *user_id, size_t uidlen, const char *except);
+uint64_t vx__redis_unpublished(vx_events *ev); /* at the end of shutdown */
+/* Bytes a broadcast takes in the Redis backlog (any thread: reads immutable options). */
+size_t vx__redis_cost(vx_events *ev, const char *const *channels, size_t n, const char *event,
+                      size_t dlen, const char *except);
+/* Reserve `cost` bytes of redis_backlog_max for a broadcast about to be queued as a command
+ * (any thread); false: no room (VX_EBACKLOG). vx__redis_release gives them back. */
+bool vx__redis_reserve(vx_events *ev, size_t cost);
+void vx__redis_release(vx_events *ev, size_t cost);
+/* Queue one broadcast to `n` channels for the other instances. `cmark` (may be NULL) is the
+ * client-event mark ,"c":{["u":<id>]} of the payload. `reserved` is what the caller
+ * reserved (vx__redis_reserve), or 0 to check the bound here. VX_EBACKLOG: nothing was
+ * queued. */
+int vx__redis_publish(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
+                      const char *event, size_t elen, const char *data, size_t dlen,
+                      const char *cmark, size_t cmlen, const char *except, size_t reserved);
 bool vx__redis_channel_new(vx_events *ev, vx_channel *ch);
 void vx__redis_channel_gone(vx_events *ev, vx_channel *ch);
 void vx__redis_count(vx_events *ev, const char *name, size_t n, int delta);
-bool vx__redis_query(vx_events *ev, int kind, const char *name, void *cb, void *data);
+/* A cluster-wide query; the callback always runs (VX_EUNAVAILABLE when Redis cannot answer). */
+enum { VX_Q_COUNT = 0, VX_Q_HAS, VX_Q_CHANNELS, VX_Q_MEMBERS };
+void vx__redis_query(vx_events *ev, int kind, const char *name, void *cb, void *data);
 bool vx__redis_presence_join(vx_events *ev, vx_channel *ch, vx_member *m, vx_conn *c,
                              bool new_locally);
 bool vx__redis_presence_leave(vx_events *ev, vx_channel *ch, vx_member *m);
-bool vx__redis_presence_list(vx_events *ev, const char *ch, vx_json_cb cb, void *data);
 void vx__hub_channels_local(vx_events *ev, vx_channels_cb cb, void *data);
 
 /* hub.c: local delivery (with Redis, also what arrives from other instances) */
@@ -403,6 +422,11 @@ void vx__node_channel_ready(vx_events *ev, vx_channel *ch);
 int vx__node_broadcast(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                        const char *event, size_t elen, const char *data, size_t dlen,
                        const char *except);
+/* The same for a broadcast whose caller reserved `reserved` bytes of the Redis backlog
+ * (vx_broadcast, on the caller's thread, so that EBACKLOG is returned there). */
+int vx__node_broadcast_reserved(vx_events *ev, const char *const *channels, const size_t *lens,
+                                size_t n, const char *event, size_t elen, const char *data,
+                                size_t dlen, const char *except, size_t reserved);
 /* A client event from `c` on channel `name` (already checked: subscribed, private/presence,
  * not a reserved name): delivered everywhere but to the sender, marked "client":true and,
  * on presence channels, with the sender's signed member id as "user_id". */

@@ -1,5 +1,6 @@
 // A private redis-server for one test: a free loopback port, no persistence, stopped by
-// the test. Restartable on the same port to simulate an outage.
+// the test. Restartable on the same port to simulate an outage; pause/resume to simulate a
+// stall.
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 
@@ -37,8 +38,17 @@ export async function startRedis(port) {
   }
   return {
     port,
+    proc,
     url: `redis://127.0.0.1:${port}`,
+    /** Stall the server (SIGSTOP): connections stay open, nothing is answered. */
+    pause() {
+      proc.kill('SIGSTOP');
+    },
+    resume() {
+      proc.kill('SIGCONT');
+    },
     async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGCONT');
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
       await exited;
     },

@@ -1,6 +1,8 @@
 """A worker (get_events(redis=...)) broadcasting through a real redis-server to a separate
 vxevents-server process and to Python-hosted servers; the event reaches their clients."""
 
+import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -132,14 +134,23 @@ def test_redis_prefix_separates_fleets(redis_url, client_factory):
 
 def test_unreachable_redis_does_not_break_local_delivery(client_factory):
     port = free_port()  # nothing listens there
-    with vxevents.events_plugin(redis=f"redis://127.0.0.1:{port}", ping_interval=0) as srv:
-        p = srv.listen("127.0.0.1", 0)
-        c = client_factory(p)
-        reply = c.subscribe("local")
-        if reply["type"] == "subscription_succeeded":
-            srv.broadcast("local", "e", 1)
-            assert c.recv()["data"] == 1
-        srv.broadcast("elsewhere", "e", 1)  # queued in the backlog, no error
+    sent = 0
+    # What was accepted but never reached Redis is reported by close, not dropped silently.
+    with pytest.raises(vxevents.VxError) as closing:
+        with vxevents.events_plugin(redis=f"redis://127.0.0.1:{port}", ping_interval=0,
+                                    redis_connect_timeout=300) as srv:
+            p = srv.listen("127.0.0.1", 0)
+            c = client_factory(p)
+            reply = c.subscribe("local")
+            if reply["type"] == "subscription_succeeded":
+                srv.broadcast("local", "e", 1)
+                sent += 1
+                assert c.recv()["data"] == 1
+            srv.broadcast("elsewhere", "e", 1)  # queued in the backlog, no error
+            sent += 1
+    assert closing.value.code == "EUNPUBLISHED"
+    assert closing.value.unpublished == sent
+    assert srv.closed
 
 
 def test_example_worker_through_redis(redis_url):
@@ -178,3 +189,94 @@ def test_counts_and_channels_are_cluster_wide(redis_url, worker, client_factory)
         while worker.has_subscribers("fleet.room"):
             assert time.monotonic() < deadline, "count never went back to 0"
             time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def server_process(redis_url, *args):
+    """A separate vxevents-server on the Redis; yields its port."""
+    srv = subprocess.Popen([str(SERVER), "--host", "127.0.0.1", "--port", "0", "--redis",
+                            redis_url, *args], stdout=subprocess.PIPE, text=True)
+    try:
+        yield int(re.search(r":(\d+) ", srv.stdout.readline()).group(1))
+    finally:
+        srv.terminate()
+        srv.wait(10)
+        srv.stdout.close()
+
+
+def test_job_pattern_100_times_each_broadcast_reaches_a_server_subscriber_exactly_once(redis_url):
+    """get_events(redis) -> broadcast -> close_events(), within milliseconds, 100 times: close
+    publishes what was accepted while the connection was still starting (DESIGN §7)."""
+    vxevents.close_events()
+    prefix = f"pyjobs{os.getpid()}"
+    with server_process(redis_url, "--redis-prefix", prefix) as port:
+        c = Client(port)
+        assert c.subscribe("jobs")["type"] == "subscription_succeeded"
+        t0 = time.monotonic()
+        for i in range(100):
+            events = vxevents.get_events(redis=redis_url, redis_prefix=prefix)
+            events.broadcast("jobs", "job.completed", {"i": i})
+            vxevents.close_events()
+        took = time.monotonic() - t0
+        # A sentinel through Redis too: every close above returned after Redis acknowledged
+        # its PUBLISH, so any duplicate would arrive before it.
+        vxevents.get_events(redis=redis_url, redis_prefix=prefix).broadcast("jobs", "done", None)
+        vxevents.close_events()
+        got = []
+        while True:
+            m = c.recv(5)
+            assert m["type"] == "event" and m["channel"] == "jobs", m
+            if m["event"] == "done":
+                break
+            got.append(m["data"]["i"])
+        assert got == list(range(100))
+        print(f"100 job cycles in {took * 1000:.0f} ms")
+        c.close()
+
+
+def test_query_right_after_get_events_answers_for_the_cluster(redis_url):
+    vxevents.close_events()
+    prefix = f"pyq{os.getpid()}"
+    with server_process(redis_url, "--redis-prefix", prefix) as port:
+        clients = [Client(port) for _ in range(3)]
+        for c in clients:
+            assert c.subscribe("jobs")["type"] == "subscription_succeeded"
+        for _ in range(20):
+            events = vxevents.get_events(redis=redis_url, redis_prefix=prefix)
+            assert events.subscriber_count("jobs") == 3
+            assert events.has_subscribers("jobs") is True
+            assert "jobs" in events.channels()
+            vxevents.close_events()
+        for c in clients:
+            c.close()
+
+
+def test_unreachable_redis_queries_raise_eunavailable_and_close_reports_unpublished():
+    vxevents.close_events()
+    events = vxevents.get_events(redis=f"redis://127.0.0.1:{free_port()}",
+                                 redis_connect_timeout=300)
+    t0 = time.monotonic()
+    with pytest.raises(vxevents.VxError) as err:
+        events.subscriber_count("a")
+    assert err.value.code == "EUNAVAILABLE" and "Redis" in str(err.value)
+    assert time.monotonic() - t0 < 3
+    for query in (lambda: events.has_subscribers("a"), events.channels,
+                  lambda: events.presence_members("presence-a")):
+        with pytest.raises(vxevents.VxError) as err:
+            query()
+        assert err.value.code == "EUNAVAILABLE"
+
+    async def aquery():
+        return await events.asubscriber_count("a")
+
+    with pytest.raises(vxevents.VxError) as err:
+        asyncio.run(aquery())
+    assert err.value.code == "EUNAVAILABLE"
+    events.broadcast("a", "e", 1)
+    events.broadcast_to_many(["a", "b"], "e", 2)
+    with pytest.raises(vxevents.VxError) as err:
+        vxevents.close_events()
+    assert err.value.code == "EUNPUBLISHED"
+    assert err.value.unpublished == 3
+    assert "3 broadcasts" in str(err.value)
+    assert events.closed

@@ -2,6 +2,9 @@
  * Settings come from flags, then environment variables, then defaults. */
 #include "vxevents.h"
 
+#include <semaphore.h>
+
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -97,6 +100,19 @@ static void usage(const vx_option_info *t, size_t n) {
     }
   }
   fputs(OUTRO, stdout);
+}
+
+typedef struct {
+  uint64_t unpublished;
+  int status;
+  sem_t done;
+} shutdown_report;
+
+static void on_shutdown(int status, uint64_t unpublished, void *data) {
+  shutdown_report *r = data;
+  r->status = status;
+  r->unpublished = unpublished;
+  sem_post(&r->done);
 }
 
 int main(int argc, char **argv) {
@@ -207,7 +223,20 @@ int main(int argc, char **argv) {
   sigwait(&set, &sig);
   fprintf(stderr, "vxevents-server: %s received, closing connections\n",
           sig == SIGINT ? "SIGINT" : "SIGTERM");
-  vx_close(ev, 2000, NULL, NULL);
+  /* Up to 2 s for clients to finish and for Redis to acknowledge what was accepted; what it
+   * could not publish is reported, and the exit status says so (3). */
+  shutdown_report rep;
+  memset(&rep, 0, sizeof rep);
+  sem_init(&rep.done, 0, 0);
+  if (vx_shutdown(ev, 2000, on_shutdown, &rep) == 0)
+    while (sem_wait(&rep.done) != 0 && errno == EINTR)
+      ;
+  sem_destroy(&rep.done);
   vx_free(ev);
+  if (rep.unpublished) {
+    fprintf(stderr, "vxevents-server: %llu broadcast(s) could not be published to Redis\n",
+            (unsigned long long)rep.unpublished);
+    return 3;
+  }
   return 0;
 }

@@ -92,29 +92,61 @@ static void check_broadcast(const cJSON *o, const char *raw, size_t rawlen, cons
   }
 }
 
-static int do_broadcast(vx_events *ev, const cJSON *o, const char *raw, size_t rawlen) {
+/* One validated broadcast object, its channels borrowed from the parsed body. */
+typedef struct {
   const char *names[VX_BATCH_MAX];
   size_t lens[VX_BATCH_MAX];
-  size_t n = 0;
+  size_t n;
+  const char *event, *data, *except;
+  size_t dlen;
+} item;
+
+static void item_of(item *it, const cJSON *o, const char *raw, size_t rawlen) {
+  it->n = 0;
   const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "channel");
   if (ch) {
-    names[0] = ch->valuestring;
-    lens[0] = strlen(ch->valuestring);
-    n = 1;
+    it->names[0] = ch->valuestring;
+    it->lens[it->n++] = strlen(ch->valuestring);
   } else {
-    for (const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, "channels")->child; it; it = it->next) {
-      names[n] = it->valuestring;
-      lens[n++] = strlen(it->valuestring);
+    for (const cJSON *c = cJSON_GetObjectItemCaseSensitive(o, "channels")->child; c; c = c->next) {
+      it->names[it->n] = c->valuestring;
+      it->lens[it->n++] = strlen(c->valuestring);
     }
   }
-  const cJSON *evn = cJSON_GetObjectItemCaseSensitive(o, "event");
+  it->event = cJSON_GetObjectItemCaseSensitive(o, "event")->valuestring;
   const cJSON *ex = cJSON_GetObjectItemCaseSensitive(o, "except");
+  it->except = cJSON_IsString(ex) ? ex->valuestring : NULL;
   /* `data` is spliced as the client wrote it: no re-serialization, nothing lost. */
-  const char *data = "null";
-  size_t dlen = 4;
-  vx__json_field(raw, rawlen, "data", &data, &dlen);
-  return vx__node_broadcast(ev, names, lens, n, evn->valuestring, strlen(evn->valuestring), data,
-                           dlen, cJSON_IsString(ex) ? ex->valuestring : NULL);
+  it->data = "null";
+  it->dlen = 4;
+  vx__json_field(raw, rawlen, "data", &it->data, &it->dlen);
+}
+
+/* Publish every object of the request, or none: with Redis the backlog room for all of
+ * them is reserved first, so a 503 never leaves a batch half delivered (a publisher that
+ * retries it would duplicate the first half). */
+static int publish_all(vx_events *ev, const cJSON *const *objs, const char *const *raws,
+                       const size_t *rawlens, size_t count) {
+  item it;
+  size_t cost[VX_BATCH_MAX] = {0}, total = 0;
+  if (ev->opts.redis_url) {
+    for (size_t i = 0; i < count; i++) {
+      item_of(&it, objs[i], raws[i], rawlens[i]);
+      cost[i] = vx__redis_cost(ev, it.names, it.n, it.event, it.dlen, it.except);
+      total += cost[i];
+    }
+    if (!vx__redis_reserve(ev, total))
+      return VX_EBACKLOG;
+  }
+  int rc = 0;
+  for (size_t i = 0; i < count; i++) {
+    item_of(&it, objs[i], raws[i], rawlens[i]);
+    int r = vx__node_broadcast_reserved(ev, it.names, it.lens, it.n, it.event, strlen(it.event),
+                                        it.data, it.dlen, it.except, cost[i]);
+    if (r && !rc)
+      rc = r;
+  }
+  return rc;
 }
 
 void vx__api_handle(vx_conn *c, bool batch) {
@@ -169,23 +201,28 @@ void vx__api_handle(vx_conn *c, bool batch) {
     cJSON_Delete(root);
     return;
   }
-  int rc = 0, count = 0;
+  const cJSON *objs[VX_BATCH_MAX];
+  size_t count = 0;
   if (batch) {
-    for (const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, "batch")->child; it && !rc;
-         it = it->next, count++)
-      rc = do_broadcast(ev, it, items_raw[count], items_len[count]);
+    for (const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, "batch")->child; it;
+         it = it->next)
+      objs[count++] = it;
   } else {
-    rc = do_broadcast(ev, root, body, blen);
-    count = 1;
+    objs[count++] = root;
+    items_raw[0] = body;
+    items_len[0] = blen;
   }
+  int rc = publish_all(ev, objs, items_raw, items_len, count);
   cJSON_Delete(root);
   if (rc) {
-    vx__http_error(c, rc == VX_ENOMEM || rc == VX_EBACKLOG ? 503 : 400, vx_strerror(rc), NULL, ka);
+    bool later = rc == VX_ENOMEM || rc == VX_EBACKLOG;
+    vx__http_error(c, later ? 503 : 400, vx_strerror(rc), later ? "Retry-After: 1\r\n" : NULL,
+                   ka);
     return;
   }
   char out[64];
   if (batch)
-    snprintf(out, sizeof out, "{\"success\":true,\"count\":%d}", count);
+    snprintf(out, sizeof out, "{\"success\":true,\"count\":%zu}", count);
   else
     snprintf(out, sizeof out, "{\"success\":true}");
   vx__http_respond(c, 200, NULL, out, ka);

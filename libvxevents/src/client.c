@@ -151,7 +151,13 @@ static void on_client_event(vx_conn *c, const cJSON *msg, const char *raw, size_
   const char *data = "null";
   size_t dl = 4;
   vx__json_field(raw, rawlen, "data", &data, &dl);
-  vx__node_client_event(c, name, n, evn->valuestring, el, data, dl);
+  int r = vx__node_client_event(c, name, n, evn->valuestring, el, data, dl);
+  if (r) { /* e.g. the Redis backlog is full: delivered nowhere, and the sender hears it */
+    char m[128];
+    snprintf(m, sizeof m, "client event not sent: %s", vx_strerror(r));
+    send_error(c, m);
+    return;
+  }
   if (ev->opts.on_client_event) {
     char *d = malloc(dl + 1);
     if (d) {

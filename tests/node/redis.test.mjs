@@ -148,3 +148,15 @@ test('event_names_needing_escapes_cross_instances_intact', T, async () => {
     await stopAll(servers, redis);
   }
 });
+
+// The standalone server on SIGTERM publishes what it accepted, or says how much it could
+// not: exit status 3 and a count on standard error (Redis never reachable here).
+test('server_exits_3_naming_the_broadcasts_redis_never_acknowledged', { timeout: 30000 }, async () => {
+  const { freePort } = await import('./redis.mjs');
+  const srv = await startServer({ args: ['--redis', `redis://127.0.0.1:${await freePort()}`, '--redis-connect-timeout', '500'] });
+  await publish(srv, { channel: 'nobody', event: 'held', data: 1 });
+  await publish(srv, { channels: ['a', 'b'], event: 'held', data: 2 });
+  const res = await srv.stop({ allowNonZero: true, timeoutMs: ms(8000) });
+  assert.equal(res.code, 3, res.stderr);
+  assert.match(res.stderr, /3 broadcast\(s\) could not be published to Redis/);
+});

@@ -48,3 +48,22 @@ test('client_events_cross_instances_marked_with_the_sender_and_reserved_names_st
     await redis.stop();
   }
 });
+
+test('a_client_event_redis_cannot_take_is_refused_to_the_sender_and_delivered_nowhere', T, async () => {
+  const { freePort } = await import('./redis.mjs');
+  const srv = await startServer({ args: ['--redis', `redis://127.0.0.1:${await freePort()}`, '--redis-backlog-max', '1024', '--auth-secret', SECRET] });
+  try {
+    const ch = `private-full.${nonce()}`;
+    const a = await connect(srv);
+    const b = await connect(srv);
+    await join(a, ch);
+    await join(b, ch);
+    a.send({ type: 'message', channel: ch, event: 'big', data: 'x'.repeat(2000) });
+    assert.match((await a.next((m) => m.type === 'error')).error, /client event not sent: .*backlog/);
+    await b.expectNone(isEvent(ch, 'big'), 300, 'a refused client event');
+    a.send({ type: 'message', channel: ch, event: 'small', data: 1 });
+    assert.equal((await b.next(isEvent(ch, 'small'))).data, 1);
+  } finally {
+    await srv.stop({ allowNonZero: true, timeoutMs: 8000 });
+  }
+});

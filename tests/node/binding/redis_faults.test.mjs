@@ -177,3 +177,28 @@ test('a_broadcast_refused_with_503_for_a_full_backlog_is_delivered_nowhere', T, 
     await srv.stop({ timeoutMs: ms(8000) });
   }
 });
+
+test('a_batch_that_does_not_fit_the_backlog_is_refused_whole_and_delivered_nowhere', T, async () => {
+  // Redis unreachable and a small backlog: a batch whose first item would fit but whose
+  // whole does not is refused as one (503, Retry-After), so a retry cannot duplicate it.
+  const srv = await startServer({ args: ['--redis', `redis://127.0.0.1:${await freePort()}`, '--redis-backlog-max', '4096'] });
+  try {
+    const ch = `batch.${nonce()}`;
+    const c = await connect(srv);
+    await c.subscribe(ch);
+    const r = await api(srv, '/api/batch', { body: { batch: [
+      { channel: ch, event: 'first', data: 'small' },
+      { channel: 'elsewhere', event: 'second', data: 'z'.repeat(5000) },
+    ] } });
+    assert.equal(r.status, 503, r.text);
+    assert.equal(r.headers.get('retry-after'), '1');
+    await c.barrier();
+    assert.equal(c.queue.count(isEvent(ch, 'first')), 0, 'the first item of a refused batch was delivered');
+    // What fits is accepted and delivered here at once.
+    const ok = await api(srv, '/api/batch', { body: { batch: [{ channel: ch, event: 'fits', data: 1 }] } });
+    assert.equal(ok.status, 200, ok.text);
+    await c.next(isEvent(ch, 'fits'));
+  } finally {
+    await srv.stop({ timeoutMs: ms(8000) });
+  }
+});

@@ -108,8 +108,11 @@ fetch() {
   local versions
   versions=$("${APT_CACHE[@]}" showsrc "$pkg" 2>/dev/null | awk '/^Version:/ { print $2 }' | sort -u -r -V)
   [ -n "$versions" ] || die "the deb-src lists know no source package '$pkg'"
+  local tried=" "
   for v in $pref $versions; do
     [ -n "$v" ] || continue
+    case "$tried" in *" $v "*) continue ;; esac
+    tried="$tried$v "
     rm -rf "$OUT/dl/$pkg" && mkdir -p "$OUT/dl/$pkg"
     if (cd "$OUT/dl/$pkg" && "${APT[@]}" source --download-only "$pkg=$v" >/dev/null 2>&1); then
       log "$pkg $v"

@@ -1,13 +1,20 @@
 // Type declarations for vxevents (hand-written; the runtime is lib/index.cjs / lib/index.mjs).
+//
+// This file is the CommonJS entry's declarations (package.json `exports` -> require -> types)
+// and holds every type. index.d.mts, the ES module entry's, re-exports it and declares the
+// default export the ESM way; a new runtime export goes in both files, a new type here only.
 
 import type { FastifyPluginAsync, FastifyInstance, FastifyRequest } from 'fastify';
+
+/** From the channel name's prefix: none = public, `private-`, `presence-`. */
+export type ChannelType = 'public' | 'private' | 'presence';
 
 /** A channel as the authorizer sees it. */
 export interface Channel {
   /** Full name, e.g. `private-user.123` or `presence-chat.room-1`. */
   name: string;
   /** From the prefix: none = public, `private-`, `presence-`. */
-  type: 'public' | 'private' | 'presence';
+  type: ChannelType;
 }
 
 /** A member of a presence channel. */
@@ -55,9 +62,13 @@ export interface ListenOptions {
   tls?: unknown;
 }
 
+/** How clients connect: 'ws' (WebSocket) or 'sse' (Server-Sent Events). */
+export type EventsDriver = 'ws' | 'sse';
+
+/** Every option of eventsPlugin() and getEvents(); EventsWsOptions / EventsSseOptions narrow it per driver. */
 export interface EventsPluginOptions {
   /** 'ws' (WebSocket, default) or 'sse' (Server-Sent Events). */
-  driver?: 'ws' | 'sse';
+  driver?: EventsDriver;
   /** Endpoint path; default '/ws' ('/events' for SSE). The auth route is `${path}/auth`. */
   path?: string;
   /**
@@ -112,6 +123,28 @@ export interface EventsPluginOptions {
   listen?: ListenOptions;
 }
 
+/** The options both drivers share. */
+export type EventsBaseOptions = Omit<EventsPluginOptions,
+  'driver' | 'pingInterval' | 'maxPayloadSize' | 'heartbeatInterval' | 'retryInterval'>;
+
+/** eventsPlugin({ driver: 'ws', ... }): WebSocket, with its keep-alive and message size. */
+export interface EventsWsOptions extends EventsBaseOptions {
+  driver?: 'ws';
+  /** WebSocket keep-alive ping period in ms (default 30000, 0 disables). */
+  pingInterval?: number;
+  /** Largest client message in bytes (default 1048576). */
+  maxPayloadSize?: number;
+}
+
+/** eventsPlugin({ driver: 'sse', ... }): Server-Sent Events, with its heartbeat and retry. */
+export interface EventsSseOptions extends EventsBaseOptions {
+  driver: 'sse';
+  /** SSE heartbeat period in ms (default 15000). */
+  heartbeatInterval?: number;
+  /** SSE client reconnect delay in ms (default 3000). */
+  retryInterval?: number;
+}
+
 /** A client event ({type:'message'} on a private/presence channel), already rebroadcast. */
 export interface ClientEvent {
   socketId: string;
@@ -129,6 +162,115 @@ export interface EventsStats {
   pingTimeouts: number;
   rejectedConnections: number;
 }
+
+/** One broadcast: `data` goes to every subscriber of `channel` (but `except`) as event `event`. */
+export interface BroadcastEvent<T = unknown> {
+  channel: string;
+  event: string;
+  data: T;
+  /** A socket id that does not receive it (the sender). */
+  except?: string;
+}
+
+/** The answer of POST {path}/auth. */
+export interface AuthResponse {
+  /** `socketId:hex(HMAC)`, or null for a public channel. */
+  auth: string | null;
+  /** Presence channels: the signed member (JSON text) to send along with `auth`. */
+  channel_data?: string;
+}
+
+// The wire protocol: what the server sends (WebSocket frames; the `data:` of SSE messages)...
+
+/** First message on every connection. SSE adds `connectionId` (the same id). */
+export interface ConnectedMessage {
+  type: 'event';
+  event: 'connected';
+  data: { socketId: string; connectionId?: string };
+}
+
+/** A broadcast, a client event, or presence's member_added / member_removed. */
+export interface EventMessage<T = unknown> {
+  type: 'event';
+  channel: string;
+  event: string;
+  data: T;
+  offset?: number;
+}
+
+export interface MemberMessage {
+  type: 'event';
+  channel: string;
+  event: 'member_added' | 'member_removed';
+  data: PresenceMember;
+}
+
+export interface SubscriptionSucceededMessage {
+  type: 'subscription_succeeded';
+  channel: string;
+  /** Presence channels: the members, the subscriber included. */
+  data?: { members?: PresenceMember[]; offset?: number; epoch?: string };
+  recovered?: boolean;
+}
+
+export interface SubscriptionErrorMessage {
+  type: 'subscription_error';
+  channel: string;
+  error: string;
+}
+
+export interface PongMessage {
+  type: 'pong';
+}
+
+/** A message the server could not accept; the connection stays open. */
+export interface ErrorMessage {
+  type: 'error';
+  error: string;
+}
+
+export type ServerMessage =
+  | ConnectedMessage
+  | EventMessage
+  | MemberMessage
+  | SubscriptionSucceededMessage
+  | SubscriptionErrorMessage
+  | PongMessage
+  | ErrorMessage;
+
+// ...and what a client sends.
+
+export interface SubscribeMessage {
+  type: 'subscribe';
+  channel: string;
+  /** private-/presence-: the token from POST {path}/auth. */
+  auth?: string;
+  /** presence-: the signed member from POST {path}/auth (`channelData` is accepted too). */
+  channel_data?: string;
+  channelData?: string;
+  /** Ignored by the server (a presence member is only ever the signed channel_data). */
+  data?: unknown;
+  recover?: { offset: number; epoch: string };
+}
+
+export interface UnsubscribeMessage {
+  type: 'unsubscribe';
+  channel: string;
+}
+
+export interface PingMessage {
+  type: 'ping';
+}
+
+/** A client event: private/presence channels only, sent to the others on the channel. */
+export interface ClientEventMessage {
+  type: 'message';
+  channel: string;
+  event: string;
+  data?: unknown;
+}
+
+export type ClientMessage = SubscribeMessage | UnsubscribeMessage | PingMessage | ClientEventMessage;
 
 /** Broadcasting and queries. Every method returns a Promise. */
 export interface EventsManager {
@@ -175,7 +317,7 @@ export interface VxEventsError extends Error {
 
 export interface GetEventsOptions extends EventsPluginOptions {}
 
-export declare function eventsPlugin(options?: EventsPluginOptions): FastifyPluginAsync;
+export declare function eventsPlugin(options?: EventsPluginOptions | EventsWsOptions | EventsSseOptions): FastifyPluginAsync;
 export declare function getEvents(options?: GetEventsOptions): Promise<EventsManager>;
 /** Close the getEvents() manager; rejects like EventsManager.close(). */
 export declare function closeEvents(): Promise<void>;

@@ -1,6 +1,8 @@
 from typing import (Any, Awaitable, Callable, Literal, Mapping, NamedTuple, Optional, Sequence,
                     TypedDict, Union)
 
+from typing_extensions import Unpack
+
 from ._core import VxClosedError as VxClosedError
 from ._core import VxError as VxError
 from ._core import VxValueError as VxValueError
@@ -54,6 +56,34 @@ class Stats(TypedDict):
     slow_consumer_closes: int
     ping_timeouts: int
     rejected_connections: int
+
+class EventsOptions(TypedDict, total=False):
+    """The options of Events(), events_plugin() and get_events(): a misspelt or mistyped
+    option is a type error (and a TypeError / ValueError at run time). For type checkers only
+    (``if TYPE_CHECKING: from vxevents import EventsOptions``)."""
+    driver: Literal["ws", "sse"]
+    path: str
+    sse_path: Optional[str]
+    heartbeat_interval: int
+    retry_interval: int
+    on_client_event: Optional[Callable[[str, str, str, Any], Any]]
+    redis: Optional[str]
+    redis_prefix: str
+    redis_backlog_max: int
+    auth_secret: Optional[str]
+    authorizer: Optional[Authorizer]
+    authorizer_workers: int
+    ping_interval: int
+    max_payload: int
+    max_payload_size: int
+    max_send_queue: int
+    max_connections: int
+    max_channels_per_connection: int
+    api_key: Optional[str]
+    client_events_per_sec: int
+    max_member_size: int
+    max_presence_members: int
+    log_level: Optional[Literal["error", "warn", "info", "debug"]]
 
 class Events:
     def __init__(self, *, driver: Literal["ws", "sse"] = ..., path: str = ...,
@@ -117,6 +147,6 @@ class EventsServer(Events):
     def __enter__(self) -> "EventsServer": ...
     async def __aenter__(self) -> "EventsServer": ...
 
-def events_plugin(**options: Any) -> EventsServer: ...
-def get_events(**options: Any) -> Events: ...
+def events_plugin(**options: Unpack[EventsOptions]) -> EventsServer: ...
+def get_events(**options: Unpack[EventsOptions]) -> Events: ...
 def close_events() -> None: ...

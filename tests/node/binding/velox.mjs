@@ -30,6 +30,7 @@ function findTarballs() {
     candidates.push(path.join(dir, 'shared', 'velox'));
     if (path.dirname(dir) === dir) break;
   }
+  candidates.push('/work/shared/velox'); // the machine's shared folder, for clones elsewhere
   for (const dir of candidates) {
     const files = want(dir);
     if (files.every((f) => fs.existsSync(f))) return files;

@@ -100,6 +100,25 @@ static void enqueue(vx_conn *c, vx_buf *b, bool bounded) {
   c->qbytes += b->len;
   ev->stats.messages_delivered++;
   vx__conn_mark_dirty(c);
+  /* HTTP answers are the peer's own doing (pipelined requests): past the bound nothing
+   * more is read from it until it has read half of them. What remains of the current
+   * read is still answered, so the bound is exceeded by at most one read's answers. */
+  if (c->state == VXC_HTTP && !c->read_paused && c->qbytes > ev->opts.max_send_queue &&
+      uv_read_stop((uv_stream_t *)&c->tcp) == 0)
+    c->read_paused = true;
+}
+
+/* Reading an HTTP connection again once half of what stopped it has been written. */
+static void read_resume(vx_conn *c) {
+  if (!c->read_paused || c->closed || c->qbytes > c->ev->opts.max_send_queue / 2)
+    return;
+  c->read_paused = false;
+  if (vx__loop_read_start(c) != 0) {
+    vx__conn_terminate(c);
+    return;
+  }
+  if (c->state == VXC_HTTP && !c->lingering)
+    c->deadline = uv_now(&c->ev->loop) + VX_HTTP_DEADLINE_MS;
 }
 
 void vx__conn_send_owned(vx_conn *c, vx_buf *b) { enqueue(c, b, true); }
@@ -109,6 +128,28 @@ void vx__conn_send_owned(vx_conn *c, vx_buf *b) { enqueue(c, b, true); }
 void vx__conn_send_control(vx_conn *c, vx_buf *b) { enqueue(c, b, false); }
 
 void vx__conn_send(vx_conn *c, vx_buf *b) { vx__conn_send_owned(c, vx__buf_ref(b)); }
+
+/* Pongs answer the peer, so a peer that pings and never reads could make them pile up
+ * without end (each ping costs it 6 bytes, its pong the server up to 127). Once the queue
+ * is crowded (the kernel is full, or the queue holds half the bound), a new pong takes the
+ * place of the one still waiting instead of queueing behind it (RFC 6455 §5.5.3 allows
+ * answering only the latest ping): pongs never take more than half the bound plus one
+ * frame, and never make a connection a slow consumer. A peer that reads gets every pong.
+ * c->pong, the latest queued pong, is forgotten as soon as a write may take it (flush). */
+void vx__conn_send_pong(vx_conn *c, vx_buf *b) {
+  bool crowded = c->writing || c->qbytes + b->len > c->ev->opts.max_send_queue / 2;
+  if (c->pong && crowded && !c->closed && !c->doomed) {
+    c->qbytes = c->qbytes - c->pong->len + b->len;
+    memcpy(c->pong->data, b->data, b->len);
+    c->pong->len = b->len;
+    vx__buf_unref(b);
+    return;
+  }
+  uint32_t before = c->qlen;
+  enqueue(c, b, false);
+  if (c->qlen > before)
+    c->pong = b;
+}
 
 static void flush(vx_conn *c);
 
@@ -128,6 +169,7 @@ static void q_consume(vx_conn *c, size_t n) {
       n = 0;
     }
   }
+  read_resume(c);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
@@ -159,6 +201,13 @@ static void linger(vx_conn *c) {
   }
   c->lingering = true;
   c->linger_left = LINGER_BYTES;
+  if (c->read_paused) { /* the rest must be read to be discarded */
+    c->read_paused = false;
+    if (vx__loop_read_start(c) != 0) {
+      vx__conn_terminate(c);
+      return;
+    }
+  }
   c->deadline = uv_now(&c->ev->loop) + LINGER_MS;
   if (c->ev->shutting_down && c->ev->shutdown_deadline < c->deadline)
     c->deadline = c->ev->shutdown_deadline;
@@ -206,6 +255,7 @@ static void flush(vx_conn *c) {
       after_drain(c);
     return;
   }
+  c->pong = NULL; /* from here on the kernel may have any queued buffer */
   uv_buf_t iov[FLUSH_IOV];
   for (;;) {
     uint32_t k = c->qlen < FLUSH_IOV ? c->qlen : FLUSH_IOV;
@@ -282,6 +332,7 @@ void vx__conn_process_doomed(vx_events *ev) {
     ev->stats.slow_consumer_closes++;
     vx__log(ev, VX_LOG_INFO, "closing slow consumer %s (%zu bytes queued)", c->id, c->qbytes);
     uint32_t keep = c->writing ? c->qinflight : (c->qoff ? 1 : 0);
+    c->pong = NULL;
     while (c->qlen > keep) {
       uint32_t last = (c->qhead + c->qlen - 1) & (c->qcap - 1);
       c->qbytes -= c->q[last]->len;
@@ -364,7 +415,8 @@ static void on_close(uv_handle_t *h) {
   free(c->q);
   free(c->wreq);
   free(c->subs);
-  free(c->close_buf);
+  if (c->ctl)
+    vx__buf_unref(c->ctl);
   vx__http_free(c);
   if (c->ws)
     wslay_event_context_free(c->ws);

@@ -142,13 +142,16 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     vx__conn_terminate(c);
 }
 
+int vx__loop_read_start(vx_conn *c) {
+  return uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+}
+
 /* Takes an initialized, connected c->tcp; starts HTTP parsing and reading. */
 static void conn_begin(vx_events *ev, vx_conn *c, const uint8_t *bytes, size_t n) {
   c->tcp.data = c;
   vx__conn_accepted(ev, c);
   uv_tcp_nodelay(&c->tcp, 1);
-  if (ev->shutting_down || vx__http_start(c) != 0 ||
-      uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0) {
+  if (ev->shutting_down || vx__http_start(c) != 0 || vx__loop_read_start(c) != 0) {
     vx__conn_terminate(c);
     return;
   }

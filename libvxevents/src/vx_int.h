@@ -157,6 +157,7 @@ struct vx_conn {
   bool dirty, doomed, closed, alive, writing, announced, close_after_flush, is_sse;
   bool close_rcvd;         /* the peer's close frame arrived (the gate in ws.c takes it) */
   bool lingering;          /* write side shut down, input discarded until the peer closes */
+  bool read_paused;        /* HTTP: reading stopped while the answers exceed the bound */
   uint32_t linger_left;    /* bytes still discarded before the socket is cut */
   bool deflate;            /* negotiated permessage-deflate (no context takeover) */
   uint16_t pending_close_code; /* close code queued by wslay */
@@ -170,9 +171,10 @@ struct vx_conn {
     uint8_t hdr[14];
     uint8_t hlen;          /* header bytes collected (0 = at a frame boundary) */
     bool in_msg;           /* inside a fragmented data message */
-    bool in_close;         /* receiving a close frame (never given to wslay) */
+    bool in_ctl;           /* receiving a ping or close frame (never given to wslay) */
   } fr;
-  uint8_t *close_buf;      /* its payload while it arrives (<= 125 bytes, once) */
+  vx_buf *ctl;             /* that frame's payload as it arrives (the pong, for a ping) */
+  vx_buf *pong;            /* a queued pong no write has taken yet (see vx__conn_send_pong) */
   const uint8_t *in;       /* bytes wslay may read, set around wslay_event_recv */
   size_t in_len;
 
@@ -319,12 +321,16 @@ void vx__random_id(vx_events *ev, char *out); /* VX_SOCKET_ID_LEN hex chars + NU
 
 /* loop.c */
 void vx__loop_shutdown_progress(vx_events *ev);
+int vx__loop_read_start(vx_conn *c); /* (re)start reading a connection's socket */
 
 /* conn.c */
 void vx__conn_accepted(vx_events *ev, vx_conn *c);
 void vx__conn_send(vx_conn *c, vx_buf *b);     /* takes a new reference to b */
 void vx__conn_send_owned(vx_conn *c, vx_buf *b); /* takes ownership of b's reference */
 void vx__conn_send_control(vx_conn *c, vx_buf *b); /* same, exempt from the bound */
+/* A pong (taking b's reference; b has room for 127 bytes): once the queue is crowded it
+ * replaces the payload of the pong still waiting instead of queueing another. */
+void vx__conn_send_pong(vx_conn *c, vx_buf *b);
 void vx__conn_mark_dirty(vx_conn *c);
 void vx__conn_flush_all(vx_events *ev);
 void vx__conn_terminate(vx_conn *c);

@@ -101,7 +101,7 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
     break;
   }
   default:
-    break; /* ping/pong/close are handled by wslay */
+    break; /* pongs need no answer; pings and closes never reach wslay (the gate) */
   }
 }
 
@@ -155,19 +155,23 @@ static int ws_ctx(vx_conn *c) {
 /* ---- the frame gate ----
  *
  * Every byte from the peer passes here before wslay sees it. The gate follows frame
- * boundaries (wslay validates the rest) for three reasons:
- *  - wslay cuts the connection without a close frame on the header violations it finds in
- *    its frame layer (a control frame over 125 bytes or fragmented, a 64-bit length with
- *    the top bit set, a length not in its shortest form); RFC 6455 §7.1.7 wants a close
- *    frame (1002) first. The gate finds them as soon as the header shows them and answers
- *    1002 itself, without giving wslay that header.
- *  - wslay drops every queued control frame once a close is queued, so a pong owed for a
- *    ping that came in the same read as a close was never sent (§5.5.2). Bytes are given to
- *    wslay in segments that end after each ping, and its pong is sent before going on.
+ * boundaries and takes the ping and close frames out of the stream itself; wslay gets the
+ * data frames (and unsolicited pongs) and validates the rest. The reasons:
+ *  - wslay cuts the connection without a close frame on the header violations its frame
+ *    layer finds (a control frame over 125 bytes or fragmented, a 64-bit length with the
+ *    top bit set, a length not in its shortest form); RFC 6455 §7.1.7 wants a close frame
+ *    (1002) first. The gate sees them as soon as the header shows them and answers 1002,
+ *    without giving wslay that header.
+ *  - wslay drops every queued control frame once a close is queued, so the pong of a ping
+ *    that came in the same read as a close was never sent (§5.5.2); and it queues one
+ *    pong per ping in its own queue, outside any bound. The gate answers a ping itself, at
+ *    once, into the connection's queue (vx__conn_send_pong bounds those a peer leaves
+ *    unread).
  *  - wslay judges close codes by the 2011 list (1012-1014 came later) and answers a 1-byte
- *    close payload with an empty close. Close frames never reach wslay: the gate collects
- *    one (at most 125 bytes, at most once per connection), checks it, and queues the echo
- *    through wslay so the close state stays in one place. */
+ *    close payload with an empty close. The gate checks the close frame and queues the
+ *    echo through wslay, so the close state stays in one place.
+ * A control frame is collected into c->ctl (at most 125 bytes of payload), which becomes
+ * the pong when it was a ping. */
 
 static bool close_code_valid(unsigned code) {
   return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
@@ -180,13 +184,33 @@ static void protocol_close(vx_conn *c, uint16_t code, const char *why) {
   wslay_event_shutdown_read(c->ws);
 }
 
-static void close_frame_done(vx_conn *c) {
+#define CTL_MAX 125
+
+static void ctl_frame_done(vx_conn *c) {
+  vx_buf *b = c->ctl;
   size_t len = c->fr.hdr[1] & 0x7F;
-  const uint8_t *b = c->close_buf;
-  unsigned code = len ? ((unsigned)b[0] << 8) | b[1] : 0;
+  uint8_t op = c->fr.hdr[0] & 0x0F;
+  c->ctl = NULL;
+  c->fr.in_ctl = false;
+  c->fr.hlen = 0;
+  c->fr.remain = 0;
+  if (op == WSLAY_PING) {
+    /* After our close frame nothing more may be sent, a pong included. */
+    if (wslay_event_get_close_sent(c->ws)) {
+      vx__buf_unref(b);
+      return;
+    }
+    b->data[0] = (char)(0x80 | WSLAY_PONG);
+    b->data[1] = (char)len;
+    b->len = (uint32_t)(2 + len);
+    vx__conn_send_pong(c, b);
+    return;
+  }
+  const uint8_t *pl = (const uint8_t *)b->data + 2;
+  unsigned code = len ? ((unsigned)pl[0] << 8) | pl[1] : 0;
   if (len && !close_code_valid(code)) {
     protocol_close(c, WSLAY_CODE_PROTOCOL_ERROR, "invalid close code");
-  } else if (len > 2 && !vx__utf8_valid((const char *)b + 2, len - 2)) {
+  } else if (len > 2 && !vx__utf8_valid((const char *)pl + 2, len - 2)) {
     protocol_close(c, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, "close reason is not UTF-8");
   } else {
     c->close_rcvd = true;
@@ -195,41 +219,39 @@ static void close_frame_done(vx_conn *c) {
     wslay_event_queue_close(c->ws, (uint16_t)code, NULL, 0);
     wslay_event_shutdown_read(c->ws);
   }
-  free(c->close_buf);
-  c->close_buf = NULL;
-  c->fr.in_close = false;
-  c->fr.hlen = 0;
-  c->fr.remain = 0;
+  vx__buf_unref(b);
 }
 
-/* Take bytes of the close frame being received; returns how many were used. */
-static size_t close_frame_bytes(vx_conn *c, const uint8_t *p, size_t n) {
+/* Take bytes of the ping or close frame being received; returns how many were used. */
+static size_t ctl_frame_bytes(vx_conn *c, const uint8_t *p, size_t n) {
   size_t i = 0;
-  while (i < n && c->fr.in_close) {
+  while (i < n && c->fr.in_ctl) {
     if (c->fr.hlen < 6) {
       c->fr.hdr[c->fr.hlen++] = p[i++];
       if (c->fr.hlen == 2) {
         uint8_t b0 = c->fr.hdr[0], b1 = c->fr.hdr[1];
-        const char *why = !(b0 & 0x80)          ? "fragmented close frame"
-                          : (b0 & 0x70)         ? "reserved bits set on a close frame"
-                          : !(b1 & 0x80)        ? "client frames must be masked"
-                          : (b1 & 0x7F) > 125   ? "control frame over 125 bytes"
-                          : (b1 & 0x7F) == 1    ? "close frame with a 1-byte payload"
-                                                : NULL;
+        bool close = (b0 & 0x0F) == WSLAY_CONNECTION_CLOSE;
+        const char *why = !(b0 & 0x80)                 ? "fragmented control frame"
+                          : (b0 & 0x70)                ? "reserved bits set on a control frame"
+                          : !(b1 & 0x80)               ? "client frames must be masked"
+                          : (b1 & 0x7F) > CTL_MAX      ? "control frame over 125 bytes"
+                          : close && (b1 & 0x7F) == 1  ? "close frame with a 1-byte payload"
+                                                       : NULL;
         if (why) {
-          c->fr.in_close = false;
+          c->fr.in_ctl = false;
           protocol_close(c, WSLAY_CODE_PROTOCOL_ERROR, why);
           return n;
         }
       }
       if (c->fr.hlen == 6) {
-        c->fr.remain = c->fr.hdr[1] & 0x7F;
-        if (c->fr.remain && !(c->close_buf = malloc(c->fr.remain))) {
+        /* Room for the largest pong, so a waiting pong can take a later one's place. */
+        if (!(c->ctl = vx__buf_new(2 + CTL_MAX))) {
           vx__conn_terminate(c);
           return n;
         }
+        c->fr.remain = c->fr.hdr[1] & 0x7F;
         if (!c->fr.remain)
-          close_frame_done(c);
+          ctl_frame_done(c);
       }
       continue;
     }
@@ -237,19 +259,19 @@ static size_t close_frame_bytes(vx_conn *c, const uint8_t *p, size_t n) {
     size_t k = n - i < c->fr.remain ? n - i : (size_t)c->fr.remain;
     for (size_t j = 0; j < k; j++) {
       size_t at = len - (size_t)c->fr.remain + j;
-      c->close_buf[at] = p[i + j] ^ c->fr.hdr[2 + (at & 3)];
+      c->ctl->data[2 + at] = (char)(p[i + j] ^ c->fr.hdr[2 + (at & 3)]);
     }
     i += k;
     c->fr.remain -= k;
     if (!c->fr.remain)
-      close_frame_done(c);
+      ctl_frame_done(c);
   }
   return i;
 }
 
-/* How many of the next bytes may go to wslay now. Stops after a ping frame (its pong is
- * sent before anything else is read), before a close frame (fr.in_close set), or before
- * the header of a frame that breaks the protocol (*why set, nothing of it given). */
+/* How many of the next bytes may go to wslay now. Stops before a ping or close frame
+ * (fr.in_ctl set), or before the header of a frame that breaks the protocol (*why set,
+ * nothing of it given). */
 static size_t gate_scan(vx_conn *c, const uint8_t *p, size_t n, const char **why) {
   size_t i = 0, hstart = 0; /* where the current header started in p (0: earlier) */
   while (i < n) {
@@ -257,17 +279,15 @@ static size_t gate_scan(vx_conn *c, const uint8_t *p, size_t n, const char **why
       size_t k = n - i < c->fr.remain ? n - i : (size_t)c->fr.remain;
       c->fr.remain -= k;
       i += k;
-      if (!c->fr.remain) {
+      if (!c->fr.remain)
         c->fr.hlen = 0;
-        if ((c->fr.hdr[0] & 0x0F) == WSLAY_PING)
-          return i;
-      }
       continue;
     }
     if (c->fr.hlen == 0) {
       hstart = i;
-      if ((p[i] & 0x0F) == WSLAY_CONNECTION_CLOSE) {
-        c->fr.in_close = true;
+      uint8_t op = p[i] & 0x0F;
+      if (op == WSLAY_CONNECTION_CLOSE || op == WSLAY_PING) {
+        c->fr.in_ctl = true;
         return i;
       }
     }
@@ -280,7 +300,7 @@ static size_t gate_scan(vx_conn *c, const uint8_t *p, size_t n, const char **why
         *why = "reserved opcode";
       else if (op >= 8 && !(b0 & 0x80))
         *why = "fragmented control frame";
-      else if (op >= 8 && len7 > 125)
+      else if (op >= 8 && len7 > CTL_MAX)
         *why = "control frame over 125 bytes";
       else if (!(b1 & 0x80))
         *why = "client frames must be masked";
@@ -305,18 +325,15 @@ static size_t gate_scan(vx_conn *c, const uint8_t *p, size_t n, const char **why
     if (op < 8) /* data frames open or close a message; control frames do not */
       c->fr.in_msg = !(b0 & 0x80);
     c->fr.remain = len;
-    if (!len) {
+    if (!len)
       c->fr.hlen = 0;
-      if (op == WSLAY_PING)
-        return i;
-    }
   }
   return n;
 }
 
 static void ws_ctx_release_if_idle(vx_conn *c) {
   if (c->ws && c->state == VXC_WS && !c->closed && c->fr.hlen == 0 && !c->fr.in_msg &&
-      !c->fr.in_close && !c->close_rcvd && !wslay_event_get_close_sent(c->ws) &&
+      !c->fr.in_ctl && !c->close_rcvd && !wslay_event_get_close_sent(c->ws) &&
       wslay_event_get_queued_msg_count(c->ws) == 0) {
     wslay_event_context_free(c->ws);
     c->ws = NULL;
@@ -355,8 +372,8 @@ void vx__ws_on_read(vx_conn *c, const uint8_t *p, size_t n) {
   }
   c->alive = true; /* any bytes from the peer, a pong among them, prove it is there */
   while (n > 0 && !c->closed && wslay_event_want_read(c->ws)) {
-    if (c->fr.in_close) {
-      size_t k = close_frame_bytes(c, p, n);
+    if (c->fr.in_ctl) {
+      size_t k = ctl_frame_bytes(c, p, n);
       p += k;
       n -= k;
       continue;
@@ -373,7 +390,6 @@ void vx__ws_on_read(vx_conn *c, const uint8_t *p, size_t n) {
         vx__conn_terminate(c);
         return;
       }
-      after_wslay(c); /* sends the pong of a ping that ended the segment */
       p += k;
       n -= k;
     }

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { connect, connectRaw, health, isEvent, ms, publishBatch, waitFor, withServer } from './helpers.mjs';
+import { OP, connect, connectRaw, encodeFrame, health, isEvent, ms, publishBatch, waitFor, withServer } from './helpers.mjs';
 
 const T = { timeout: 45000 };
 
@@ -66,5 +66,34 @@ test('slow_consumer_is_closed_with_1008_while_fast_subscriber_gets_every_event',
     assert.ok(slow.closeFrame, `no close frame after ${events} of ${published} events`);
     assert.equal(slow.closeFrame.code, 1008, `close frame ${JSON.stringify(slow.closeFrame)}`);
     await waitFor(() => health(srv), (h) => h.connections === 1, ms(3000), 'the slow connection to be gone from /health');
+  });
+});
+
+// Pongs do not count toward the slow-consumer bound (a waiting pong is replaced
+// by the next one instead), and they do not keep the close frame out: a
+// subscriber that pings all the time but never reads is still closed with 1008.
+test('slow_consumer_that_keeps_pinging_is_still_closed_with_1008', T, async () => {
+  await withServer({ args: ['--max-send-queue', '65536'] }, async (srv) => {
+    const ch = 'firehose-pings';
+    const slow = await connectRaw(srv, { label: 'pinging slow subscriber' });
+    await slow.subscribe(ch);
+    slow.pause();
+    const PAD = 'x'.repeat(8192);
+    const budgetBytes = Math.min(kernelBufferCeiling() + 4 * 1024 * 1024, 48 * 1024 * 1024);
+    const deadline = Date.now() + ms(25000);
+    const pings = Buffer.concat(Array.from({ length: 200 }, (_, i) => encodeFrame(OP.PING, `p${i}`)));
+    let published = 0;
+    while (published * 8192 < budgetBytes && Date.now() < deadline) {
+      slow.sock.write(pings);
+      const items = [];
+      for (let i = 0; i < 4; i++) items.push({ channel: ch, event: 'bulk', data: { seq: published++, pad: PAD } });
+      await publishBatch(srv, items);
+    }
+    slow.resume();
+    await slow.waitEnd(ms(10000));
+    assert.ok(slow.closeFrame, 'no close frame');
+    assert.equal(slow.closeFrame.code, 1008, JSON.stringify(slow.closeFrame));
+    assert.ok(slow.pongs.length > 0, 'no pong at all');
+    await waitFor(() => health(srv), (h) => h.connections === 0, ms(3000), 'the slow connection to be gone');
   });
 });

@@ -108,15 +108,15 @@ static void enqueue(vx_conn *c, vx_buf *b, bool bounded) {
     c->read_paused = true;
 }
 
-/* Reading an HTTP connection again once half of what stopped it has been written. */
+/* Reading an HTTP connection again once half of what stopped it has been written. Runs in
+ * the middle of a flush, so it never closes the connection: should the restart fail, the
+ * next write tries again, and the HTTP deadline ends a connection that stays stuck. */
 static void read_resume(vx_conn *c) {
   if (!c->read_paused || c->closed || c->qbytes > c->ev->opts.max_send_queue / 2)
     return;
-  c->read_paused = false;
-  if (vx__loop_read_start(c) != 0) {
-    vx__conn_terminate(c);
+  if (vx__loop_read_start(c) != 0)
     return;
-  }
+  c->read_paused = false;
   if (c->state == VXC_HTTP && !c->lingering)
     c->deadline = uv_now(&c->ev->loop) + VX_HTTP_DEADLINE_MS;
 }

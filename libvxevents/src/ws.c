@@ -1,9 +1,9 @@
 /* WebSocket transport: the RFC 6455 accept key, and wslay for everything that arrives.
  *
- * wslay parses incoming frames (masking, fragmentation, the message-size limit) behind a
- * small gate of ours that handles close frames and header violations (see "the frame
- * gate" below); its replies (pong, close) come out through
- * send_cb into the connection's queue. Outgoing data frames do not go through wslay's
+ * wslay parses incoming data frames (masking, fragmentation, the message-size limit)
+ * behind a small gate of ours that takes ping and close frames and header violations (see
+ * "the frame gate" below); wslay's close frames come out through send_cb into the
+ * connection's queue, the gate's pongs go there directly. Outgoing data frames do not go through wslay's
  * own queue, which would malloc and copy each message per connection: they are the
  * shared broadcast buffers of conn.c. Mixing is safe because send_cb always accepts a
  * whole frame, so wslay never holds a half-sent frame that ours could split. */

@@ -119,12 +119,14 @@ int main(int argc, char **argv) {
   size_t nopts = 0;
   const vx_option_info *table = vx_option_table(&nopts);
   enum { O_HOST = 1000, O_PORT, O_FIRST };
-  struct option *longopts = calloc(nopts + 5, sizeof *longopts);
-  const char **vals = calloc(nopts + 2, sizeof *vals); /* [0] host, [1] port, then the table */
-  if (!longopts || !vals) {
-    fprintf(stderr, "vxevents-server: out of memory\n");
+  enum { MAX_OPTS = 64 };
+  struct option longopts[MAX_OPTS + 5];
+  const char *vals[MAX_OPTS + 2] = {0}; /* [0] host, [1] port, then the table */
+  if (nopts > MAX_OPTS) {
+    fprintf(stderr, "vxevents-server: the options table outgrew this program\n");
     return 1;
   }
+  memset(longopts, 0, sizeof longopts);
   size_t k = 0;
   longopts[k++] = (struct option){"host", required_argument, 0, O_HOST};
   longopts[k++] = (struct option){"port", required_argument, 0, O_PORT};

@@ -8,7 +8,7 @@
 #include <string.h>
 
 void vx__client_send_json(vx_conn *c, const char *json, size_t n) {
-  if (c->state != VXC_WS || c->closed)
+  if (!VX_OPEN_AS(c, VXK_WS) || vx_has(c, VXC_F_CLOSED))
     return;
   vx_buf *b = vx__frame_text(json, n);
   if (!b) {

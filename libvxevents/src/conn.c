@@ -32,9 +32,9 @@ void vx__conn_accepted(vx_events *ev, vx_conn *c) {
 }
 
 void vx__conn_mark_dirty(vx_conn *c) {
-  if (c->dirty || c->closed)
+  if (vx_has(c, VXC_F_DIRTY) || vx_has(c, VXC_F_CLOSED))
     return;
-  c->dirty = true;
+  vx_set(c, VXC_F_DIRTY);
   c->dirty_next = c->ev->dirty;
   c->ev->dirty = c;
 }
@@ -65,9 +65,9 @@ static void q_pop(vx_conn *c) {
 }
 
 static void doom(vx_conn *c) {
-  if (c->doomed)
+  if (vx_has(c, VXC_F_DOOMED))
     return;
-  c->doomed = true;
+  vx_set(c, VXC_F_DOOMED);
   c->doomed_next = c->ev->doomed;
   c->ev->doomed = c;
 }
@@ -77,14 +77,14 @@ static void doom(vx_conn *c) {
  * never left open with a gap in its stream. */
 static void enqueue(vx_conn *c, vx_buf *b, bool bounded) {
   vx_events *ev = c->ev;
-  if (c->closed || c->doomed || c->lingering) {
+  if (vx_has(c, VXC_F_CLOSED) || vx_has(c, VXC_F_DOOMED) || vx_has(c, VXC_F_LINGERING)) {
     vx__buf_unref(b);
     return;
   }
   /* While the kernel still takes everything, a burst bigger than the bound is fine: it is
    * flushed at the end of this iteration. Once a write is pending (the kernel is full),
    * the bound applies to every frame queued. */
-  if (bounded && VX_IS_CLIENT(c) && c->writing &&
+  if (bounded && VX_IS_CLIENT(c) && vx_has(c, VXC_F_WRITING) &&
       c->qbytes + b->len > ev->opts.max_send_queue) {
     vx__buf_unref(b);
     doom(c);
@@ -103,21 +103,21 @@ static void enqueue(vx_conn *c, vx_buf *b, bool bounded) {
   /* HTTP answers are the peer's own doing (pipelined requests): past the bound nothing
    * more is read from it until it has read half of them. What remains of the current
    * read is still answered, so the bound is exceeded by at most one read's answers. */
-  if (c->state == VXC_HTTP && !c->read_paused && c->qbytes > ev->opts.max_send_queue &&
+  if (c->kind == VXK_HTTP && !vx_has(c, VXC_F_READ_PAUSED) && c->qbytes > ev->opts.max_send_queue &&
       uv_read_stop((uv_stream_t *)&c->tcp) == 0)
-    c->read_paused = true;
+    vx_set(c, VXC_F_READ_PAUSED);
 }
 
 /* Reading an HTTP connection again once half of what stopped it has been written. Runs in
  * the middle of a flush, so it never closes the connection: should the restart fail, the
  * next write tries again, and the HTTP deadline ends a connection that stays stuck. */
 static void read_resume(vx_conn *c) {
-  if (!c->read_paused || c->closed || c->qbytes > c->ev->opts.max_send_queue / 2)
+  if (!vx_has(c, VXC_F_READ_PAUSED) || vx_has(c, VXC_F_CLOSED) || c->qbytes > c->ev->opts.max_send_queue / 2)
     return;
   if (vx__loop_read_start(c) != 0)
     return;
-  c->read_paused = false;
-  if (c->state == VXC_HTTP && !c->lingering)
+  vx_clr(c, VXC_F_READ_PAUSED);
+  if (c->kind == VXK_HTTP && !vx_has(c, VXC_F_LINGERING))
     c->deadline = uv_now(&c->ev->loop) + VX_HTTP_DEADLINE_MS;
 }
 
@@ -137,8 +137,8 @@ void vx__conn_send(vx_conn *c, vx_buf *b) { vx__conn_send_owned(c, vx__buf_ref(b
  * frame, and never make a connection a slow consumer. A peer that reads gets every pong.
  * c->pong, the latest queued pong, is forgotten as soon as a write may take it (flush). */
 void vx__conn_send_pong(vx_conn *c, vx_buf *b) {
-  bool crowded = c->writing || c->qbytes + b->len > c->ev->opts.max_send_queue / 2;
-  if (c->pong && crowded && !c->closed && !c->doomed) {
+  bool crowded = vx_has(c, VXC_F_WRITING) || c->qbytes + b->len > c->ev->opts.max_send_queue / 2;
+  if (c->pong && crowded && !vx_has(c, VXC_F_CLOSED) && !vx_has(c, VXC_F_DOOMED)) {
     c->qbytes = c->qbytes - c->pong->len + b->len;
     memcpy(c->pong->data, b->data, b->len);
     c->pong->len = b->len;
@@ -175,7 +175,7 @@ static void q_consume(vx_conn *c, size_t n) {
 static void on_shutdown(uv_shutdown_t *req, int status) {
   vx_conn *c = req->data; /* still allocated: a cancelled shutdown reports before on_close */
   free(req);
-  if (status < 0 && status != UV_ECANCELED && !c->closed)
+  if (status < 0 && status != UV_ECANCELED && !vx_has(c, VXC_F_CLOSED))
     vx__conn_terminate(c);
 }
 
@@ -186,7 +186,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
  * (the peer sees the end after our last byte), then read and discard until the peer closes
  * too, for at most LINGER_MS and LINGER_BYTES. */
 static void linger(vx_conn *c) {
-  if (c->lingering)
+  if (vx_has(c, VXC_F_LINGERING))
     return;
   uv_shutdown_t *req = malloc(sizeof *req);
   if (!req) {
@@ -199,10 +199,10 @@ static void linger(vx_conn *c) {
     vx__conn_terminate(c);
     return;
   }
-  c->lingering = true;
+  vx_set(c, VXC_F_LINGERING);
   c->linger_left = LINGER_BYTES;
-  if (c->read_paused) { /* the rest must be read to be discarded */
-    c->read_paused = false;
+  if (vx_has(c, VXC_F_READ_PAUSED)) { /* the rest must be read to be discarded */
+    vx_clr(c, VXC_F_READ_PAUSED);
     if (vx__loop_read_start(c) != 0) {
       vx__conn_terminate(c);
       return;
@@ -214,7 +214,7 @@ static void linger(vx_conn *c) {
 }
 
 bool vx__conn_discard(vx_conn *c, size_t n) {
-  if (!c->lingering)
+  if (!vx_has(c, VXC_F_LINGERING))
     return false;
   if (n >= c->linger_left)
     vx__conn_terminate(c);
@@ -224,14 +224,14 @@ bool vx__conn_discard(vx_conn *c, size_t n) {
 }
 
 static void after_drain(vx_conn *c) {
-  if (c->qlen == 0 && c->close_after_flush && !c->closed)
+  if (c->qlen == 0 && vx_has(c, VXC_F_CLOSE_AFTER_FLUSH) && !vx_has(c, VXC_F_CLOSED))
     linger(c);
 }
 
 static void on_write(uv_write_t *req, int status) {
   vx_conn *c = req->data;
-  c->writing = false;
-  if (c->closed)
+  vx_clr(c, VXC_F_WRITING);
+  if (vx_has(c, VXC_F_CLOSED))
     return; /* on_close releases the queue */
   size_t n = 0;
   uint32_t k = c->qinflight;
@@ -250,8 +250,8 @@ static void on_write(uv_write_t *req, int status) {
 }
 
 static void flush(vx_conn *c) {
-  if (c->closed || c->writing || c->qlen == 0) {
-    if (!c->closed && !c->writing)
+  if (vx_has(c, VXC_F_CLOSED) || vx_has(c, VXC_F_WRITING) || c->qlen == 0) {
+    if (!vx_has(c, VXC_F_CLOSED) && !vx_has(c, VXC_F_WRITING))
       after_drain(c);
     return;
   }
@@ -300,7 +300,7 @@ static void flush(vx_conn *c) {
     vx__conn_terminate(c);
     return;
   }
-  c->writing = true;
+  vx_set(c, VXC_F_WRITING);
   c->qinflight = k;
   if (VX_IS_CLIENT(c) && c->qbytes > c->ev->opts.max_send_queue)
     doom(c);
@@ -312,7 +312,7 @@ void vx__conn_flush_all(vx_events *ev) {
     while (ev->dirty) {
       vx_conn *c = ev->dirty;
       ev->dirty = c->dirty_next;
-      c->dirty = false;
+      vx_clr(c, VXC_F_DIRTY);
       c->dirty_next = NULL;
       flush(c);
     }
@@ -327,11 +327,11 @@ void vx__conn_process_doomed(vx_events *ev) {
     vx_conn *c = ev->doomed;
     ev->doomed = c->doomed_next;
     c->doomed_next = NULL;
-    if (c->closed)
+    if (vx_has(c, VXC_F_CLOSED))
       continue;
     ev->stats.slow_consumer_closes++;
     vx__log(ev, VX_LOG_INFO, "closing slow consumer %s (%zu bytes queued)", c->id, c->qbytes);
-    uint32_t keep = c->writing ? c->qinflight : (c->qoff ? 1 : 0);
+    uint32_t keep = vx_has(c, VXC_F_WRITING) ? c->qinflight : (c->qoff ? 1 : 0);
     c->pong = NULL;
     while (c->qlen > keep) {
       uint32_t last = (c->qhead + c->qlen - 1) & (c->qcap - 1);
@@ -339,49 +339,41 @@ void vx__conn_process_doomed(vx_events *ev) {
       vx__buf_unref(c->q[last]);
       c->qlen--;
     }
-    c->doomed = false;
-    vx__conn_close_ws(c, 1008, "slow consumer");
+    vx_clr(c, VXC_F_DOOMED);
+    vx__conn_close(c, 1008, "slow consumer");
     /* Its kernel buffer is full, so the close frame waits behind what is in flight: give
      * the peer longer than a normal handshake to read it (memory is already released). */
-    if (!c->closed && !c->ev->shutting_down)
+    if (!vx_has(c, VXC_F_CLOSED) && !c->ev->shutting_down)
       c->deadline = uv_now(&c->ev->loop) + 10000;
   }
 }
 
-/* Start the closing handshake: no more data frames; the close frame goes out after what
- * is queued; the peer has a short while to answer before the socket is cut. */
-void vx__conn_close_ws(vx_conn *c, uint16_t code, const char *reason) {
-  if (c->closed)
+/* Start closing an open client: the transport queues its close (a close frame after what
+ * is queued, or the end of an event stream), the connection leaves every channel, and the
+ * peer has a short while before the socket is cut. Anything else is cut at once. */
+void vx__conn_close(vx_conn *c, uint16_t code, const char *reason) {
+  if (vx_has(c, VXC_F_CLOSED))
     return;
-  if (c->state == VXC_SSE) { /* no close frame: finish what is queued, then close */
-    vx__conn_leave_ws(c);
-    c->close_after_flush = true;
-    c->deadline = uv_now(&c->ev->loop) + 2000;
-    if (c->ev->shutting_down && c->ev->shutdown_deadline < c->deadline)
-      c->deadline = c->ev->shutdown_deadline;
-    vx__conn_mark_dirty(c);
-    return;
-  }
-  if (c->state != VXC_WS) {
+  if (!VX_IS_CLIENT(c)) {
     vx__conn_terminate(c);
     return;
   }
-  vx__ws_queue_close(c, code, reason);
-  vx__conn_leave_ws(c);
+  c->tp->close(c, code, reason);
+  vx__conn_leave(c);
   c->deadline = uv_now(&c->ev->loop) + 2000;
   if (c->ev->shutting_down && c->ev->shutdown_deadline < c->deadline)
     c->deadline = c->ev->shutdown_deadline;
 }
 
-/* The connection stops being an open WebSocket: it leaves every channel, stops counting
- * and the host hears of it, once, whether the close was a handshake or a cut. */
-void vx__conn_leave_ws(vx_conn *c) {
+/* The connection stops being an open client: it leaves every channel, stops counting and
+ * the host hears of it, once, whether the close was a handshake or a cut. */
+void vx__conn_leave(vx_conn *c) {
   vx_events *ev = c->ev;
   vx__hub_unsubscribe_all(c);
   if (VX_IS_CLIENT(c))
-    c->state = VXC_CLOSING;
-  if (c->announced) {
-    c->announced = false;
+    c->phase = VXP_CLOSING;
+  if (vx_has(c, VXC_F_ANNOUNCED)) {
+    vx_clr(c, VXC_F_ANNOUNCED);
     vx__map_del(&ev->sockets, c->id, VX_SOCKET_ID_LEN);
     ev->nws--;
     if (ev->opts.on_disconnect)
@@ -390,12 +382,12 @@ void vx__conn_leave_ws(vx_conn *c) {
 }
 
 void vx__conn_terminate(vx_conn *c) {
-  if (c->closed)
+  if (vx_has(c, VXC_F_CLOSED))
     return;
   vx_events *ev = c->ev;
-  c->closed = true;
+  vx_set(c, VXC_F_CLOSED);
   vx__http_auth_detach(c);
-  vx__conn_leave_ws(c);
+  vx__conn_leave(c);
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -417,9 +409,9 @@ static void on_close(uv_handle_t *h) {
   free(c->subs);
   if (c->ctl)
     vx__buf_unref(c->ctl);
-  vx__http_free(c);
-  if (c->ws)
-    wslay_event_context_free(c->ws);
+  if (c->tp && c->tp->release)
+    c->tp->release(c);
+  vx__http_free(c); /* a connection closed while still in its HTTP phase */
   free(c);
 }
 
@@ -433,8 +425,8 @@ void vx__conn_sweep(vx_events *ev) {
     next = c->next;
     if (!VX_IS_CLIENT(c) && c->deadline && now >= c->deadline) {
       vx__log(ev, VX_LOG_DEBUG, "deadline passed for %s (%s), %zu bytes unsent",
-              c->lingering ? "lingering close" : c->state == VXC_HTTP ? "HTTP request" : "close handshake",
-              c->state == VXC_HTTP ? "-" : c->id, c->qbytes);
+              vx_has(c, VXC_F_LINGERING) ? "lingering close" : c->kind == VXK_HTTP ? "HTTP request" : "close handshake",
+              c->kind == VXK_HTTP ? "-" : c->id, c->qbytes);
       vx__conn_terminate(c);
     }
   }
@@ -446,15 +438,15 @@ void vx__conn_ping_all(vx_events *ev) {
   vx_conn *next;
   for (vx_conn *c = ev->conns; c; c = next) {
     next = c->next;
-    if (c->state != VXC_WS)
+    if (!VX_IS_CLIENT(c) || !c->tp->ping)
       continue;
-    if (!c->alive) {
+    if (!vx_has(c, VXC_F_ALIVE)) {
       ev->stats.ping_timeouts++;
       vx__log(ev, VX_LOG_INFO, "dropping %s: no answer to ping", c->id);
       vx__conn_terminate(c);
       continue;
     }
-    c->alive = false;
-    vx__conn_send(c, ev->ping_frame);
+    vx_clr(c, VXC_F_ALIVE);
+    c->tp->ping(c);
   }
 }

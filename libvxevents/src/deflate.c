@@ -33,11 +33,7 @@ static z_stream *zinf(vx_events *ev) {
   return ev->zinf;
 }
 
-vx_buf *vx__frame_deflated(vx_events *ev, const vx_buf *frame) {
-  uint8_t l7 = (uint8_t)frame->data[1] & 0x7F;
-  size_t hl = l7 == 126 ? 4 : l7 == 127 ? 10 : 2;
-  const uint8_t *in = (const uint8_t *)frame->data + hl;
-  size_t n = frame->len - hl;
+vx_buf *vx__deflate_frame(vx_events *ev, const uint8_t *in, size_t n) {
   z_stream *z = zdef(ev);
   if (!z || deflateReset(z) != Z_OK)
     return NULL;

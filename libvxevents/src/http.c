@@ -191,7 +191,8 @@ int vx__http_start(vx_conn *c) {
     return VX_ENOMEM;
   http_parser_init(c->hp, HTTP_REQUEST);
   c->hp->data = c;
-  c->state = VXC_HTTP;
+  c->kind = VXK_HTTP;
+  c->tp = &vx__transport_http;
   return 0;
 }
 
@@ -229,7 +230,7 @@ static const char *status_text(int s) {
 
 void vx__http_respond(vx_conn *c, int status, const char *extra_headers, const char *body,
                       bool keep_alive) {
-  if (c->closed)
+  if (vx_has(c, VXC_F_CLOSED))
     return;
   size_t blen = body ? strlen(body) : 0;
   char head[512];
@@ -252,7 +253,7 @@ void vx__http_respond(vx_conn *c, int status, const char *extra_headers, const c
     memcpy(b->data + hl, body, blen);
   vx__conn_send_owned(c, b);
   if (!keep_alive) {
-    c->close_after_flush = true;
+    vx_set(c, VXC_F_CLOSE_AFTER_FLUSH);
     if (c->req)
       c->req->stop = true;
   }
@@ -309,7 +310,7 @@ static void route_sse(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   const char *q = strpbrk(r->url, "?#");
   const hval *le = &r->h[H_LAST_EVENT_ID];
   vx__sse_start(c, q && *q == '?' ? q + 1 : NULL, le->seen && !le->overflow ? le->v : NULL);
-  if (c->state == VXC_SSE)
+  if (VX_OPEN_AS(c, VXK_SSE))
     vx__http_free(c);
 }
 
@@ -391,7 +392,7 @@ static void handle_request(vx_conn *c, const uint8_t *extra, size_t extra_len) {
 void vx__http_on_read(vx_conn *c, const uint8_t *p, size_t n) {
   if (vx__conn_discard(c, n))
     return;
-  while (n > 0 && !c->closed && c->state == VXC_HTTP && c->req && !c->req->stop) {
+  while (n > 0 && !vx_has(c, VXC_F_CLOSED) && c->kind == VXK_HTTP && c->req && !c->req->stop) {
     size_t used = http_parser_execute(c->hp, &settings, (const char *)p, n);
     enum http_errno e = HTTP_PARSER_ERRNO(c->hp);
     if (c->hp->upgrade && e == HPE_OK) {
@@ -419,3 +420,10 @@ void vx__http_on_read(vx_conn *c, const uint8_t *p, size_t n) {
     break; /* everything consumed; wait for more */
   }
 }
+
+/* A connection in its HTTP phase: it reads requests; it is never a client, so it has no
+ * messages, close handshake or ping of its own (vx__conn_close cuts it). */
+const vx_transport vx__transport_http = {
+    .name = "http",
+    .read = vx__http_on_read,
+};

@@ -36,39 +36,29 @@ static void channel_drop_if_empty(vx_events *ev, vx_channel *ch) {
   free(ch);
 }
 
-/* Queue one frame to every subscriber of `ch` but `skip`. Never closes anything itself
- * (slow consumers are only marked), so callers may hold channel pointers across it. */
-static void channel_send(vx_channel *ch, vx_buf *b, vx_conn *skip, uint64_t seq) {
-  vx_buf *sse = NULL; /* built on the first SSE recipient, shared by the others */
-  vx_buf *z = NULL;   /* compressed, built on the first permessage-deflate recipient */
-  bool z_tried = b->len < VX_DEFLATE_MIN;
+/* Queue one broadcast to every subscriber of `ch` but `skip`, each in its connection's
+ * encoding (built once per encoding, shared). Never closes anything itself (slow consumers
+ * are only marked), so callers may hold channel pointers across it. */
+static void channel_send(vx_channel *ch, vx_frames *f, vx_conn *skip) {
   for (uint32_t i = 0; i < ch->nsubs; i++) {
     vx_conn *c = ch->subs[i]->conn;
     if (c == skip)
       continue;
-    if (c->state == VXC_SSE) {
-      if (!sse && !(sse = vx__sse_from_frame(b, seq, c->ev->sse_tag)))
-        continue;
-      vx__conn_send(c, sse);
-    } else if (c->deflate) {
-      if (!z_tried) {
-        z = vx__frame_deflated(c->ev, b);
-        z_tried = true;
-      }
-      vx__conn_send(c, z ? z : b);
-    } else {
+    vx_buf *b = vx__frames_get(f, c->enc);
+    if (b)
       vx__conn_send(c, b);
-    }
   }
-  vx__buf_unref(sse);
-  vx__buf_unref(z);
 }
 
-static void member_event(vx_channel *ch, const char *event, vx_member *m, vx_conn *skip) {
+static void member_event(vx_events *ev, vx_channel *ch, const char *event, vx_member *m,
+                         vx_conn *skip) {
   vx_buf *b = vx__envelope_frame(ch->name, ch->name_len, event, strlen(event), m->json,
                                  m->json_len, NULL, 0);
   if (b) {
-    channel_send(ch, b, skip, 0);
+    vx_frames f;
+    vx__frames_init(&f, ev, b, 0);
+    channel_send(ch, &f, skip);
+    vx__frames_release(&f);
     vx__buf_unref(b);
   }
 }
@@ -154,7 +144,7 @@ static void sub_remove(vx_events *ev, vx_sub *s) {
   if (m && --m->conns == 0) {
     vx__map_del(&ch->members, m->id, m->id_len);
     if (!vx__redis_presence_leave(ev, ch, m))
-      member_event(ch, "member_removed", m, NULL);
+      member_event(ev, ch, "member_removed", m, NULL);
     free(m);
   }
   channel_drop_if_empty(ev, ch);
@@ -241,7 +231,7 @@ int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member
      * whether the user is new anywhere and publishes the event to every instance. */
     *redis_acks = vx__redis_presence_join(ev, ch, m, c, true);
     if (!*redis_acks)
-      member_event(ch, "member_added", m, c);
+      member_event(ev, ch, "member_added", m, c);
   }
   m->conns++;
   s->member = m;
@@ -327,8 +317,12 @@ int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *le
     uint64_t seq = ++ev->sse_seq;
     if (history)
       vx__sse_remember(ev, channels[k], lens[k], b, seq);
-    if (ch)
-      channel_send(ch, b, skip, seq);
+    if (ch) {
+      vx_frames f;
+      vx__frames_init(&f, ev, b, seq);
+      channel_send(ch, &f, skip);
+      vx__frames_release(&f);
+    }
     vx__buf_unref(b);
     /* Slow consumers found in this walk are closed now, before any other walk. */
     vx__conn_process_doomed(ev);

@@ -125,14 +125,7 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   *buf = uv_buf_init((char *)c->ev->rbuf, sizeof c->ev->rbuf);
 }
 
-static void feed(vx_conn *c, const uint8_t *p, size_t n) {
-  if (c->state == VXC_HTTP)
-    vx__http_on_read(c, p, n);
-  else if (c->is_sse)
-    return; /* an event stream has nothing more to say after its request */
-  else
-    vx__ws_on_read(c, p, n);
-}
+static void feed(vx_conn *c, const uint8_t *p, size_t n) { c->tp->read(c, p, n); }
 
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   vx_conn *c = s->data;
@@ -173,7 +166,7 @@ static void on_connection(uv_stream_t *server, int status) {
   c->ev = ev;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
     c->tcp.data = c;
-    c->closed = true;
+    vx_set(c, VXC_F_CLOSED);
     uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
     return;
   }
@@ -181,7 +174,7 @@ static void on_connection(uv_stream_t *server, int status) {
    * flood of half-open requests cannot take unbounded memory. */
   if (ev->nconns >= ev->opts.max_connections + 1024) {
     ev->stats.rejected_connections++;
-    c->closed = true;
+    vx_set(c, VXC_F_CLOSED);
     uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
     return;
   }
@@ -252,7 +245,7 @@ static void do_adopt(vx_events *ev, vx_cmd *cmd) {
   c->ev = ev;
   if (uv_tcp_open(&c->tcp, cmd->fd) != 0) {
     close(cmd->fd);
-    c->closed = true;
+    vx_set(c, VXC_F_CLOSED);
     uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
     return;
   }
@@ -277,8 +270,8 @@ static void begin_shutdown(vx_events *ev, vx_cmd *c) {
   for (vx_conn *k = ev->conns; k; k = next) {
     next = k->next;
     if (VX_IS_CLIENT(k))
-      vx__conn_close_ws(k, 1001, "server shutting down");
-    else if (k->state == VXC_HTTP && !k->close_after_flush)
+      vx__conn_close(k, 1001, "server shutting down");
+    else if (k->kind == VXK_HTTP && !vx_has(k, VXC_F_CLOSE_AFTER_FLUSH))
       vx__conn_terminate(k);
     else if (k->deadline > ev->shutdown_deadline)
       k->deadline = ev->shutdown_deadline;
@@ -359,7 +352,7 @@ static void run_cmd(vx_events *ev, vx_cmd *c) {
     vx_conn *t = vx__map_get(&ev->sockets, c->except, strlen(c->except));
     int st = 0;
     const char *msg = NULL;
-    if (!t || t->state != VXC_SSE || t->closed) {
+    if (!t || !VX_OPEN_AS(t, VXK_SSE) || vx_has(t, VXC_F_CLOSED)) {
       st = VX_ENOTFOUND;
       msg = "Unknown connectionId";
     } else if (c->type == CMD_SSE_UNSUB) {

@@ -16,10 +16,7 @@
 #include <string.h>
 
 static void send_ack(vx_conn *c, const char *json, size_t len) {
-  if (c->is_sse)
-    vx__sse_send_json(c, "subscription_succeeded", json, len);
-  else
-    vx__client_send_json(c, json, len);
+  c->tp->send_json(c, "subscription_succeeded", json, len);
 }
 
 /* The answer to a subscribe, for either transport. Without `error` it is
@@ -51,10 +48,8 @@ void vx__node_sub_reply(vx_conn *c, const char *channel, size_t clen, const char
   if (!s.oom) {
     if (!error)
       vx__node_ack(c, channel, clen, s.p, s.len);
-    else if (c->is_sse)
-      vx__sse_send_json(c, "subscription_error", s.p, s.len);
     else
-      vx__client_send_json(c, s.p, s.len);
+      c->tp->send_json(c, "subscription_error", s.p, s.len);
   }
   vx__str_free(&s);
 }

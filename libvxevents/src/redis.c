@@ -1420,7 +1420,7 @@ static void on_members(redisAsyncContext *ac, void *reply, void *priv) {
   if (!members) /* Redis went away: the joining client gets the members known here */
     members = vx__hub_members_json(ev, p->channel, n, &ml);
   vx_conn *c = vx__map_get(&ev->sockets, p->socket_id, VX_SOCKET_ID_LEN);
-  if (c && !c->closed && vx__hub_is_subscribed(c, p->channel, n) && members)
+  if (c && !vx_has(c, VXC_F_CLOSED) && vx__hub_is_subscribed(c, p->channel, n) && members)
     vx__node_sub_reply(c, p->channel, n, NULL, members, ml);
   free(members);
   free(p);

@@ -126,7 +126,7 @@ void vx__routes_auth(vx_conn *c) {
 
 static vx_conn *sse_target(vx_events *ev, const char *id) {
   vx_conn *t = vx__map_get(&ev->sockets, id, strlen(id));
-  return t && t->state == VXC_SSE && !t->closed ? t : NULL;
+  return t && VX_OPEN_AS(t, VXK_SSE) && !vx_has(t, VXC_F_CLOSED) ? t : NULL;
 }
 
 static void sse_subscribe_answer(vx_conn *c, const char *conn_id, const char *channel,
@@ -234,7 +234,7 @@ void vx__http_auth_answer(vx_events *ev, uint64_t id, bool authorized, const cha
   vx_pending_auth *p = pending_take(ev, id);
   if (!p)
     return; /* expired, or its connection is gone */
-  if (p->conn && !p->conn->closed) {
+  if (p->conn && !vx_has(p->conn, VXC_F_CLOSED)) {
     if (p->kind == VX_AUTH_SUBSCRIBE)
       sse_subscribe_answer(p->conn, p->socket_id, p->channel, authorized, member, error);
     else

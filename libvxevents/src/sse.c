@@ -2,59 +2,15 @@
  * transport, each as "event: <type>\ndata: <json>\n\n" where <type> is the message's own
  * "type" (event, subscription_succeeded, ...), never the application's event name: a client
  * listens for 'event' and switches on message.event as it would on WebSocket, and can see
- * every channel event without knowing their names. Channel events carry an "id:" line too. Subscriptions arrive over separate POST requests naming the stream's
- * connectionId. A broadcast's SSE bytes are built once, on its first SSE recipient. */
+ * every channel event without knowing their names. Channel events carry an "id:" line too.
+ * Subscriptions arrive over separate POST requests naming the stream's connectionId. A
+ * broadcast's SSE bytes are built once, on its first SSE recipient (encode.c). */
 #include "vx_int.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* "id: N\n" "event: T\n" "data: <json, one data: line per line>\n\n". `type` is one of the
- * core's own message types (no line breaks). */
-static vx_buf *sse_build(const char *type, const char *json, size_t n, uint64_t seq,
-                         const char *tag) {
-  size_t elen = strlen(type);
-  size_t lines = 0;
-  for (size_t i = 0; i < n; i++)
-    lines += json[i] == '\n';
-  char idl[32] = "";
-  int il = seq ? snprintf(idl, sizeof idl, "id: %s-%llu\n", tag, (unsigned long long)seq) : 0;
-  size_t total = (size_t)il + 7 + elen + 1 + 6 + n + lines * 6 + 2;
-  vx_buf *b = vx__buf_new(total);
-  if (!b)
-    return NULL;
-  char *d = b->data;
-  memcpy(d, idl, (size_t)il);
-  d += il;
-  memcpy(d, "event: ", 7);
-  d += 7;
-  memcpy(d, type, elen);
-  d += elen;
-  memcpy(d, "\ndata: ", 7);
-  d += 7;
-  for (size_t i = 0; i < n; i++) {
-    /* Raw CR/LF can only be whitespace between JSON tokens: a LF starts another data:
-     * line (the client joins them with LF again), a CR becomes a space. */
-    if (json[i] == '\n') {
-      memcpy(d, "\ndata: ", 7);
-      d += 7;
-    } else {
-      *d++ = json[i] == '\r' ? ' ' : json[i];
-    }
-  }
-  *d++ = '\n';
-  *d++ = '\n';
-  b->len = (uint32_t)(d - b->data);
-  return b;
-}
-
-vx_buf *vx__sse_from_frame(const vx_buf *frame, uint64_t seq, const char *tag) {
-  uint8_t l7 = (uint8_t)frame->data[1] & 0x7F;
-  size_t hl = l7 == 126 ? 4 : l7 == 127 ? 10 : 2;
-  return sse_build("event", frame->data + hl, frame->len - hl, seq, tag);
-}
 
 /* ---- resume: recent broadcasts, replayed to a stream that reconnects with Last-Event-ID ----
  * A ring of the last sse_history broadcasts (bounded in bytes too), each holding a reference
@@ -127,7 +83,9 @@ static void resume(vx_conn *c, const char *last_id) {
     vx_hist *h = &ev->hist[(ev->hist_head + i) % cap];
     if (h->seq <= after || !vx__hub_is_subscribed(c, h->channel, h->clen))
       continue;
-    vx_buf *b = vx__sse_from_frame(h->frame, h->seq, ev->sse_tag);
+    size_t off = vx__frame_payload_offset(h->frame);
+    vx_buf *b = vx__encode_sse("event", h->frame->data + off, h->frame->len - off, h->seq,
+                               ev->sse_tag);
     if (b) {
       vx__conn_send_owned(c, b);
       replayed++;
@@ -140,16 +98,16 @@ static void resume(vx_conn *c, const char *last_id) {
 }
 
 void vx__sse_send_json(vx_conn *c, const char *type, const char *json, size_t n) {
-  if (c->closed || c->state != VXC_SSE)
+  if (vx_has(c, VXC_F_CLOSED) || !VX_OPEN_AS(c, VXK_SSE))
     return;
-  vx_buf *b = sse_build(type, json, n, 0, "");
+  vx_buf *b = vx__encode_sse(type, json, n, 0, "");
   if (b)
     vx__conn_send_owned(c, b);
 }
 
 void vx__sse_heartbeat_all(vx_events *ev) {
   for (vx_conn *c = ev->conns; c; c = c->next)
-    if (c->state == VXC_SSE)
+    if (VX_OPEN_AS(c, VXK_SSE))
       vx__conn_send(c, ev->heartbeat);
 }
 
@@ -245,9 +203,10 @@ void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id) {
     vx__conn_terminate(c);
     return;
   }
-  c->state = VXC_SSE;
-  c->is_sse = true;
-  c->announced = true;
+  c->kind = VXK_SSE;
+  c->enc = VX_ENC_SSE;
+  c->tp = &vx__transport_sse;
+  vx_set(c, VXC_F_ANNOUNCED);
   c->deadline = 0;
   ev->nws++;
   char msg[160];
@@ -266,3 +225,26 @@ void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id) {
   if (*last_event_id)
     resume(c, last_event_id);
 }
+
+/* ---- the SSE transport ---- */
+
+static void sse_read(vx_conn *c, const uint8_t *p, size_t n) {
+  (void)c; /* an event stream has nothing more to say after its request */
+  (void)p;
+  (void)n;
+}
+
+/* No close frame in SSE: finish what is queued, then end the stream. */
+static void sse_close(vx_conn *c, uint16_t code, const char *reason) {
+  (void)code;
+  (void)reason;
+  vx_set(c, VXC_F_CLOSE_AFTER_FLUSH);
+  vx__conn_mark_dirty(c);
+}
+
+const vx_transport vx__transport_sse = {
+    .name = "sse",
+    .read = sse_read,
+    .send_json = vx__sse_send_json,
+    .close = sse_close,
+};

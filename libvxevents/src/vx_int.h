@@ -5,6 +5,7 @@
 #define VX_INT_H
 
 #include "vxevents.h"
+#include "transport.h"
 
 #include <http_parser.h>
 #include <stdatomic.h>
@@ -142,8 +143,25 @@ struct vx_channel {
   char name[]; /* NUL-terminated */
 };
 
-enum { VXC_HTTP = 0, VXC_WS, VXC_CLOSING, VXC_SSE };
-#define VX_IS_CLIENT(c) ((c)->state == VXC_WS || (c)->state == VXC_SSE)
+/* Connection flags (vx_conn.flags): one bit each, set and tested with vx_set/vx_has. */
+enum {
+  VXC_F_DIRTY = 1u << 0,             /* on ev->dirty: output to flush this iteration */
+  VXC_F_DOOMED = 1u << 1,            /* on ev->doomed: a slow consumer to close */
+  VXC_F_CLOSED = 1u << 2,            /* the handle is closing; nothing more happens */
+  VXC_F_ALIVE = 1u << 3,             /* showed life since the last keep-alive tick */
+  VXC_F_WRITING = 1u << 4,           /* a uv_write is outstanding (the kernel is full) */
+  VXC_F_ANNOUNCED = 1u << 5,         /* counted as a client; the host heard on_connect */
+  VXC_F_CLOSE_AFTER_FLUSH = 1u << 6, /* close once the queue is written */
+  VXC_F_CLOSE_RCVD = 1u << 7,        /* the peer's close frame arrived (the gate in ws.c) */
+  VXC_F_LINGERING = 1u << 8,         /* write side shut down, input discarded until EOF */
+  VXC_F_READ_PAUSED = 1u << 9,       /* HTTP: reading stopped while answers exceed the bound */
+};
+#define vx_has(c, f) (((c)->flags & (f)) != 0)
+#define vx_set(c, f) ((c)->flags |= (uint16_t)(f))
+#define vx_clr(c, f) ((c)->flags &= (uint16_t)~(f))
+/* An open WebSocket or SSE client (not HTTP, not closing). */
+#define VX_IS_CLIENT(c) ((c)->kind != VXK_HTTP && (c)->phase == VXP_OPEN)
+#define VX_OPEN_AS(c, k) ((c)->kind == (k) && (c)->phase == VXP_OPEN)
 
 typedef struct vx_http_req vx_http_req;
 
@@ -153,13 +171,12 @@ struct vx_conn {
   vx_conn *prev, *next;    /* ev->conns */
   vx_conn *dirty_next;     /* ev->dirty, conns with output to flush this iteration */
   vx_conn *doomed_next;    /* ev->doomed, slow consumers to close after a broadcast */
-  uint8_t state;
-  bool dirty, doomed, closed, alive, writing, announced, close_after_flush, is_sse;
-  bool close_rcvd;         /* the peer's close frame arrived (the gate in ws.c takes it) */
-  bool lingering;          /* write side shut down, input discarded until the peer closes */
-  bool read_paused;        /* HTTP: reading stopped while the answers exceed the bound */
+  const vx_transport *tp;  /* what the transport does (transport.h) */
+  uint8_t kind;            /* vx_kind */
+  uint8_t phase;           /* vx_phase */
+  uint8_t enc;             /* vx_encoding of what broadcasts send it */
+  uint16_t flags;          /* VXC_F_* */
   uint32_t linger_left;    /* bytes still discarded before the socket is cut */
-  bool deflate;            /* negotiated permessage-deflate (no context takeover) */
   uint16_t pending_close_code; /* close code queued by wslay */
   uint64_t deadline;       /* HTTP request or close handshake deadline (uv_now ms) */
 
@@ -336,8 +353,8 @@ void vx__conn_flush_all(vx_events *ev);
 void vx__conn_terminate(vx_conn *c);
 /* Input of a lingering connection is dropped (true); false: the connection reads as usual. */
 bool vx__conn_discard(vx_conn *c, size_t n);
-void vx__conn_leave_ws(vx_conn *c);
-void vx__conn_close_ws(vx_conn *c, uint16_t code, const char *reason);
+void vx__conn_leave(vx_conn *c);
+void vx__conn_close(vx_conn *c, uint16_t code, const char *reason);
 void vx__conn_process_doomed(vx_events *ev);
 void vx__conn_sweep(vx_events *ev);
 void vx__conn_ping_all(vx_events *ev);
@@ -461,16 +478,15 @@ char *vx__hub_members_json(vx_events *ev, const char *name, size_t n, size_t *le
 
 /* deflate.c */
 #define VX_DEFLATE_MIN 128 /* smaller messages go out uncompressed */
-vx_buf *vx__frame_deflated(vx_events *ev, const vx_buf *frame); /* NULL: send it plain */
+/* A compressed text frame of the payload `in`; NULL when it does not shrink or on error (the
+ * plain frame goes out then). */
+vx_buf *vx__deflate_frame(vx_events *ev, const uint8_t *in, size_t n);
 int vx__inflate_msg(vx_events *ev, const uint8_t *in, size_t n, size_t max, char **out,
                     size_t *outlen);
 void vx__deflate_free(vx_events *ev);
 
 /* sse.c */
 void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id);
-/* SSE bytes of an event frame built by vx__envelope_frame: the same JSON under
- * "event: event" (and "id: <tag>-<seq>" when seq is non-zero). */
-vx_buf *vx__sse_from_frame(const vx_buf *frame, uint64_t seq, const char *tag);
 void vx__sse_remember(vx_events *ev, const char *channel, size_t clen, vx_buf *frame,
                       uint64_t seq);
 void vx__sse_history_free(vx_events *ev);

@@ -63,8 +63,8 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
 static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
                    void *user) {
   vx_conn *c = user;
-  c->alive = true;
-  if (c->state != VXC_WS)
+  vx_set(c, VXC_F_ALIVE);
+  if (!VX_OPEN_AS(c, VXK_WS))
     return;
   switch (arg->opcode) {
   case WSLAY_TEXT_FRAME: {
@@ -113,23 +113,23 @@ static const struct wslay_event_callbacks callbacks = {
 
 /* Advance the connection's state after wslay had its say. */
 static void after_wslay(vx_conn *c) {
-  if (c->closed)
+  if (vx_has(c, VXC_F_CLOSED))
     return;
   if (wslay_event_send(c->ws) != 0) {
     vx__conn_terminate(c);
     return;
   }
   bool sent = wslay_event_get_close_sent(c->ws);
-  bool rcvd = c->close_rcvd;
+  bool rcvd = vx_has(c, VXC_F_CLOSE_RCVD);
   if (sent || rcvd) {
-    if (c->state == VXC_WS) {
-      vx__conn_leave_ws(c);
+    if (VX_OPEN_AS(c, VXK_WS)) {
+      vx__conn_leave(c);
       c->deadline = uv_now(&c->ev->loop) + 2000;
     }
     /* Done when both closes have passed, or when reading stopped after a protocol error
      * (the peer's answer will not be read, so there is nothing to wait for). */
     if ((sent && rcvd) || (sent && !wslay_event_want_read(c->ws))) {
-      c->close_after_flush = true;
+      vx_set(c, VXC_F_CLOSE_AFTER_FLUSH);
       vx__conn_mark_dirty(c);
     }
   }
@@ -147,7 +147,7 @@ static int ws_ctx(vx_conn *c) {
     return VX_ENOMEM;
   }
   wslay_event_config_set_max_recv_msg_length(c->ws, c->ev->opts.max_payload);
-  if (c->deflate)
+  if (c->enc == VX_ENC_WS_DEFLATE)
     wslay_event_config_set_allowed_rsv_bits(c->ws, WSLAY_RSV1_BIT);
   return 0;
 }
@@ -213,7 +213,7 @@ static void ctl_frame_done(vx_conn *c) {
   } else if (len > 2 && !vx__utf8_valid((const char *)pl + 2, len - 2)) {
     protocol_close(c, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, "close reason is not UTF-8");
   } else {
-    c->close_rcvd = true;
+    vx_set(c, VXC_F_CLOSE_RCVD);
     /* Echo the code (an empty close for an empty one). When our own close went out
      * first this is its answer and nothing more is queued. */
     wslay_event_queue_close(c->ws, (uint16_t)code, NULL, 0);
@@ -332,8 +332,8 @@ static size_t gate_scan(vx_conn *c, const uint8_t *p, size_t n, const char **why
 }
 
 static void ws_ctx_release_if_idle(vx_conn *c) {
-  if (c->ws && c->state == VXC_WS && !c->closed && c->fr.hlen == 0 && !c->fr.in_msg &&
-      !c->fr.in_ctl && !c->close_rcvd && !wslay_event_get_close_sent(c->ws) &&
+  if (c->ws && VX_OPEN_AS(c, VXK_WS) && !vx_has(c, VXC_F_CLOSED) && c->fr.hlen == 0 && !c->fr.in_msg &&
+      !c->fr.in_ctl && !vx_has(c, VXC_F_CLOSE_RCVD) && !wslay_event_get_close_sent(c->ws) &&
       wslay_event_get_queued_msg_count(c->ws) == 0) {
     wslay_event_context_free(c->ws);
     c->ws = NULL;
@@ -345,9 +345,10 @@ int vx__ws_start(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   vx__random_id(ev, c->id);
   if (vx__map_put(&ev->sockets, c->id, VX_SOCKET_ID_LEN, c) != 0)
     return VX_ENOMEM;
-  c->state = VXC_WS;
-  c->alive = true;
-  c->announced = true;
+  c->kind = VXK_WS;
+  c->tp = &vx__transport_ws;
+  vx_set(c, VXC_F_ALIVE);
+  vx_set(c, VXC_F_ANNOUNCED);
   c->deadline = 0;
   ev->nws++;
 
@@ -364,14 +365,14 @@ int vx__ws_start(vx_conn *c, const uint8_t *extra, size_t extra_len) {
 }
 
 void vx__ws_on_read(vx_conn *c, const uint8_t *p, size_t n) {
-  if (c->closed || c->state == VXC_HTTP || vx__conn_discard(c, n))
+  if (vx_has(c, VXC_F_CLOSED) || vx__conn_discard(c, n))
     return;
   if (ws_ctx(c) != 0) {
     vx__conn_terminate(c);
     return;
   }
-  c->alive = true; /* any bytes from the peer, a pong among them, prove it is there */
-  while (n > 0 && !c->closed && wslay_event_want_read(c->ws)) {
+  vx_set(c, VXC_F_ALIVE); /* any bytes from the peer, a pong among them, prove it is there */
+  while (n > 0 && !vx_has(c, VXC_F_CLOSED) && wslay_event_want_read(c->ws)) {
     if (c->fr.in_ctl) {
       size_t k = ctl_frame_bytes(c, p, n);
       p += k;
@@ -393,17 +394,17 @@ void vx__ws_on_read(vx_conn *c, const uint8_t *p, size_t n) {
       p += k;
       n -= k;
     }
-    if (why && !c->closed && wslay_event_want_read(c->ws))
+    if (why && !vx_has(c, VXC_F_CLOSED) && wslay_event_want_read(c->ws))
       protocol_close(c, WSLAY_CODE_PROTOCOL_ERROR, why);
   }
-  if (c->closed)
+  if (vx_has(c, VXC_F_CLOSED))
     return;
   after_wslay(c);
   ws_ctx_release_if_idle(c);
 }
 
 void vx__ws_queue_close(vx_conn *c, uint16_t code, const char *reason) {
-  if (c->closed || ws_ctx(c) != 0 || wslay_event_get_close_sent(c->ws))
+  if (vx_has(c, VXC_F_CLOSED) || ws_ctx(c) != 0 || wslay_event_get_close_sent(c->ws))
     return;
   size_t rl = reason ? strlen(reason) : 0;
   if (rl > 123)
@@ -411,3 +412,31 @@ void vx__ws_queue_close(vx_conn *c, uint16_t code, const char *reason) {
   wslay_event_queue_close(c->ws, code, (const uint8_t *)reason, rl);
   after_wslay(c);
 }
+
+/* ---- the WebSocket transport ---- */
+
+static void ws_send_json(vx_conn *c, const char *type, const char *json, size_t n) {
+  (void)type; /* the JSON says it */
+  vx__client_send_json(c, json, n);
+}
+
+static void ws_close(vx_conn *c, uint16_t code, const char *reason) {
+  vx__ws_queue_close(c, code, reason);
+}
+
+static void ws_ping(vx_conn *c) { vx__conn_send(c, c->ev->ping_frame); }
+
+static void ws_release(vx_conn *c) {
+  if (c->ws)
+    wslay_event_context_free(c->ws);
+  c->ws = NULL;
+}
+
+const vx_transport vx__transport_ws = {
+    .name = "websocket",
+    .read = vx__ws_on_read,
+    .send_json = ws_send_json,
+    .close = ws_close,
+    .ping = ws_ping,
+    .release = ws_release,
+};

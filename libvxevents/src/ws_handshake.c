@@ -248,7 +248,7 @@ void vx__ws_handshake(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   memcpy(b->data, resp, (size_t)n);
   vx__conn_send_owned(c, b);
   vx__http_free(c);
-  c->deflate = deflate;
+  c->enc = deflate ? VX_ENC_WS_DEFLATE : VX_ENC_WS;
   if (vx__ws_start(c, extra, extra_len) != 0)
     vx__conn_terminate(c);
 }

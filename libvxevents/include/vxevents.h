@@ -51,7 +51,8 @@ extern "C" {
   XX(EBACKLOG, -14, "Redis is unreachable and the broadcast backlog is full")           \
   XX(EUNAVAILABLE, -15, "Redis is unavailable (not connected within the connect timeout, " \
                         "or the connection was lost before it answered)")                \
-  XX(EUNPUBLISHED, -16, "broadcasts accepted before close were not published to Redis")
+  XX(EUNPUBLISHED, -16, "broadcasts accepted before close were not published to Redis") \
+  XX(EAGAIN, -17, "no capacity now: try again when the core has drained (flow control)")
 
 typedef enum {
 #define VX_ERR_ENUM(name, code, text) VX_##name = (code),

@@ -12,7 +12,7 @@ void vx__client_send_json(vx_conn *c, const char *json, size_t n) {
     return;
   vx_buf *b = vx__frame_text(json, n);
   if (!b) {
-    vx__conn_terminate(c);
+    vx__conn_oom(c);
     return;
   }
   vx__conn_send_owned(c, b);

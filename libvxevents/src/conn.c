@@ -72,6 +72,14 @@ static void doom(vx_conn *c) {
   c->ev->doomed = c;
 }
 
+void vx__conn_oom(vx_conn *c) {
+  if (vx_has(c, VXC_F_CLOSED) || vx_has(c, VXC_F_OOM))
+    return;
+  vx__log(c->ev, VX_LOG_ERROR, "out of memory: closing %s", c->kind == VXK_HTTP ? "an HTTP connection" : c->id);
+  vx_set(c, VXC_F_OOM);
+  doom(c);
+}
+
 /* Queue `b` (the caller's reference moves to the queue). Over the send-queue bound a
  * WebSocket connection is doomed: closed with 1008 right after the current broadcast,
  * never left open with a gap in its stream. */
@@ -90,9 +98,9 @@ static void enqueue(vx_conn *c, vx_buf *b, bool bounded) {
     doom(c);
     return;
   }
-  if (q_reserve(c) != 0) { /* out of memory: closed like a slow consumer, not here */
+  if (q_reserve(c) != 0) {
     vx__buf_unref(b);
-    doom(c);
+    vx__conn_oom(c);
     return;
   }
   c->q[(c->qhead + c->qlen) & (c->qcap - 1)] = b;
@@ -329,8 +337,11 @@ void vx__conn_process_doomed(vx_events *ev) {
     c->doomed_next = NULL;
     if (vx_has(c, VXC_F_CLOSED))
       continue;
-    ev->stats.slow_consumer_closes++;
-    vx__log(ev, VX_LOG_INFO, "closing slow consumer %s (%zu bytes queued)", c->id, c->qbytes);
+    bool oom = vx_has(c, VXC_F_OOM);
+    if (!oom) {
+      ev->stats.slow_consumer_closes++;
+      vx__log(ev, VX_LOG_INFO, "closing slow consumer %s (%zu bytes queued)", c->id, c->qbytes);
+    }
     uint32_t keep = vx_has(c, VXC_F_WRITING) ? c->qinflight : (c->qoff ? 1 : 0);
     c->pong = NULL;
     while (c->qlen > keep) {
@@ -340,7 +351,10 @@ void vx__conn_process_doomed(vx_events *ev) {
       c->qlen--;
     }
     vx_clr(c, VXC_F_DOOMED);
-    vx__conn_close(c, 1008, "slow consumer");
+    if (oom)
+      vx__conn_close(c, 1011, "server out of memory");
+    else
+      vx__conn_close(c, 1008, "slow consumer");
     /* Its kernel buffer is full, so the close frame waits behind what is in flight: give
      * the peer longer than a normal handshake to read it (memory is already released). */
     if (!vx_has(c, VXC_F_CLOSED) && !c->ev->shutting_down)

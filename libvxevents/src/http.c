@@ -245,7 +245,7 @@ void vx__http_respond(vx_conn *c, int status, const char *extra_headers, const c
   }
   vx_buf *b = vx__buf_new((size_t)hl + blen);
   if (!b) {
-    vx__conn_terminate(c);
+    vx__conn_oom(c);
     return;
   }
   memcpy(b->data, head, (size_t)hl);

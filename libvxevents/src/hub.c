@@ -47,6 +47,8 @@ static void channel_send(vx_channel *ch, vx_frames *f, vx_conn *skip) {
     vx_buf *b = vx__frames_get(f, c->enc);
     if (b)
       vx__conn_send(c, b);
+    else
+      vx__conn_oom(c); /* its encoding could not be built: closed, never left with a gap */
   }
 }
 

@@ -103,6 +103,8 @@ void vx__sse_send_json(vx_conn *c, const char *type, const char *json, size_t n)
   vx_buf *b = vx__encode_sse(type, json, n, 0, "");
   if (b)
     vx__conn_send_owned(c, b);
+  else
+    vx__conn_oom(c);
 }
 
 void vx__sse_heartbeat_all(vx_events *ev) {
@@ -193,7 +195,7 @@ void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id) {
                    ev->opts.retry_interval_ms);
   vx_buf *b = vx__buf_new((size_t)n);
   if (!b) {
-    vx__conn_terminate(c);
+    vx__conn_oom(c);
     return;
   }
   memcpy(b->data, head, (size_t)n);

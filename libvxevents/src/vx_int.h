@@ -155,6 +155,7 @@ enum {
   VXC_F_CLOSE_RCVD = 1u << 7,        /* the peer's close frame arrived (the gate in ws.c) */
   VXC_F_LINGERING = 1u << 8,         /* write side shut down, input discarded until EOF */
   VXC_F_READ_PAUSED = 1u << 9,       /* HTTP: reading stopped while answers exceed the bound */
+  VXC_F_OOM = 1u << 10,              /* doomed because memory for it ran out (1011) */
 };
 #define vx_has(c, f) (((c)->flags & (f)) != 0)
 #define vx_set(c, f) ((c)->flags |= (uint16_t)(f))
@@ -349,6 +350,10 @@ void vx__conn_send_control(vx_conn *c, vx_buf *b); /* same, exempt from the boun
  * replaces the payload of the pong still waiting instead of queueing another. */
 void vx__conn_send_pong(vx_conn *c, vx_buf *b);
 void vx__conn_mark_dirty(vx_conn *c);
+/* Out of memory for something `c` was owed (a frame, a queue slot, an answer): the one way
+ * the core handles it. The connection is closed right after the current walk — 1011
+ * "server out of memory" for a client, cut in its HTTP phase — never left open with a gap. */
+void vx__conn_oom(vx_conn *c);
 void vx__conn_flush_all(vx_events *ev);
 void vx__conn_terminate(vx_conn *c);
 /* Input of a lingering connection is dropped (true); false: the connection reads as usual. */

@@ -242,7 +242,7 @@ void vx__ws_handshake(vx_conn *c, const uint8_t *extra, size_t extra_len) {
                    smwb ? "; server_max_window_bits=15" : "", deflate ? "\r\n" : "");
   vx_buf *b = vx__buf_new((size_t)n);
   if (!b) {
-    vx__conn_terminate(c);
+    vx__conn_oom(c);
     return;
   }
   memcpy(b->data, resp, (size_t)n);

@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p fuzz/build
 SRC=$(ls libvxevents/src/*.c)
-FLAGS="-g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FLAGS="-g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
   -Ilibvxevents/include -Ilibvxevents/src -I/usr/include/cjson -I/usr/include/hiredis"
 LIBS="-luv -lwslay -lhttp_parser -lcjson -lcrypto -lhiredis -lz -lpthread"
 for t in json conn; do

@@ -31,10 +31,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
         abort();
     vx_buf *b = vx__envelope_frame("c", 1, "e", 1, p, n, NULL, 0);
     if (b) {
-      size_t hl = ((uint8_t)b->data[1] & 0x7F) == 126 ? 4 : ((uint8_t)b->data[1] & 0x7F) == 127 ? 10 : 2;
+      size_t hl = vx__frame_payload_offset(b);
       if (!vx__json_valid(b->data + hl, b->len - hl))
         abort();
-      vx_buf *s = vx__sse_from_frame(b, "e", 1, 1, "abcd0123");
+      vx_buf *s = vx__encode_sse("event", b->data + hl, b->len - hl, 1, "abcd0123");
       if (s && memchr(s->data, '\r', s->len))
         abort(); /* SSE lines are LF-only */
       vx__buf_unref(s);
@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
   if (en && vx__utf8_valid(p, en)) {
     vx_buf *b = vx__envelope_frame("c", 1, p, en, "null", 4, NULL, 0);
     if (b) {
-      size_t hl = ((uint8_t)b->data[1] & 0x7F) == 126 ? 4 : 2;
+      size_t hl = vx__frame_payload_offset(b);
       if (!vx__json_valid(b->data + hl, b->len - hl))
         abort();
       vx__buf_unref(b);

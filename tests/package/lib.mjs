@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { REPO_ROOT } from '../node/helpers.mjs';
+import { REPO_ROOT } from '../server/helpers.mjs';
 
 export { REPO_ROOT };
 /** Everything the package tests make goes under build/package-test/<suite>. */

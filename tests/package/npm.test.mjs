@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { openWs, withTimeout, ms } from '../node/helpers.mjs';
+import { openWs, withTimeout, ms } from '../server/helpers.mjs';
 import { REPO_ROOT, nodeOnlyPath, run, workDir } from './lib.mjs';
 
 const BIN = path.join(REPO_ROOT, 'node_modules', '.bin');

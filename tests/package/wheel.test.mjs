@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
-import { ms, openWs, withTimeout } from '../node/helpers.mjs';
+import { ms, openWs, withTimeout } from '../server/helpers.mjs';
 import { REPO_ROOT, run, workDir } from './lib.mjs';
 
 const PYTHON = process.env.PYTHON || 'python3';

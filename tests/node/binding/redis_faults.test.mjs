@@ -9,9 +9,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { closeEvents, getEvents } from 'vxevents';
-import { api, connect, isEvent, ms, nonce, sleep, startServer } from '../helpers.mjs';
-import { freePort, startRedis } from '../redis.mjs';
-import { SECRET, sign } from '../sign.mjs';
+import { api, connect, isEvent, ms, nonce, sleep, startServer } from '../../server/helpers.mjs';
+import { freePort, startRedis } from '../../server/redis.mjs';
+import { SECRET, sign } from '../../server/sign.mjs';
 
 const T = { timeout: 120000 };
 const isReply = (ch) => (m) => (m.type === 'subscription_succeeded' || m.type === 'subscription_error') && m.channel === ch;

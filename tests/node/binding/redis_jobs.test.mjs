@@ -8,8 +8,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { closeEvents, getEvents } from 'vxevents';
-import { connect, isEvent, ms, nonce, startServer } from '../helpers.mjs';
-import { freePort, startRedis } from '../redis.mjs';
+import { connect, isEvent, ms, nonce, startServer } from '../../server/helpers.mjs';
+import { freePort, startRedis } from '../../server/redis.mjs';
 
 const T = { timeout: 120000 };
 

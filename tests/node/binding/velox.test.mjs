@@ -11,7 +11,7 @@ import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import Fastify from 'fastify';
 import { eventsPlugin } from 'vxevents';
-import { startRedis } from '../redis.mjs';
+import { startRedis } from '../../server/redis.mjs';
 import { connect, postJson, SECRET } from './helpers.mjs';
 import { installVelox, ROOT, startVeloxApp, tsc, VELOX_DIR } from './velox.mjs';
 

@@ -49,6 +49,19 @@ function load() {
     }
   }
 
+  // Under Yarn Plug'n'Play a package left zipped (dependenciesMeta unplugged: false overriding
+  // the package's preferUnplugged) has no file on disk for dlopen, and no source build helps.
+  if (!process.env.VXEVENTS_ADDON && /\.zip[\\/]/.test(ROOT)) {
+    const err = new Error(
+      `vxevents: no native addon could be loaded for ${describe(tag)}: this copy of the package is ` +
+        `inside a zip archive (${ROOT}), from which Node cannot load a native addon. Let Yarn ` +
+        'unplug it: remove `unplugged: false` for vxevents from dependenciesMeta, or run ' +
+        '`yarn unplug vxevents`.' + (tried.length ? ` Tried: ${tried.join('; ')}.` : ''),
+    );
+    err.code = 'ENOADDON';
+    throw err;
+  }
+
   const have = shipped();
   const err = new Error(
     `vxevents: no native addon could be loaded for ${describe(tag)}. ` +

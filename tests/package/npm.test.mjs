@@ -1,6 +1,7 @@
 // The npm package as a user gets it: `npm pack` (whose prepack makes the prebuilt addon), then
-// the tarball installed into fresh apps — by npm with --ignore-scripts and by pnpm without
-// approving any build, each with nothing but Node on PATH — and used for real: a manager
+// the tarball installed into fresh apps — by npm with --ignore-scripts, by pnpm without
+// approving any build and by Yarn Berry in Plug'n'Play mode with scripts disabled, each with
+// nothing but Node (and the package manager) on PATH — and used for real: a manager
 // serving WebSocket on a port, a `ws` client receiving a broadcast. The tarball's contents,
 // the prebuilt addon's links and the type declarations (attw) are checked too.
 
@@ -13,6 +14,8 @@ import { openWs, withTimeout, ms } from '../server/helpers.mjs';
 import { REPO_ROOT, nodeOnlyPath, run, workDir } from './lib.mjs';
 
 const BIN = path.join(REPO_ROOT, 'node_modules', '.bin');
+// Yarn Berry from the npm registry (a pinned devDependency), run by Node: no corepack download.
+const YARN = path.join(REPO_ROOT, 'node_modules', '@yarnpkg', 'cli-dist', 'bin', 'yarn.js');
 let work;
 let tarball;
 let files;
@@ -36,9 +39,9 @@ await closeEvents();
 lines.close();
 `;
 
-async function useInstalled(appDir, env) {
+async function useInstalled(appDir, env, [cmd, ...args] = [process.execPath, 'app.mjs']) {
   fs.writeFileSync(path.join(appDir, 'app.mjs'), APP);
-  const child = spawn(process.execPath, ['app.mjs'], { cwd: appDir, env, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(cmd, args, { cwd: appDir, env, stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });
   const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
@@ -66,6 +69,31 @@ function freshApp(name) {
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name, version: '1.0.0', private: true }));
   return dir;
+}
+
+/**
+ * A fresh Yarn Berry project in Plug'n'Play mode with install scripts disabled, everything Yarn
+ * keeps (cache, global folder, rc file) inside it, the registry npm uses here, and an env whose
+ * PATH has only node and yarn. `meta` becomes the app's dependenciesMeta.
+ */
+function yarnApp(name, meta) {
+  const dir = freshApp(name);
+  if (meta) {
+    const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8'));
+    fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ ...pkg, dependenciesMeta: meta }));
+  }
+  const registry = run('npm', ['config', 'get', 'registry']).stdout.trim();
+  fs.writeFileSync(path.join(dir, '.yarnrc.yml'), [
+    'nodeLinker: pnp', 'enableScripts: false', 'enableTelemetry: false', 'enableGlobalCache: false',
+    'globalFolder: ./.yarn/global', `npmRegistryServer: ${JSON.stringify(registry)}`, ''].join('\n'));
+  fs.writeFileSync(path.join(dir, 'yarn.lock'), ''); // the project root is here, not the checkout
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(YARN_|COREPACK_)/i.test(k)));
+  Object.assign(env, { HOME: dir, PATH: nodeOnlyPath(dir, { yarn: YARN }) });
+  const r = run('yarn', ['add', `vxevents@file:${tarball}`], { cwd: dir, env, allowFail: true });
+  assert.equal(r.status, 0, r.out);
+  assert.doesNotMatch(r.out, /YN0001|YN0007|YN0009/, r.out); // no error, no build to run or that failed
+  assert.ok(fs.existsSync(path.join(dir, '.pnp.cjs')) && !fs.existsSync(path.join(dir, 'node_modules')), r.out);
+  return { dir, env };
 }
 
 describe('the npm package', () => {
@@ -120,6 +148,28 @@ describe('the npm package', () => {
     assert.equal(r.status, 0, r.out);
     assert.doesNotMatch(r.out, /IGNORED_BUILDS|approve-builds/, r.out);
     await useInstalled(app, env);
+  });
+
+  test('yarn add (Berry, Plug\'n\'Play, no scripts) with only Node on PATH, then `yarn node` serves and broadcasts', async () => {
+    const { dir, env } = yarnApp('yarn-pnp-app');
+    // preferUnplugged: the package is extracted to disk, where dlopen can read the prebuilt addon.
+    const unplugged = fs.readdirSync(path.join(dir, '.yarn', 'unplugged')).filter((d) => d.startsWith('vxevents-'));
+    assert.equal(unplugged.length, 1);
+    assert.ok(fs.existsSync(path.join(dir, '.yarn', 'unplugged', unplugged[0], 'node_modules', 'vxevents',
+      'prebuilds', 'linux-x64', 'vxevents.glibc.node')));
+    await useInstalled(dir, env, ['yarn', 'node', 'app.mjs']);
+  });
+
+  test('under Yarn Plug\'n\'Play with the package forced zipped, the error says to unplug it', () => {
+    const { dir, env } = yarnApp('yarn-pnp-zipped', { vxevents: { unplugged: false } });
+    assert.ok(!fs.existsSync(path.join(dir, '.yarn', 'unplugged')) ||
+      !fs.readdirSync(path.join(dir, '.yarn', 'unplugged')).some((d) => d.startsWith('vxevents-')));
+    const r = run('yarn', ['node', '-e', "require('vxevents')"], { cwd: dir, env, allowFail: true });
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /ENOADDON/);
+    assert.match(r.stderr, /inside a zip archive/);
+    assert.match(r.stderr, /yarn unplug vxevents/);
+    assert.doesNotMatch(r.stderr, /npx vxevents-build/);
   });
 
   test('without a prebuilt binary or a local build, the error names what to install', () => {

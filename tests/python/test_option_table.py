@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import re
+import socket
 
 import pytest
 from websockets.extensions.permessage_deflate import PerMessageDeflate
@@ -105,3 +107,46 @@ def test_compression_reaches_the_core(compression, negotiated):
         with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5, close_timeout=2) as ws:
             found = [e for e in ws.protocol.extensions if isinstance(e, PerMessageDeflate)]
             assert bool(found) is negotiated
+
+
+def _sse_messages_until(sock, pred, what: str, buf: list[bytes], timeout: float = 5):
+    """Read the raw SSE stream until `pred` holds for its parsed messages; bounded."""
+    import json
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        text = b"".join(buf).decode()
+        msgs = [{"id": (re.search(r"^id: (.*)$", b, re.M) or [None, None])[1],
+                 "msg": json.loads(re.search(r"^data: (.*)$", b, re.M)[1])}
+                for b in text.split("\n\n") if re.search(r"^data: ", b, re.M)]
+        if pred(msgs):
+            return msgs
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out waiting for {what}; got {text!r}"
+        sock.settimeout(left)
+        buf.append(sock.recv(65536))
+
+
+@pytest.mark.parametrize("sse_history, replayed", [(None, 1), (0, 0)])
+def test_sse_history_reaches_the_core(sse_history, replayed):
+    options = {} if sse_history is None else {"sse_history": sse_history}
+    with vxevents.events_plugin(ping_interval=0, sse_path="/events", **options) as srv:
+        port = srv.listen("127.0.0.1", 0)
+        req = b"GET /events?channels=h HTTP/1.1\r\nHost: x\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s1:
+            s1.sendall(req + b"\r\n")
+            buf: list[bytes] = []
+            _sse_messages_until(s1, lambda m: any(x["msg"]["type"] == "subscription_succeeded"
+                                                  for x in m), "the subscription", buf)
+            srv.broadcast("h", "n", 1)
+            msgs = _sse_messages_until(s1, lambda m: any(x["msg"].get("event") == "n" for x in m),
+                                       "event 1", buf)
+            last_id = next(x["id"] for x in msgs if x["msg"].get("event") == "n")
+        srv.broadcast("h", "n", 2)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s2:
+            s2.sendall(req + f"Last-Event-ID: {last_id}\r\n\r\n".encode())
+            buf = []
+            msgs = _sse_messages_until(s2, lambda m: any(x["msg"]["type"] == "resumed" for x in m),
+                                       "resumed", buf)
+            assert next(x for x in msgs if x["msg"]["type"] == "resumed")["msg"]["replayed"] == replayed
+            assert len([x for x in msgs if x["msg"].get("event") == "n"]) == replayed

@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -123,6 +124,72 @@ test('compression_reaches_the_core', async () => {
       const c = await connect(ctx.wsUrl);
       assert.match(c.ws.extensions, extensions, JSON.stringify(options));
       await c.close();
+    } finally {
+      await ctx.app.close();
+    }
+  }
+});
+
+/** A raw SSE stream on the app's port (a real socket, so a Last-Event-ID header can be sent). */
+function sseStream(port, path, headers = '') {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: '127.0.0.1', port }, () => {
+      sock.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n${headers}\r\n`);
+      resolve(sock);
+    });
+    sock.text = '';
+    sock.on('data', (d) => {
+      sock.text += d.toString('utf8');
+      sock.emit('text');
+    });
+    sock.on('error', reject);
+  });
+}
+
+/** The stream's messages ({id, msg}) once `pred` holds for them; bounded. */
+function messagesWhen(sock, pred, what, ms = 3000) {
+  const parse = () =>
+    sock.text
+      .split('\n\n')
+      .map((block) => ({ id: /^id: (.*)$/m.exec(block)?.[1], data: /^data: (.*)$/m.exec(block)?.[1] }))
+      .filter((b) => b.data)
+      .map((b) => ({ id: b.id, msg: JSON.parse(b.data) }));
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      const all = parse();
+      if (!pred(all)) return;
+      clearTimeout(timer);
+      sock.off('text', check);
+      resolve(all);
+    };
+    const timer = setTimeout(() => {
+      sock.off('text', check);
+      reject(new Error(`timed out waiting for ${what}; got ${sock.text}`));
+    }, ms);
+    sock.on('text', check);
+    check();
+  });
+}
+
+test('sseHistory_reaches_the_core', async () => {
+  for (const [options, replayed] of [[{}, 1], [{ sseHistory: 0 }, 0]]) {
+    const ctx = await startApp({ sse: true, ...options });
+    try {
+      const s1 = await sseStream(ctx.port, '/events?channels=h');
+      await messagesWhen(s1, (m) => m.some((x) => x.msg.type === 'subscription_succeeded'), 'the subscription');
+      await ctx.app.events.broadcast('h', 'n', 1);
+      const first = await messagesWhen(s1, (m) => m.some((x) => x.msg.event === 'n'), 'event 1');
+      const lastId = first.find((x) => x.msg.event === 'n').id;
+      s1.destroy();
+      await ctx.app.events.broadcast('h', 'n', 2);
+      const s2 = await sseStream(ctx.port, '/events?channels=h', `Last-Event-ID: ${lastId}\r\n`);
+      try {
+        const got = await messagesWhen(s2, (m) => m.some((x) => x.msg.type === 'resumed'), 'resumed');
+        assert.equal(got.find((x) => x.msg.type === 'resumed').msg.replayed, replayed, JSON.stringify(options));
+        assert.equal(got.filter((x) => x.msg.event === 'n').length, replayed);
+      } finally {
+        s2.destroy();
+      }
     } finally {
       await ctx.app.close();
     }

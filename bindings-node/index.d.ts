@@ -65,7 +65,11 @@ export interface ListenOptions {
 /** How clients connect: 'ws' (WebSocket) or 'sse' (Server-Sent Events). */
 export type EventsDriver = 'ws' | 'sse';
 
-/** Every option of eventsPlugin() and getEvents(); EventsWsOptions / EventsSseOptions narrow it per driver. */
+/**
+ * Every option of eventsPlugin() and getEvents(); EventsWsOptions / EventsSseOptions narrow it per driver.
+ * The bounds and defaults of the core options are the core's options table (the same as
+ * `vxevents-server --help`); a value out of them throws at the call with the core's message.
+ */
 export interface EventsPluginOptions {
   /** 'ws' (WebSocket, default) or 'sse' (Server-Sent Events). */
   driver?: EventsDriver;
@@ -77,7 +81,10 @@ export interface EventsPluginOptions {
    * `true` means `{ path: '/events' }`. heartbeatInterval and retryInterval apply to it.
    */
   sse?: boolean | { path?: string };
-  /** redis:// or rediss:// URL for horizontal scaling (undefined = single instance). */
+  /**
+   * redis://[[user]:password@]host[:port][/db] URL for horizontal scaling (undefined = single
+   * instance); rediss:// (TLS) is refused, the core does not support it yet.
+   */
   redis?: string;
   /** Redis key and channel prefix; default 'vx'. */
   redisPrefix?: string;
@@ -113,6 +120,16 @@ export interface EventsPluginOptions {
   maxMemberSize?: number;
   /** Presence members per channel (default 10000). */
   maxPresenceMembers?: number;
+  /**
+   * Accept permessage-deflate from WebSocket clients that offer it; a broadcast is compressed
+   * once for all of them (default true).
+   */
+  compression?: boolean;
+  /**
+   * Recent broadcasts kept (at most 4 MiB) so an SSE stream that reconnects with Last-Event-ID
+   * gets what it missed (default 1000; 0 = off).
+   */
+  sseHistory?: number;
   /** Runs when a WebSocket connection opened (after `connected` was sent). */
   onConnect?: (socketId: string) => void | Promise<void>;
   /** Runs when a connection is gone. */
@@ -125,7 +142,7 @@ export interface EventsPluginOptions {
 
 /** The options both drivers share. */
 export type EventsBaseOptions = Omit<EventsPluginOptions,
-  'driver' | 'pingInterval' | 'maxPayloadSize' | 'heartbeatInterval' | 'retryInterval'>;
+  'driver' | 'pingInterval' | 'maxPayloadSize' | 'compression' | 'heartbeatInterval' | 'retryInterval'>;
 
 /** eventsPlugin({ driver: 'ws', ... }): WebSocket, with its keep-alive and message size. */
 export interface EventsWsOptions extends EventsBaseOptions {
@@ -134,6 +151,8 @@ export interface EventsWsOptions extends EventsBaseOptions {
   pingInterval?: number;
   /** Largest client message in bytes (default 1048576). */
   maxPayloadSize?: number;
+  /** Accept permessage-deflate from WebSocket clients (default true). */
+  compression?: boolean;
 }
 
 /** eventsPlugin({ driver: 'sse', ... }): Server-Sent Events, with its heartbeat and retry. */

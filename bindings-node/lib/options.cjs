@@ -1,49 +1,52 @@
 'use strict';
-// Validation and defaults for every option, in one place. The native layer only ever
-// sees the normalized object built here.
+// Options: the core's options table (native.optionTable(), the same one that drives
+// `vxevents-server --help`) says which core options Node offers, their bounds and defaults;
+// every core option is handed to the core as text by its name and checked there
+// (native.checkOptions, the core's vx_options_set), so the messages are the core's. This file
+// validates only what is JavaScript's own: the driver, the path and sse shapes, the
+// authorizer, the hooks and listen, and the JS type of each value.
 
+const native = require('./native.cjs');
 const { optionError, notSupported } = require('./errors.cjs');
 
-const KNOWN = new Set([
-  'driver',
-  'path',
-  'redis',
-  'redisPrefix',
-  'redisBacklogMax',
-  'redisConnectTimeout',
-  'authSecret',
-  'authorizer',
-  'pingInterval',
-  'maxPayloadSize',
-  'heartbeatInterval',
-  'retryInterval',
-  'maxSendQueue',
-  'maxConnections',
-  'maxChannelsPerConnection',
-  'listen',
-  'sse',
-  'clientEventsPerSecond',
-  'maxMemberSize',
-  'maxPresenceMembers',
-  'onConnect',
-  'onDisconnect',
-  'onClientEvent',
-]);
+/** The core's options table: [{name, node, python, type, min, max, default, help}]. */
+const TABLE = native.optionTable();
+/** Core options Node offers, by their Node name (path is handled here: it may be the SSE path). */
+const CORE = new Map(TABLE.filter((r) => r.node && r.node !== 'path').map((r) => [r.node, r]));
+const PATH_ROW = TABLE.find((r) => r.name === 'path');
 
-const MIN_SECRET = 32;
+const JS_ONLY = ['driver', 'path', 'authorizer', 'listen', 'sse', 'onConnect', 'onDisconnect', 'onClientEvent'];
+const KNOWN = new Set([...JS_ONLY, ...CORE.keys()]);
+
+const MIN_SECRET = TABLE.find((r) => r.name === 'auth_secret').min;
 const PATH_RE = /^\/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*$/;
 
 function isSet(v) {
   return v !== undefined && v !== null && v !== '';
 }
 
-function integer(options, name, { min = 0, max = 2 ** 31 - 1, def }) {
-  const v = options[name];
-  if (!isSet(v)) return def;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-    throw optionError(`option ${name} must be an integer between ${min} and ${max} (got ${String(v)})`);
+/** A core option's value as the text vx_options_set parses; only the JS type is checked here. */
+function coreText(row, value) {
+  switch (row.type) {
+    case 'uint':
+    case 'size':
+      if (typeof value !== 'number') {
+        throw optionError(`option ${row.node} must be a number from ${row.min} to ${row.max} (got ${typeof value})`);
+      }
+      return String(value);
+    case 'bool':
+      if (typeof value !== 'boolean') throw optionError(`option ${row.node} must be true or false (got ${typeof value})`);
+      return value ? '1' : '0';
+    default:
+      if (typeof value !== 'string') throw optionError(`option ${row.node} must be a string (got ${typeof value})`);
+      return value;
   }
-  return v;
+}
+
+/** Throws the core's refusal of `settings` ({name: text}), if any, with its code. */
+function checkCore(settings) {
+  const bad = native.checkOptions(settings);
+  if (bad) throw optionError(`option ${bad.message}`, bad.code);
 }
 
 function hook(options, name) {
@@ -51,21 +54,6 @@ function hook(options, name) {
   if (fn === undefined || fn === null) return null;
   if (typeof fn !== 'function') throw optionError(`option ${name} must be a function`);
   return fn;
-}
-
-function checkRedis(url) {
-  if (typeof url !== 'string') throw optionError('option redis must be a redis:// or rediss:// URL string');
-  let parsed;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw optionError(`option redis is not a valid URL: ${JSON.stringify(url)} (expected redis://host:port)`);
-  }
-  if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
-    throw optionError(`option redis must use redis:// or rediss:// (got ${parsed.protocol}//)`);
-  }
-  if (!parsed.hostname) throw optionError(`option redis has no host: ${JSON.stringify(url)}`);
-  return url;
 }
 
 function checkListen(listen) {
@@ -85,7 +73,12 @@ function checkListen(listen) {
 }
 
 function checkPath(name, path) {
-  if (typeof path !== 'string' || path.length > 200 || !PATH_RE.test(path) || (path.length > 1 && path.endsWith('/'))) {
+  if (
+    typeof path !== 'string' ||
+    path.length > PATH_ROW.max ||
+    !PATH_RE.test(path) ||
+    (path.length > 1 && path.endsWith('/'))
+  ) {
     throw optionError(
       `option ${name} must be an absolute URL path like '/ws' (no query, no trailing slash; got ${JSON.stringify(path)})`,
     );
@@ -139,77 +132,38 @@ function normalizeOptions(options) {
   }
   const ssePath = driver === 'sse' ? path : checkSse(options.sse, path);
 
-  let authSecret = null;
-  if (isSet(options.authSecret)) {
-    if (typeof options.authSecret !== 'string') throw optionError('option authSecret must be a string');
-    if (options.authSecret.length < MIN_SECRET) {
-      throw optionError(
-        `option authSecret must be at least ${MIN_SECRET} characters (got ${options.authSecret.length})`,
-        'ESECRET',
-      );
-    }
-    authSecret = options.authSecret;
-  }
-
   if (options.authorizer !== undefined && options.authorizer !== null && typeof options.authorizer !== 'function') {
     throw optionError('option authorizer must be a function (channel, request) => result');
   }
 
-  const redis = isSet(options.redis) ? checkRedis(options.redis) : null;
-  if (isSet(options.redisPrefix) && typeof options.redisPrefix !== 'string') {
-    throw optionError('option redisPrefix must be a string');
+  // The core options, as text by name; the core checks them all now, so a bad one throws at
+  // the call (eventsPlugin(), getEvents()), not when the instance is made.
+  const settings = {};
+  if (wsPath) settings.path = wsPath;
+  if (ssePath) settings.sse_path = ssePath;
+  for (const [name, row] of CORE) {
+    if (isSet(options[name])) settings[name] = coreText(row, options[name]);
   }
+  checkCore(settings);
 
-  const normalized = {
+  return {
     driver,
     path,
     wsPath,
     ssePath,
-    redis,
-    redisPrefix: isSet(options.redisPrefix) ? options.redisPrefix : undefined,
-    redisBacklogMax: integer(options, 'redisBacklogMax', { min: 1, max: 2 ** 40, def: undefined }),
-    redisConnectTimeout: integer(options, 'redisConnectTimeout', { min: 1, max: 3600000, def: undefined }),
-    authSecret,
+    settings,
+    authSecret: isSet(options.authSecret) ? options.authSecret : null,
     authorizer: options.authorizer || defaultAuthorizer,
-    pingInterval: integer(options, 'pingInterval', { def: 30000 }),
-    maxPayloadSize: integer(options, 'maxPayloadSize', { min: 1, max: 2 ** 40, def: 1048576 }),
-    heartbeatInterval: integer(options, 'heartbeatInterval', { def: 15000 }),
-    retryInterval: integer(options, 'retryInterval', { def: 3000 }),
-    maxSendQueue: integer(options, 'maxSendQueue', { min: 1, max: 2 ** 40, def: undefined }),
-    maxConnections: integer(options, 'maxConnections', { min: 1, def: undefined }),
-    maxChannelsPerConnection: integer(options, 'maxChannelsPerConnection', { min: 1, def: undefined }),
-    clientEventsPerSecond: integer(options, 'clientEventsPerSecond', { def: undefined }),
-    maxMemberSize: integer(options, 'maxMemberSize', { min: 1, max: 2 ** 31 - 1, def: undefined }),
-    maxPresenceMembers: integer(options, 'maxPresenceMembers', { min: 1, def: undefined }),
     onConnect: hook(options, 'onConnect'),
     onDisconnect: hook(options, 'onDisconnect'),
     onClientEvent: hook(options, 'onClientEvent'),
     listen: checkListen(options.listen),
   };
-
-  return normalized;
 }
 
 /** What the core needs to create an instance. `report(err)` receives what a hook throws. */
 function coreOptions(o, report = defaultReport, log = null, logLevel = 1) {
-  const c = { pingInterval: o.pingInterval, maxPayload: o.maxPayloadSize };
-  if (o.wsPath) c.path = o.wsPath;
-  if (o.ssePath) {
-    c.ssePath = o.ssePath;
-    c.heartbeatInterval = o.heartbeatInterval;
-    c.retryInterval = o.retryInterval;
-  }
-  if (o.maxSendQueue !== undefined) c.maxSendQueue = o.maxSendQueue;
-  if (o.maxConnections !== undefined) c.maxConnections = o.maxConnections;
-  if (o.maxChannelsPerConnection !== undefined) c.maxChannelsPerConnection = o.maxChannelsPerConnection;
-  for (const k of ['clientEventsPerSecond', 'maxMemberSize', 'maxPresenceMembers']) {
-    if (o[k] !== undefined) c[k] = o[k];
-  }
-  if (o.authSecret) c.authSecret = o.authSecret;
-  if (o.redis) c.redisUrl = o.redis;
-  if (o.redisPrefix !== undefined) c.redisPrefix = o.redisPrefix;
-  if (o.redisBacklogMax !== undefined) c.redisBacklogMax = o.redisBacklogMax;
-  if (o.redisConnectTimeout !== undefined) c.redisConnectTimeout = o.redisConnectTimeout;
+  const c = { settings: { ...o.settings } };
   // Hooks run on the JS thread from the core's thread-safe function: a throwing hook must
   // not become an uncaught exception of the whole process.
   const guard = (fn) => (...args) => {
@@ -229,7 +183,7 @@ function coreOptions(o, report = defaultReport, log = null, logLevel = 1) {
   }
   if (log) {
     c.onLog = guard(log);
-    c.logLevel = logLevel;
+    c.settings.log_level = String(logLevel);
   }
   return c;
 }
@@ -249,4 +203,9 @@ function channelType(name) {
   return 'public';
 }
 
-module.exports = { normalizeOptions, coreOptions, channelType, defaultAuthorizer, MIN_SECRET };
+/** The core's rule for a socket id (1 to 64 of A-Z a-z 0-9 . - _), from the addon. */
+function socketIdValid(id) {
+  return typeof id === 'string' && native.socketIdValid(id);
+}
+
+module.exports = { normalizeOptions, coreOptions, channelType, defaultAuthorizer, socketIdValid, TABLE, MIN_SECRET };

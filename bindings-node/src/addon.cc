@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <deque>
 #include <set>
 #include <string>
 #include <vector>
@@ -159,6 +160,118 @@ std::string Str(const Napi::Value& v) {
   return v.As<Napi::String>().Utf8Value();
 }
 
+// ---- options: the core's table, applied by name ------------------------------------
+
+const char* TypeName(int type) {
+  switch (type) {
+    case VX_OPT_UINT: return "uint";
+    case VX_OPT_SIZE: return "size";
+    case VX_OPT_BOOL: return "bool";
+    case VX_OPT_LEVEL: return "level";
+    case VX_OPT_PATH: return "path";
+    case VX_OPT_SECRET: return "secret";
+    case VX_OPT_REDIS: return "redis";
+    default: return "string";
+  }
+}
+
+// Apply {name: text} with vx_options_set, in order; the first refusal stops it (its message
+// in `err`). The texts are kept in `keep` (a deque: its elements never move) until vx_new.
+int ApplySettings(const Napi::Value& v, vx_options* opts, std::deque<std::string>& keep, char* err,
+                  size_t errlen) {
+  if (!v.IsObject()) {
+    snprintf(err, errlen, "settings must be an object");
+    return VX_EINVAL;
+  }
+  Napi::Object settings = v.As<Napi::Object>();
+  Napi::Array names = settings.GetPropertyNames();
+  for (uint32_t i = 0; i < names.Length(); i++) {
+    std::string name = names.Get(i).ToString().Utf8Value();
+    Napi::Value value = settings.Get(name);
+    if (!value.IsString()) {
+      snprintf(err, errlen, "%s must be given as text to the core", name.c_str());
+      return VX_EINVAL;
+    }
+    keep.push_back(Str(value));
+    int r = vx_options_set(opts, name.c_str(), keep.back().c_str(), err, errlen);
+    if (r < 0) return r;
+  }
+  return 0;
+}
+
+void Wipe(std::deque<std::string>& keep) {
+  for (std::string& s : keep)
+    if (!s.empty()) memset(&s[0], 0, s.size());
+}
+
+Napi::Error OptionError(Napi::Env env, int code, const char* message) {
+  Napi::Error err = Napi::TypeError::New(env, std::string("vxevents: option ") + message);
+  err.Set("code", Napi::String::New(env, vx_err_name(code)));
+  return err;
+}
+
+// optionTable() -> [{name, node, python, type, min, max, default}]: the core's options table
+// (lib/options.cjs validates against it; the tests check index.d.ts declares every row).
+Napi::Value OptionTable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t n = 0;
+  const vx_option_info* t = vx_option_table(&n);
+  Napi::Array rows = Napi::Array::New(env, n);
+  for (size_t i = 0; i < n; i++) {
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("name", t[i].name);
+    r.Set("node", t[i].node ? Napi::Value(Napi::String::New(env, t[i].node)) : env.Null());
+    r.Set("python", t[i].python ? Napi::Value(Napi::String::New(env, t[i].python)) : env.Null());
+    r.Set("flag", t[i].flag);
+    r.Set("type", TypeName(t[i].type));
+    r.Set("min", Napi::Number::New(env, (double)t[i].min));
+    r.Set("max", Napi::Number::New(env, (double)t[i].max));
+    Napi::Value def;
+    switch (t[i].type) {
+      case VX_OPT_UINT:
+      case VX_OPT_SIZE:
+      case VX_OPT_LEVEL:
+        def = Napi::Number::New(env, (double)t[i].default_number);
+        break;
+      case VX_OPT_BOOL:
+        def = Napi::Boolean::New(env, t[i].default_number != 0);
+        break;
+      default:
+        def = t[i].default_string ? Napi::Value(Napi::String::New(env, t[i].default_string)) : env.Null();
+    }
+    r.Set("default", def);
+    r.Set("help", t[i].help);
+    rows.Set((uint32_t)i, r);
+  }
+  return rows;
+}
+
+// checkOptions({name: text}) -> null, or {code, message} from vx_options_set / vx_options_check:
+// what `new Events` would refuse, found before any instance exists.
+Napi::Value CheckOptions(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  vx_options opts;
+  vx_options_init(&opts);
+  std::deque<std::string> keep;
+  char err[512] = "";
+  int r = ApplySettings(info[0], &opts, keep, err, sizeof err);
+  if (r == 0) r = vx_options_check(&opts, err, sizeof err);
+  Wipe(keep);
+  if (r == 0) return env.Null();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("code", vx_err_name(r));
+  o.Set("message", err);
+  return o;
+}
+
+// socketIdValid(id) -> the core's rule for a socket id (what vx_sign accepts).
+Napi::Value SocketIdValid(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) return Napi::Boolean::New(env, false);
+  std::string id = Str(info[0]);
+  return Napi::Boolean::New(env, vx_socket_id_valid(id.data(), id.size()) != 0);
+}
+
 class Events : public Napi::ObjectWrap<Events> {
  public:
   static void CallJs(Napi::Env env, Napi::Function, Events* self, Op* op);
@@ -183,37 +296,22 @@ class Events : public Napi::ObjectWrap<Events> {
                        });
   }
 
-  // new Events({path, pingInterval, maxPayload, maxSendQueue, maxConnections,
-  //             maxChannelsPerConnection, authSecret, apiKey}) — normalized by lib/.
+  // new Events({settings: {name: text}, onConnect, ..., onLog}) — built by lib/options.cjs.
+  // Every core option is applied by its table name through vx_options_set, so the bounds,
+  // the defaults and the error text are the core's.
   explicit Events(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Events>(info) {
     Napi::Env env = info.Env();
     vx_options opts;
     vx_options_init(&opts);
     Napi::Object o = info[0].As<Napi::Object>();
-    std::string path, secret, api_key;
-    if (o.Has("path")) {
-      path = Str(o.Get("path"));
-      opts.path = path.c_str();
+    std::deque<std::string> keep;  // the values vx_options_set borrows, until vx_new copies them
+    char err[512];
+    int bad = o.Has("settings") ? ApplySettings(o.Get("settings"), &opts, keep, err, sizeof err) : 0;
+    if (bad < 0) {
+      Wipe(keep);
+      OptionError(env, bad, err).ThrowAsJavaScriptException();
+      return;
     }
-    if (o.Has("pingInterval")) opts.ping_interval_ms = o.Get("pingInterval").As<Napi::Number>().Uint32Value();
-    if (o.Has("maxPayload")) opts.max_payload = (size_t)o.Get("maxPayload").As<Napi::Number>().Int64Value();
-    if (o.Has("maxSendQueue")) opts.max_send_queue = (size_t)o.Get("maxSendQueue").As<Napi::Number>().Int64Value();
-    if (o.Has("maxConnections")) opts.max_connections = o.Get("maxConnections").As<Napi::Number>().Uint32Value();
-    if (o.Has("maxChannelsPerConnection"))
-      opts.max_channels_per_conn = o.Get("maxChannelsPerConnection").As<Napi::Number>().Uint32Value();
-    if (o.Has("authSecret")) {
-      secret = Str(o.Get("authSecret"));
-      opts.auth_secret = secret.c_str();
-    }
-    if (o.Has("apiKey")) {
-      api_key = Str(o.Get("apiKey"));
-      opts.api_key = api_key.c_str();
-    }
-    if (o.Has("clientEventsPerSecond"))
-      opts.client_events_per_sec = o.Get("clientEventsPerSecond").As<Napi::Number>().Uint32Value();
-    if (o.Has("maxMemberSize")) opts.max_member_size = (size_t)o.Get("maxMemberSize").As<Napi::Number>().Int64Value();
-    if (o.Has("maxPresenceMembers"))
-      opts.max_presence_members = o.Get("maxPresenceMembers").As<Napi::Number>().Uint32Value();
 
     // The thread-safe function exists before the core so hooks can use it from the start.
     tsfn_ = Tsfn::New(env, "vxevents", 0, 1, this);
@@ -240,35 +338,14 @@ class Events : public Napi::ObjectWrap<Events> {
       on_authorize_ = Napi::Persistent(o.Get("onAuthorize").As<Napi::Function>());
       opts.authorize = OnAuthorize;
     }
-    std::string redis_url, redis_prefix;
-    if (o.Has("redisUrl")) {
-      redis_url = Str(o.Get("redisUrl"));
-      opts.redis_url = redis_url.c_str();
-    }
-    if (o.Has("redisPrefix")) {
-      redis_prefix = Str(o.Get("redisPrefix"));
-      opts.redis_prefix = redis_prefix.c_str();
-    }
-    if (o.Has("redisBacklogMax"))
-      opts.redis_backlog_max = (size_t)o.Get("redisBacklogMax").As<Napi::Number>().Int64Value();
-    if (o.Has("redisConnectTimeout"))
-      opts.redis_connect_timeout_ms = o.Get("redisConnectTimeout").As<Napi::Number>().Uint32Value();
-    std::string sse_path;
-    if (o.Has("ssePath")) {
-      sse_path = Str(o.Get("ssePath"));
-      opts.sse_path = sse_path.c_str();
-    }
-    if (o.Has("heartbeatInterval"))
-      opts.heartbeat_interval_ms = o.Get("heartbeatInterval").As<Napi::Number>().Uint32Value();
-    if (o.Has("retryInterval")) opts.retry_interval_ms = o.Get("retryInterval").As<Napi::Number>().Uint32Value();
     if (o.Has("onLog") && o.Get("onLog").IsFunction()) {
       on_log_ = Napi::Persistent(o.Get("onLog").As<Napi::Function>());
       opts.on_log = OnLog;
-      if (o.Has("logLevel")) opts.log_level = o.Get("logLevel").As<Napi::Number>().Int32Value();
     }
     int r = vx_new(&ev_, &opts);
-    // The secret is copied by vx_new; do not keep a second copy in this process's heap.
-    if (!secret.empty()) memset(&secret[0], 0, secret.size());
+    // The strings (the secret among them) are copied by vx_new; do not keep a second copy in
+    // this process's heap.
+    Wipe(keep);
     if (r < 0) {
       ev_ = nullptr;
       has_tsfn_ = false;
@@ -682,6 +759,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   d->ctor = Napi::Persistent(ctor);
   exports.Set("Events", ctor);
   exports.Set("errName", Napi::Function::New<ErrName>(env, "errName"));
+  exports.Set("optionTable", Napi::Function::New<OptionTable>(env, "optionTable"));
+  exports.Set("checkOptions", Napi::Function::New<CheckOptions>(env, "checkOptions"));
+  exports.Set("socketIdValid", Napi::Function::New<SocketIdValid>(env, "socketIdValid"));
   exports.Set("version", Napi::String::New(env, VX_VERSION_STRING));
   return exports;
 }

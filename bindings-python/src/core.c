@@ -605,30 +605,57 @@ static PyObject *Core_get_closed(CoreObject *self, void *unused) {
   return PyBool_FromLong(!self->ev || self->closed || atomic_load(&self->closing));
 }
 
-static long long opt_ll(long long v, long long dflt) { return v < 0 ? dflt : v; }
+/* Raise the core's refusal of an option: its own message, as exc_from_code's type. */
+static PyObject *raise_option(core_state *st, int code, const char *message) {
+  PyObject *exc = exc_from_code(st, code, message);
+  if (exc) {
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+  }
+  return NULL;
+}
 
-/* Core(*, path=None, ping_interval=-1, ...): every option normalized by the Python layer;
- * -1 / None mean the core's default. */
+/* Apply {name: text} with vx_options_set (the core's one parser and validator), then
+ * vx_options_check. The texts are borrowed from the dict, which outlives vx_new. */
+static int apply_options(core_state *st, PyObject *options, vx_options *o) {
+  char err[512] = "";
+  if (options && options != Py_None) {
+    if (!PyDict_Check(options)) {
+      PyErr_SetString(PyExc_TypeError, "options must be a dict of str to str");
+      return -1;
+    }
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(options, &pos, &key, &value)) {
+      if (!PyUnicode_Check(key) || !PyUnicode_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "options must be a dict of str to str");
+        return -1;
+      }
+      const char *name = PyUnicode_AsUTF8(key), *text = PyUnicode_AsUTF8(value);
+      if (!name || !text)
+        return -1;
+      int r = vx_options_set(o, name, text, err, sizeof err);
+      if (r < 0) {
+        raise_option(st, r, err);
+        return -1;
+      }
+    }
+  }
+  int r = vx_options_check(o, err, sizeof err);
+  if (r < 0) {
+    raise_option(st, r, err);
+    return -1;
+  }
+  return 0;
+}
+
+/* Core(*, options={name: text}, authorize=None, log=None, on_client_event=None): every core
+ * option by its table name (the Python layer turns values into text), checked by the core. */
 static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-  static char *kwlist[] = {"path", "ping_interval", "max_payload", "max_send_queue",
-                           "max_connections", "max_channels_per_connection", "api_key",
-                           "auth_secret", "authorize", "client_events_per_sec",
-                           "max_member_size", "max_presence_members", "log", "log_level",
-                           "on_client_event", "sse_path", "heartbeat_interval",
-                           "retry_interval", "redis_url", "redis_prefix", "redis_backlog_max",
-                           "redis_connect_timeout", NULL};
-  const char *path = NULL, *api_key = NULL, *secret = NULL;
-  long long ping = -1, max_payload = -1, max_sendq = -1, max_conn = -1, max_ch = -1, cev = -1,
-            max_member = -1, max_members = -1;
-  PyObject *authorize = Py_None, *log = Py_None, *client_event = Py_None;
-  const char *sse_path = NULL, *redis_url = NULL, *redis_prefix = NULL;
-  long long heartbeat = -1, retry = -1, backlog = -1, connect_timeout = -1;
-  int log_level = -1;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "|$zLLLLLzzOLLLOiOzLLzzLL:Core", kwlist, &path, &ping,
-                                   &max_payload, &max_sendq, &max_conn, &max_ch, &api_key, &secret,
-                                   &authorize, &cev, &max_member, &max_members, &log, &log_level,
-                                   &client_event, &sse_path, &heartbeat, &retry, &redis_url,
-                                   &redis_prefix, &backlog, &connect_timeout))
+  static char *kwlist[] = {"options", "authorize", "log", "on_client_event", NULL};
+  PyObject *options = Py_None, *authorize = Py_None, *log = Py_None, *client_event = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|$OOOO:Core", kwlist, &options, &authorize, &log,
+                                   &client_event))
     return NULL;
   if (client_event != Py_None && !PyCallable_Check(client_event))
     return PyErr_Format(PyExc_TypeError, "on_client_event must be callable or None");
@@ -637,6 +664,11 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   if (authorize != Py_None && !PyCallable_Check(authorize))
     return PyErr_Format(PyExc_TypeError, "authorize must be callable or None");
 
+  vx_options o;
+  vx_options_init(&o);
+  if (apply_options(PyType_GetModuleState(type), options, &o) < 0)
+    return NULL;
+
   CoreObject *self = (CoreObject *)type->tp_alloc(type, 0);
   if (!self)
     return NULL;
@@ -644,39 +676,15 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   if (authorize != Py_None)
     self->authorize = Py_NewRef(authorize);
 
-  vx_options o;
-  vx_options_init(&o);
-  if (path)
-    o.path = path;
-  o.ping_interval_ms = (uint32_t)opt_ll(ping, o.ping_interval_ms);
-  o.max_payload = (size_t)opt_ll(max_payload, (long long)o.max_payload);
-  o.max_send_queue = (size_t)opt_ll(max_sendq, (long long)o.max_send_queue);
-  o.max_connections = (uint32_t)opt_ll(max_conn, o.max_connections);
-  o.max_channels_per_conn = (uint32_t)opt_ll(max_ch, o.max_channels_per_conn);
-  o.api_key = api_key;
-  o.auth_secret = secret;
-  o.client_events_per_sec = (uint32_t)opt_ll(cev, o.client_events_per_sec);
-  o.max_member_size = (size_t)opt_ll(max_member, (long long)o.max_member_size);
-  o.max_presence_members = (uint32_t)opt_ll(max_members, o.max_presence_members);
   if (self->authorize)
     o.authorize = on_authorize;
   if (client_event != Py_None) {
     self->client_event = Py_NewRef(client_event);
     o.on_client_event = on_client_event;
   }
-  o.sse_path = sse_path;
-  o.heartbeat_interval_ms = (uint32_t)opt_ll(heartbeat, o.heartbeat_interval_ms);
-  o.retry_interval_ms = (uint32_t)opt_ll(retry, o.retry_interval_ms);
-  o.redis_url = redis_url;
-  if (redis_prefix)
-    o.redis_prefix = redis_prefix;
-  o.redis_backlog_max = (size_t)opt_ll(backlog, (long long)o.redis_backlog_max);
-  o.redis_connect_timeout_ms = (uint32_t)opt_ll(connect_timeout, o.redis_connect_timeout_ms);
   if (log != Py_None) {
     self->log = Py_NewRef(log);
     o.on_log = on_log;
-    if (log_level >= 0)
-      o.log_level = log_level;
   }
   o.hook_data = self;
 
@@ -812,8 +820,64 @@ static PyObject *mod_strerror(PyObject *m, PyObject *arg) {
   return PyUnicode_FromString(vx_strerror((int)code));
 }
 
+static const char *type_name(int type) {
+  switch (type) {
+  case VX_OPT_UINT:
+    return "uint";
+  case VX_OPT_SIZE:
+    return "size";
+  case VX_OPT_BOOL:
+    return "bool";
+  case VX_OPT_LEVEL:
+    return "level";
+  case VX_OPT_PATH:
+    return "path";
+  case VX_OPT_SECRET:
+    return "secret";
+  case VX_OPT_REDIS:
+    return "redis";
+  default:
+    return "string";
+  }
+}
+
+/* option_table() -> [{name, python, node, flag, type, min, max, default, help}]: the core's
+ * options table, which vxevents/__init__.py offers and the tests hold the stubs to. */
+static PyObject *mod_option_table(PyObject *m, PyObject *unused) {
+  (void)m;
+  (void)unused;
+  size_t n = 0;
+  const vx_option_info *t = vx_option_table(&n);
+  PyObject *list = PyList_New((Py_ssize_t)n);
+  if (!list)
+    return NULL;
+  for (size_t i = 0; i < n; i++) {
+    int is_num = t[i].type == VX_OPT_UINT || t[i].type == VX_OPT_SIZE || t[i].type == VX_OPT_LEVEL;
+    PyObject *def = t[i].type == VX_OPT_BOOL ? PyBool_FromLong(t[i].default_number != 0)
+                    : is_num ? PyLong_FromUnsignedLongLong(t[i].default_number)
+                    : t[i].default_string ? PyUnicode_FromString(t[i].default_string)
+                                          : Py_NewRef(Py_None);
+    PyObject *row = def ? Py_BuildValue("{s:s,s:z,s:z,s:s,s:s,s:K,s:K,s:O,s:s}", "name", t[i].name,
+                                        "python", t[i].python, "node", t[i].node, "flag", t[i].flag,
+                                        "type", type_name(t[i].type), "min",
+                                        (unsigned long long)t[i].min, "max",
+                                        (unsigned long long)t[i].max, "default", def, "help",
+                                        t[i].help)
+                        : NULL;
+    Py_XDECREF(def);
+    if (!row) {
+      Py_DECREF(list);
+      return NULL;
+    }
+    PyList_SET_ITEM(list, (Py_ssize_t)i, row);
+  }
+  return list;
+}
+
 static PyMethodDef module_methods[] = {
     {"strerror", mod_strerror, METH_O, "strerror(code) -> the core's description"},
+    {"option_table", mod_option_table, METH_NOARGS,
+     "option_table() -> the core's options table, one dict per option"},
     {NULL, NULL, 0, NULL}};
 
 static int module_exec(PyObject *m) {

@@ -66,7 +66,6 @@ EventsError = VxError
 
 log = logging.getLogger("vxevents")
 
-MIN_SECRET_LENGTH = 32
 
 
 class Channel(NamedTuple):
@@ -247,8 +246,6 @@ def _weak_hook(obj: Any, method: str) -> Callable[..., None]:
 
     return hook
 
-_CORE_LEVELS = {"error": _core.LOG_ERROR, "warn": _core.LOG_WARN, "info": _core.LOG_INFO,
-                "debug": _core.LOG_DEBUG}
 _PY_LEVELS = {_core.LOG_ERROR: logging.ERROR, _core.LOG_WARN: logging.WARNING,
               _core.LOG_INFO: logging.INFO, _core.LOG_DEBUG: logging.DEBUG}
 core_log = logging.getLogger("vxevents.core")
@@ -259,82 +256,65 @@ def _core_log(level: int, message: str) -> None:
     core_log.log(_PY_LEVELS.get(level, logging.INFO), "%s", message)
 
 
+#: The core's options table: one dict per option (name, python, node, type, min, max,
+#: default, help), the same table as ``vxevents-server --help``.
+OPTION_TABLE: list[dict[str, Any]] = _core.option_table()
+_CORE_OPTIONS = {row["python"]: row for row in OPTION_TABLE if row["python"]}
+MIN_SECRET_LENGTH: int = next(r["min"] for r in OPTION_TABLE if r["name"] == "auth_secret")
+
+
+def _core_text(row: dict[str, Any], value: Any) -> str:
+    """A core option's value as the text the core parses; only the Python type is checked
+    here (TypeError), the value by the core (VxValueError, a ValueError)."""
+    name, kind = row["python"], row["type"]
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+        return "1" if value else "0"
+    if kind in ("uint", "size"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        return str(value)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    return value
+
+
 class Events:
     """The events manager: broadcasts and queries on one libvxevents instance."""
 
-    _OPTION_NAMES = {
-        "path", "ping_interval", "max_payload", "max_payload_size", "max_send_queue",
-        "max_connections", "max_channels_per_connection", "api_key", "auth_secret",
-        "authorizer", "client_events_per_sec", "max_member_size", "max_presence_members",
-        "driver", "redis", "redis_prefix", "authorizer_workers", "log_level",
-        "sse_path", "heartbeat_interval", "retry_interval", "on_client_event",
-        "redis_backlog_max", "redis_connect_timeout",
-    }
+    #: Options of the Python layer alone; every other option is a row of the core's table.
+    _PYTHON_ONLY = {"driver", "authorizer", "authorizer_workers", "on_client_event",
+                    "max_payload_size"}
+    _OPTION_NAMES = _PYTHON_ONLY | set(_CORE_OPTIONS)
 
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - self._OPTION_NAMES
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-        redis = options.get("redis")
-        if redis is not None and (not isinstance(redis, str)
-                                  or not redis.startswith("redis://")):
-            raise ValueError("redis must be a URL like redis://[[user]:password@]host[:port][/db]"
-                             " (rediss:// is not supported yet)")
-        redis_prefix = options.get("redis_prefix")
-        if redis_prefix is not None and (not isinstance(redis_prefix, str) or not redis_prefix):
-            raise ValueError("redis_prefix must be a non-empty str")
         driver = options.get("driver") or "ws"
         if driver not in ("ws", "sse"):
             raise ValueError(f"driver must be 'ws' or 'sse', not {driver!r}")
+        if options.get("max_payload") is None and options.get("max_payload_size") is not None:
+            options["max_payload"] = options["max_payload_size"]
         path = options.get("path")
         sse_path = options.get("sse_path")
-        for name, value in (("path", path), ("sse_path", sse_path)):
-            if value is not None and (not isinstance(value, str) or not value.startswith("/")):
-                raise ValueError(f"{name} must be a str starting with '/'")
         if driver == "sse":
             # As in Node: `path` names the SSE endpoint (default /events). The core keeps
             # serving WebSocket on its own default path beside it.
             if sse_path is not None and path is not None and sse_path != path:
                 raise ValueError("with driver='sse' give path or sse_path, not both")
-            sse_path, path = sse_path or path or "/events", None
-        if sse_path is not None and sse_path == (path or "/ws"):
-            raise ValueError("sse_path must differ from the WebSocket path")
-        secret = options.get("auth_secret")
-        if secret is not None:
-            if not isinstance(secret, str):
-                raise TypeError("auth_secret must be a str")
-            if len(secret) < MIN_SECRET_LENGTH:
-                raise VxValueError(
-                    f"auth_secret must be at least {MIN_SECRET_LENGTH} characters "
-                    f"(got {len(secret)})")
+            options["sse_path"], options["path"] = sse_path or path or "/events", None
         authorizer = options.get("authorizer")
         if authorizer is not None and not callable(authorizer):
             raise TypeError("authorizer must be a callable (sync or async)")
         on_client_event = options.get("on_client_event")
         if on_client_event is not None and not callable(on_client_event):
             raise TypeError("on_client_event must be a callable (sync or async)")
-        ints = {}
-        for name in ("ping_interval", "max_payload", "max_send_queue", "max_connections",
-                     "max_channels_per_connection", "client_events_per_sec", "max_member_size",
-                     "max_presence_members", "heartbeat_interval", "retry_interval",
-                     "redis_backlog_max", "redis_connect_timeout"):
-            value = options.get(name)
-            if name == "max_payload" and value is None:
-                value = options.get("max_payload_size")
-            if value is None:
-                ints[name] = -1
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int")
-            if value >= 2**32 and name not in ("max_payload", "max_send_queue", "max_member_size",
-                                               "redis_backlog_max"):
-                raise ValueError(f"{name} is too large")
-            if name == "redis_connect_timeout" and not 1 <= value <= 3_600_000:
-                raise ValueError("redis_connect_timeout must be 1 to 3600000 ms")
-            ints[name] = value
-        api_key = options.get("api_key")
-        if api_key is not None and not isinstance(api_key, str):
-            raise TypeError("api_key must be a str")
+        # The core options, as text by name: the core parses and checks them (bounds, the
+        # secret's length, the Redis URL...) and its message is the error's.
+        settings = {name: _core_text(row, options[name]) for name, row in _CORE_OPTIONS.items()
+                    if options.get(name) is not None}
 
         self._authorizer = authorizer
         self._on_client_event = on_client_event
@@ -350,17 +330,8 @@ class Events:
         client_event = (_weak_hook(self, "_dispatch_client_event")
                         if on_client_event is not None else None)
 
-        log_level = options.get("log_level")
-        if log_level is None:
-            core_level = -1  # the core's default: warnings and errors
-        elif log_level in _CORE_LEVELS:
-            core_level = _CORE_LEVELS[log_level]
-        else:
-            raise ValueError("log_level must be one of 'error', 'warn', 'info', 'debug'")
-        self._core = _core.Core(path=path, api_key=api_key, auth_secret=secret,
-                                authorize=dispatch, log=_core_log, log_level=core_level,
-                                on_client_event=client_event, sse_path=sse_path,
-                                redis_url=redis, redis_prefix=redis_prefix, **ints)
+        self._core = _core.Core(options=settings, authorize=dispatch, log=_core_log,
+                                on_client_event=client_event)
         _live.add(self)
 
     # ---- authorization -------------------------------------------------------------
@@ -644,8 +615,11 @@ def events_plugin(**options: Any) -> EventsServer:
     auth_secret, authorizer, ping_interval / heartbeat_interval / retry_interval (ms),
     max_payload (alias max_payload_size), max_send_queue, max_connections,
     max_channels_per_connection, api_key, client_events_per_sec, on_client_event,
-    max_member_size, max_presence_members, log_level, authorizer_workers. Options are
-    checked here: a too-short ``auth_secret`` raises VxValueError mentioning 32."""
+    max_member_size, max_presence_members, compression, sse_history, redis, redis_prefix,
+    redis_backlog_max, redis_connect_timeout, log_level, authorizer_workers. Options are
+    checked here, by the core's options table (``OPTION_TABLE``: the bounds and defaults of
+    ``vxevents-server --help``): a too-short ``auth_secret`` raises VxValueError mentioning
+    32; a wrong Python type raises TypeError."""
     return EventsServer(**options)
 
 

@@ -15,6 +15,8 @@ __version__: str
 CORE_VERSION: str
 EventsError = VxError
 MIN_SECRET_LENGTH: int
+#: The core's options table (bounds, defaults, help), as ``vxevents-server --help`` shows it.
+OPTION_TABLE: list[dict[str, Any]]
 
 class Channel(NamedTuple):
     name: str
@@ -70,6 +72,7 @@ class EventsOptions(TypedDict, total=False):
     redis: Optional[str]
     redis_prefix: str
     redis_backlog_max: int
+    redis_connect_timeout: int
     auth_secret: Optional[str]
     authorizer: Optional[Authorizer]
     authorizer_workers: int
@@ -83,6 +86,8 @@ class EventsOptions(TypedDict, total=False):
     client_events_per_sec: int
     max_member_size: int
     max_presence_members: int
+    compression: bool
+    sse_history: int
     log_level: Optional[Literal["error", "warn", "info", "debug"]]
 
 class Events:
@@ -98,7 +103,8 @@ class Events:
                  max_send_queue: int = ..., max_connections: int = ...,
                  max_channels_per_connection: int = ..., api_key: Optional[str] = ...,
                  client_events_per_sec: int = ..., max_member_size: int = ...,
-                 max_presence_members: int = ...,
+                 max_presence_members: int = ..., compression: bool = ...,
+                 sse_history: int = ...,
                  log_level: Optional[Literal["error", "warn", "info", "debug"]] = ...) -> None: ...
     @property
     def closed(self) -> bool: ...

@@ -20,6 +20,7 @@ class VxValueError(VxError, ValueError): ...
 class VxClosedError(VxError): ...
 
 def strerror(code: int) -> str: ...
+def option_table() -> list[dict[str, Any]]: ...
 
 _Callback = Optional[Callable[[Any], None]]
 _Dispatcher = Callable[[int, int, Optional[str], Optional[str], Optional[str], Optional[str],
@@ -27,18 +28,11 @@ _Dispatcher = Callable[[int, int, Optional[str], Optional[str], Optional[str], O
 
 @final
 class Core:
-    def __new__(cls, *, path: Optional[str] = ..., ping_interval: int = ...,
-                max_payload: int = ..., max_send_queue: int = ..., max_connections: int = ...,
-                max_channels_per_connection: int = ..., api_key: Optional[str] = ...,
-                auth_secret: Optional[str] = ..., authorize: Optional[_Dispatcher] = ...,
-                client_events_per_sec: int = ..., max_member_size: int = ...,
-                max_presence_members: int = ...,
-                log: Optional[Callable[[int, str], None]] = ..., log_level: int = ...,
-                on_client_event: Optional[Callable[[str, str, str, bytes], None]] = ...,
-                sse_path: Optional[str] = ..., heartbeat_interval: int = ...,
-                retry_interval: int = ..., redis_url: Optional[str] = ...,
-                redis_prefix: Optional[str] = ..., redis_backlog_max: int = ...,
-                redis_connect_timeout: int = ...) -> "Core": ...
+    def __new__(cls, *, options: Optional[dict[str, str]] = ...,
+                authorize: Optional[_Dispatcher] = ...,
+                log: Optional[Callable[[int, str], None]] = ...,
+                on_client_event: Optional[Callable[[str, str, str, bytes], None]] = ...
+                ) -> "Core": ...
     @property
     def closed(self) -> bool: ...
     def listen(self, host: str, port: int) -> int: ...

@@ -237,6 +237,11 @@ VX_EXTERN int vx_broadcast_many(vx_events *ev, const char *const *channels, size
                                 const char *event, const char *data, size_t data_len,
                                 const char *except_id);
 
+/* 1 when `id` (`len` bytes) is a socket id the core accepts (what vx_sign and the auth and
+ * SSE subscribe routes take: 1 to 64 of A-Z a-z 0-9 . - _), else 0. For the bindings, which
+ * check a socket id before asking the host's authorizer. */
+VX_EXTERN int vx_socket_id_valid(const char *id, size_t len);
+
 /* Sign a channel subscription: writes "socketId:hex(HMAC-SHA256(secret,
  * socketId:channel[:channel_data]))" and a NUL into `out` (`out_len` >= 200 + 66 + the
  * socket id's length is always enough). Synchronous and thread-safe: it touches only the

@@ -282,3 +282,6 @@ int vx_options_check(const vx_options *o, char *err, size_t errlen) {
     return fail(err, errlen, VX_EINVAL, "sse_path must differ from path ('%s')", o->path);
   return 0;
 }
+
+/* The public face of the socket-id rule (auth.c), for the bindings' routes. */
+int vx_socket_id_valid(const char *id, size_t len) { return id && vx__socket_id_valid(id, len); }

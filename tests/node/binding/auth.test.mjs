@@ -94,6 +94,22 @@ describe('private and presence channels', () => {
     assert.equal((await postJson(`${ctx.base}/ws/auth`, '{nope', asUser(ALICE))).status, 400);
   });
 
+  test('answers_400_to_a_socket_id_the_core_refuses_before_any_authorizer', async () => {
+    // The core's rule (vx_socket_id_valid): 1 to 64 of A-Z a-z 0-9 . - _. The route applies it
+    // first, so a public channel or a refusing authorizer does not hide a bad id.
+    const bad = ['a'.repeat(65), 'a b', 'id!', 'é'];
+    for (const socketId of bad) {
+      for (const [channel, headers] of [['orders', {}], ['private-x', {}], ['private-x', asUser(ALICE)]]) {
+        const res = await postJson(`${ctx.base}/ws/auth`, { socketId, channel }, headers);
+        assert.equal(res.status, 400, `${JSON.stringify(socketId)} on ${channel}`);
+        assert.match(res.body.error, /socketId must be 1 to 64/);
+      }
+    }
+    const ok = await postJson(`${ctx.base}/ws/auth`, { socketId: 'a'.repeat(64), channel: 'private-x' }, asUser(ALICE));
+    assert.equal(ok.status, 200);
+    assert.match(ok.body.auth, /^a{64}:[0-9a-f]{64}$/);
+  });
+
   test('refuses_token_of_another_socket', async () => {
     const a = await connect(ctx.wsUrl);
     const b = await connect(ctx.wsUrl);

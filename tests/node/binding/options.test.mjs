@@ -26,9 +26,19 @@ test('treats_unset_env_values_as_absent', () => {
   assert.equal(typeof eventsPlugin({ driver: 'ws', path: '/ws', redis: undefined, authSecret: undefined }), 'function');
 });
 
-test('refuses_bad_redis_url', () => {
-  throwsWith(() => eventsPlugin({ redis: 'not a url' }), /redis is not a valid URL/);
-  throwsWith(() => eventsPlugin({ redis: 'http://localhost:6379' }), /redis:\/\/ or rediss:\/\//);
+test('refuses_bad_redis_url_with_the_cores_message', () => {
+  throwsWith(() => eventsPlugin({ redis: 'not a url' }), /option redis must look like redis:\/\//, 'EINVAL');
+  throwsWith(() => eventsPlugin({ redis: 'http://localhost:6379' }), /option redis must look like redis:\/\//, 'EINVAL');
+});
+
+test('refuses_rediss_at_the_call_as_the_core_does', async () => {
+  // The core has no TLS to Redis: rediss:// is refused here, not accepted and then failing.
+  throwsWith(() => eventsPlugin({ redis: 'rediss://localhost:6379' }), /rediss:\/\/ is not supported yet/, 'EINVAL');
+  await assert.rejects(getEvents({ redis: 'rediss://localhost:6379' }), (err) => {
+    assert.equal(err.code, 'EINVAL');
+    assert.match(err.message, /option redis .*rediss:\/\/ is not supported yet/);
+    return true;
+  });
 });
 
 test('accepts_redis_urls_and_reports_tls_listen_as_not_supported_yet', () => {

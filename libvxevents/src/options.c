@@ -211,11 +211,12 @@ static int check_one(const vx_options *o, const vx_option_info *t, const char *s
     if (t->type == VX_OPT_PATH && (s[0] != '/' || strpbrk(s, "?# \r\n")))
       return fail(err, errlen, VX_EINVAL,
                   "%s must start with '/' and contain no '?', '#' or spaces: '%s'", shown, s);
+    /* The URL is not echoed: it may hold a password. */
     if (t->type == VX_OPT_REDIS && vx__redis_url_valid(s) != 0)
       return fail(err, errlen, VX_EINVAL,
                   "%s must look like redis://[[user]:password@]host[:port][/db] (rediss:// is not "
-                  "supported yet): '%s'",
-                  shown, s);
+                  "supported yet); the value given (not shown) does not",
+                  shown);
     return 0;
   }
   uint64_t v = get_num(o, t);

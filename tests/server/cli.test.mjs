@@ -72,6 +72,11 @@ test('bad_option_values_from_flags_or_environment_name_the_option', T, () => {
     assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, want, args.join(' '));
   }
+  // A Redis URL may carry a password: a refused one is never repeated.
+  const secret = run(['--redis', 'http://user:hunter2-secret@x']);
+  assert.equal(secret.status, 2);
+  assert.match(secret.stderr, /--redis must look like redis:\/\//);
+  assert.ok(!secret.stderr.includes('hunter2'), secret.stderr);
   const env = spawnSync(SERVER_BIN, [], { encoding: 'utf8', timeout: ms(5000), env: { ...process.env, VX_MAX_CONNECTIONS: '0' } });
   assert.equal(env.status, 2, env.stderr);
   assert.match(env.stderr, /--max-connections must be 1 to 10000000, not '0'/);

@@ -43,6 +43,8 @@
 #include <string.h>
 #include <strings.h>
 
+typedef struct vx_redis vx_redis;
+
 /* ---- hiredis on our libuv loop ----
  * A small adapter of our own rather than hiredis's bundled one: that one ignores a poll
  * error status, so a refused connect (EPOLLERR) is never reported and reconnection
@@ -245,6 +247,17 @@ static const char *const scripts[S_COUNT] = {SCRIPT_ADD,       SCRIPT_SET,  SCRI
                                              SCRIPT_BEAT,      SCRIPT_LEAVE_ALL,
                                              SCRIPT_JOIN,      SCRIPT_LEAVE};
 
+/* What this backplane knows of a channel open on this instance: its own record, so that it
+ * never reads the hub's. */
+enum { RS_NONE = 0, RS_SUBSCRIBING, RS_SUBSCRIBED };
+typedef struct rchan {
+  uint32_t acks;  /* SUBSCRIBE replies still on their way */
+  uint32_t count; /* local subscribers (what the count scripts register) */
+  uint8_t state;  /* RS_* */
+  size_t n;
+  char name[];    /* NUL-terminated; the key of r->chans */
+} rchan;
+
 struct vx_redis {
   vx_events *ev;
   char host[256];
@@ -273,7 +286,7 @@ struct vx_redis {
   uint64_t refused;    /* PUBLISHes answered with an error, broadcasts made after close */
   uint64_t drain_deadline;
   rquery *queries, *queries_tail;
-  vx_map acks; /* key -> outstanding SUBSCRIBE replies (as intptr_t) */
+  vx_map chans; /* channel name -> rchan: every channel open here (channel_open) */
   char sha[S_COUNT][41];
 };
 
@@ -433,7 +446,7 @@ static void payload_write(vx_redis *r, char *d, const char *event, size_t elen, 
 
 /* Any thread: reads only options that never change after vx_new. Must equal what
  * vx__redis_publish holds for the same broadcast. */
-size_t vx__redis_cost(vx_events *ev, const char *const *channels, size_t n, const char *event,
+static size_t vx__redis_cost(vx_events *ev, const char *const *channels, size_t n, const char *event,
                       size_t dlen, const char *except) {
   size_t plen = payload_len(event, strlen(event), dlen, 0, except);
   size_t pre = strlen(ev->opts.redis_prefix ? ev->opts.redis_prefix : "vx") + 4;
@@ -443,7 +456,7 @@ size_t vx__redis_cost(vx_events *ev, const char *const *channels, size_t n, cons
   return total;
 }
 
-bool vx__redis_reserve(vx_events *ev, size_t cost) {
+static bool vx__redis_reserve(vx_events *ev, size_t cost) {
   size_t cur = atomic_load(&ev->redis_backlog);
   do {
     if (cur + cost > ev->opts.redis_backlog_max)
@@ -452,7 +465,7 @@ bool vx__redis_reserve(vx_events *ev, size_t cost) {
   return true;
 }
 
-void vx__redis_release(vx_events *ev, size_t cost) {
+static void vx__redis_release(vx_events *ev, size_t cost) {
   if (cost)
     atomic_fetch_sub(&ev->redis_backlog, cost);
 }
@@ -523,10 +536,10 @@ static void requeue_sent(vx_redis *r) {
   r->shead = r->stail = NULL;
 }
 
-int vx__redis_publish(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
+static int vx__redis_publish(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                       const char *event, size_t elen, const char *data, size_t dlen,
                       const char *cmark, size_t cmlen, const char *except, size_t reserved) {
-  vx_redis *r = ev->redis;
+  vx_redis *r = ev->bp.state;
   if (!r || r->closing) {
     /* Redis never started (out of memory) or is being closed: nothing can reach it. Not
      * silent: counted with what close reports. */
@@ -587,39 +600,51 @@ int vx__redis_publish(vx_events *ev, const char *const *channels, const size_t *
 
 static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv);
 
-static void subscribe_key(vx_redis *r, const char *name, size_t n) {
+static void subscribe_key(vx_redis *r, rchan *c) {
   char key[64 + 4 + VX_CHANNEL_MAX];
-  size_t kl = channel_key(r, name, n, key);
-  intptr_t want = (intptr_t)vx__map_get(&r->acks, name, n);
-  /* The map borrows its keys: the channel's name lives as long as the channel, and the
-   * entry is dropped with the channel (vx__redis_channel_gone). */
-  vx_channel *ch = vx__map_get(&r->ev->channels, name, n);
-  if (!ch)
-    return;
-  vx__map_put(&r->acks, ch->name, n, (void *)(want + 1));
-  ch->rstate = VX_RS_SUBSCRIBING;
+  size_t kl = channel_key(r, c->name, c->n, key);
+  c->acks++;
+  c->state = RS_SUBSCRIBING;
   redisAsyncCommand(r->sub.ac, on_sub_reply, NULL, "SUBSCRIBE %b", key, kl);
 }
 
-bool vx__redis_channel_new(vx_events *ev, vx_channel *ch) {
-  vx_redis *r = ev->redis;
-  if (!r || r->closing || !r->sub.ready)
-    return false; /* acknowledged at once: local delivery only until Redis is back */
-  subscribe_key(r, ch->name, ch->name_len);
-  return true;
-}
-
-void vx__redis_channel_gone(vx_events *ev, vx_channel *ch) {
-  vx_redis *r = ev->redis;
+static void channel_open(vx_events *ev, const char *name, size_t n) {
+  vx_redis *r = ev->bp.state;
   if (!r)
     return;
-  vx__map_del(&r->acks, ch->name, ch->name_len);
+  rchan *c = calloc(1, sizeof *c + n + 1);
+  if (c) {
+    memcpy(c->name, name, n);
+    c->n = n;
+  }
+  if (!c || vx__map_put(&r->chans, c->name, n, c) != 0) {
+    free(c);
+    vx__log(ev, VX_LOG_ERROR, "redis: out of memory: channel served locally only");
+    return;
+  }
+  /* Not ready or closing: acknowledged at once, local delivery only until Redis is back. */
+  if (!r->closing && r->sub.ready)
+    subscribe_key(r, c);
+}
+
+static void channel_close(vx_events *ev, const char *name, size_t n) {
+  vx_redis *r = ev->bp.state;
+  if (!r)
+    return;
+  free(vx__map_del(&r->chans, name, n));
   if (r->sub.ready && !r->closing) {
     char key[64 + 4 + VX_CHANNEL_MAX];
-    size_t kl = channel_key(r, ch->name, ch->name_len, key);
+    size_t kl = channel_key(r, name, n, key);
     redisAsyncCommand(r->sub.ac, NULL, NULL, "UNSUBSCRIBE %b", key, kl);
   }
 }
+
+static bool channel_ready(vx_events *ev, const char *name, size_t n) {
+  vx_redis *r = ev->bp.state;
+  rchan *c = r ? vx__map_get(&r->chans, name, n) : NULL;
+  return !c || c->state != RS_SUBSCRIBING;
+}
+
 static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv) {
   (void)priv;
   rconn *rc = ac->data;
@@ -636,18 +661,17 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv) {
     return;
   const char *name = key + pre;
   size_t n = kl - pre;
-  vx_channel *ch = vx__map_get(&r->ev->channels, name, n);
+  rchan *ch = vx__map_get(&r->chans, name, n);
   if (strcmp(kind, "subscribe") == 0) {
     if (!ch)
       return;
-    intptr_t want = (intptr_t)vx__map_get(&r->acks, name, n);
-    if (want > 1) {
-      vx__map_put(&r->acks, ch->name, n, (void *)(want - 1));
+    if (ch->acks > 1) {
+      ch->acks--;
       return; /* a later SUBSCRIBE of the same key is still on its way */
     }
-    vx__map_del(&r->acks, name, n);
-    ch->rstate = VX_RS_SUBSCRIBED;
-    vx__node_channel_ready(r->ev, ch);
+    ch->acks = 0;
+    ch->state = RS_SUBSCRIBED;
+    r->ev->bp.h->channel_ready(r->ev, ch->name, ch->n);
   } else if (strcmp(kind, "message") == 0 && rep->element[2]->type == REDIS_REPLY_STRING) {
     const char *p = rep->element[2]->str;
     size_t pl = rep->element[2]->len;
@@ -681,12 +705,9 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv) {
         xlen += uvl;
       }
     }
-    if (cJSON_IsString(ej)) {
-      const char *names[1] = {ch->name};
-      size_t lens[1] = {ch->name_len};
-      vx__hub_deliver(r->ev, names, lens, 1, ej->valuestring, strlen(ej->valuestring), d, dl,
-                      extra, xlen, cJSON_IsString(xj) ? xj->valuestring : NULL);
-    }
+    if (cJSON_IsString(ej))
+      r->ev->bp.h->deliver(r->ev, ch->name, ch->n, ej->valuestring, strlen(ej->valuestring), d,
+                           dl, extra, xlen, cJSON_IsString(xj) ? xj->valuestring : NULL);
     cJSON_Delete(ej);
     cJSON_Delete(xj);
   }
@@ -811,11 +832,9 @@ static void on_connect(const redisAsyncContext *cac, int status) {
   if (rc->is_sub) {
     /* Every channel with local subscribers, again (after an outage they were being served
      * locally only). */
-    for (uint32_t i = 0; i < r->ev->channels.cap; i++) {
-      vx_channel *ch = r->ev->channels.slots[i].key ? r->ev->channels.slots[i].val : NULL;
-      if (ch)
-        subscribe_key(r, ch->name, ch->name_len);
-    }
+    for (uint32_t i = 0; i < r->chans.cap; i++)
+      if (r->chans.slots[i].key)
+        subscribe_key(r, r->chans.slots[i].val);
   } else {
     load_scripts(r); /* and the first heartbeat, whose answer registers this instance */
     if (r->qhead) {
@@ -851,12 +870,12 @@ static void on_disconnect(const redisAsyncContext *cac, int status) {
           rc->is_sub ? "subscriber" : "commands", status == REDIS_OK ? "closed" : ac->errstr);
   if (rc->is_sub) {
     /* Channels are served locally until the subscriber is back; nobody waits for an ack. */
-    vx__map_free(&r->acks);
-    for (uint32_t i = 0; i < r->ev->channels.cap; i++) {
-      vx_channel *ch = r->ev->channels.slots[i].key ? r->ev->channels.slots[i].val : NULL;
+    for (uint32_t i = 0; i < r->chans.cap; i++) {
+      rchan *ch = r->chans.slots[i].key ? r->chans.slots[i].val : NULL;
       if (ch) {
-        ch->rstate = VX_RS_NONE;
-        vx__node_channel_ready(r->ev, ch);
+        ch->acks = 0;
+        ch->state = RS_NONE;
+        r->ev->bp.h->channel_ready(r->ev, ch->name, ch->n);
       }
     }
   }
@@ -926,7 +945,7 @@ static void retry_cb(uv_timer_t *t) {
 
 static void query_timer_cb(uv_timer_t *t);
 
-int vx__redis_start(vx_events *ev) {
+static int vx__redis_start(vx_events *ev) {
   vx_redis *r = calloc(1, sizeof *r);
   if (!r)
     return VX_ENOMEM;
@@ -965,7 +984,7 @@ int vx__redis_start(vx_events *ev) {
     for (unsigned k = 0; k < 20; k++)
       snprintf(r->sha[i] + 2 * k, 3, "%02x", md[k]);
   }
-  ev->redis = r;
+  ev->bp.state = r;
   /* An IP literal connects at once; a name is resolved off the loop first. */
   struct sockaddr_in6 a6;
   struct sockaddr_in a4;
@@ -984,8 +1003,8 @@ int vx__redis_start(vx_events *ev) {
  * (nothing arriving matters any more); the backlog is published, over a connection made
  * for it if need be, and this instance leaves the cluster view; then `cmd` disconnects
  * gracefully. An instance with nothing to publish is done as soon as its contexts are. */
-void vx__redis_stop(vx_events *ev, uint32_t grace_ms) {
-  vx_redis *r = ev->redis;
+static void vx__redis_stop(vx_events *ev, uint32_t grace_ms) {
+  vx_redis *r = ev->bp.state;
   if (!r || r->closing)
     return;
   r->closing = true;
@@ -1029,8 +1048,8 @@ static void close_handles(vx_redis *r) {
     uv_cancel((uv_req_t *)&r->gai);
 }
 
-bool vx__redis_done(vx_events *ev) {
-  vx_redis *r = ev->redis;
+static bool vx__redis_done(vx_events *ev) {
+  vx_redis *r = ev->bp.state;
   if (!r)
     return true;
   if (r->cmd.ac || r->sub.ac)
@@ -1041,15 +1060,15 @@ bool vx__redis_done(vx_events *ev) {
   return !r->resolving; /* a cancelled name lookup still calls back */
 }
 
-bool vx__redis_overdue(vx_events *ev) {
-  vx_redis *r = ev->redis;
+static bool vx__redis_overdue(vx_events *ev) {
+  vx_redis *r = ev->bp.state;
   return r && r->closing && !r->forced && uv_now(&ev->loop) >= r->drain_deadline;
 }
 
 /* The grace is over with Redis still not done: drop the connections. Replies still
  * pending come back NULL; their broadcasts are counted as not published. */
-void vx__redis_force(vx_events *ev) {
-  vx_redis *r = ev->redis;
+static void vx__redis_force(vx_events *ev) {
+  vx_redis *r = ev->bp.state;
   if (!r)
     return;
   r->closing = true;
@@ -1065,8 +1084,8 @@ void vx__redis_force(vx_events *ev) {
   close_handles(r);
 }
 
-uint64_t vx__redis_unpublished(vx_events *ev) {
-  vx_redis *r = ev->redis;
+static uint64_t vx__redis_unpublished(vx_events *ev) {
+  vx_redis *r = ev->bp.state;
   if (!r)
     return 0;
   uint64_t n = r->refused;
@@ -1077,8 +1096,8 @@ uint64_t vx__redis_unpublished(vx_events *ev) {
   return n;
 }
 
-void vx__redis_free(vx_events *ev) {
-  vx_redis *r = ev->redis;
+static void vx__redis_free(vx_events *ev) {
+  vx_redis *r = ev->bp.state;
   if (!r)
     return;
   qmsg *lists[2] = {r->qhead, r->shead};
@@ -1094,11 +1113,14 @@ void vx__redis_free(vx_events *ev) {
     r->queries = q->next;
     free(q);
   }
-  vx__map_free(&r->acks);
+  for (uint32_t i = 0; i < r->chans.cap; i++)
+    if (r->chans.slots[i].key)
+      free(r->chans.slots[i].val);
+  vx__map_free(&r->chans);
   free(r->user);
   free(r->password);
   free(r);
-  ev->redis = NULL;
+  ev->bp.state = NULL;
 }
 
 /* ---- cluster-wide counts ---- */
@@ -1130,8 +1152,11 @@ static void run_script(vx_redis *r, int which, redisCallbackFn *cb, void *priv, 
 }
 
 /* The local subscriber count of a channel changed by delta. */
-void vx__redis_count(vx_events *ev, const char *name, size_t n, int delta) {
-  vx_redis *r = ev->redis;
+static void count(vx_events *ev, const char *name, size_t n, int delta) {
+  vx_redis *r = ev->bp.state;
+  rchan *c = r ? vx__map_get(&r->chans, name, n) : NULL;
+  if (c)
+    c->count += (uint32_t)delta;
   if (!r || !r->synced || r->closing)
     return; /* registered in full once the heartbeat answers */
   run_script(r, S_ADD, NULL, NULL, name, n, delta > 0 ? "1" : "-1");
@@ -1139,12 +1164,12 @@ void vx__redis_count(vx_events *ev, const char *name, size_t n, int delta) {
 
 static void register_all(vx_redis *r) {
   char v[24];
-  for (uint32_t i = 0; i < r->ev->channels.cap; i++) {
-    vx_channel *ch = r->ev->channels.slots[i].key ? r->ev->channels.slots[i].val : NULL;
+  for (uint32_t i = 0; i < r->chans.cap; i++) {
+    rchan *ch = r->chans.slots[i].key ? r->chans.slots[i].val : NULL;
     if (!ch)
       continue;
-    snprintf(v, sizeof v, "%u", ch->nsubs);
-    run_script(r, S_SET, NULL, NULL, ch->name, ch->name_len, v);
+    snprintf(v, sizeof v, "%u", ch->count);
+    run_script(r, S_SET, NULL, NULL, ch->name, ch->n, v);
   }
 }
 
@@ -1352,8 +1377,8 @@ static void query_timer_cb(uv_timer_t *t) {
 
 /* A count/has/channels/members query for the whole cluster. Never answered from the local
  * view: it waits (up to redis_connect_timeout_ms) until this instance is registered. */
-void vx__redis_query(vx_events *ev, int kind, const char *name, void *cb, void *data) {
-  vx_redis *r = ev->redis;
+static void vx__redis_query(vx_events *ev, int kind, const char *name, void *cb, void *data) {
+  vx_redis *r = ev->bp.state;
   if (!r || r->closing) {
     query_answer_error(kind, cb, data, r ? VX_ECLOSED : VX_EUNAVAILABLE);
     return;
@@ -1415,18 +1440,15 @@ static void on_members(redisAsyncContext *ac, void *reply, void *priv) {
   pctx *p = priv;
   redisReply *rep = reply;
   vx_events *ev = p->ev;
-  size_t n = strlen(p->channel), ml = 0;
+  size_t ml = 0;
   char *members = rep && rep->type == REDIS_REPLY_ARRAY ? members_array(rep, &ml) : NULL;
-  if (!members) /* Redis went away: the joining client gets the members known here */
-    members = vx__hub_members_json(ev, p->channel, n, &ml);
-  vx_conn *c = vx__map_get(&ev->sockets, p->socket_id, VX_SOCKET_ID_LEN);
-  if (c && !vx_has(c, VXC_F_CLOSED) && vx__hub_is_subscribed(c, p->channel, n) && members)
-    vx__node_sub_reply(c, p->channel, n, NULL, members, ml);
+  /* Without a list (Redis went away) the joining client gets the members known here. */
+  ev->bp.h->members(ev, p->socket_id, p->channel, strlen(p->channel), members, ml);
   free(members);
   free(p);
 }
 
-static int presence_script(vx_redis *r, int which, const char *ch, size_t cn, vx_member *m,
+static int presence_script(vx_redis *r, int which, const char *ch, size_t cn, const vx_member *m,
                            const char *except, bool quiet, redisCallbackFn *cb, void *priv) {
   char pm[64 + 5 + VX_CHANNEL_MAX + 260], pi[64 + 8 + VX_CHANNEL_MAX], ip[96],
       ck[64 + 4 + VX_CHANNEL_MAX], entry[VX_CHANNEL_MAX + 260], ex[40];
@@ -1446,45 +1468,46 @@ static int presence_script(vx_redis *r, int which, const char *ch, size_t cn, vx
 }
 
 static bool presence_ready(vx_events *ev) {
-  return ev->redis && ev->redis->cmd.ready && ev->redis->sub.ready && !ev->redis->closing;
+  vx_redis *r = ev->bp.state;
+  return r && r->cmd.ready && r->sub.ready && !r->closing;
 }
 
 /* A connection joined a presence channel. With Redis up, the cluster takes over: the
  * script registers the member (publishing member_added if the user is new everywhere) and
  * answers with every member, from which the connection's subscription_succeeded is built.
- * Returns false when Redis is down (local presence only). */
-bool vx__redis_presence_join(vx_events *ev, vx_channel *ch, vx_member *m, vx_conn *c,
-                             bool new_locally) {
-  if (!presence_ready(ev))
-    return false;
-  vx_redis *r = ev->redis;
-  pctx *p = calloc(1, sizeof *p);
-  if (!p)
-    return false;
-  p->ev = ev;
-  memcpy(p->socket_id, c->id, VX_SOCKET_ID_LEN + 1);
-  memcpy(p->channel, ch->name, ch->name_len + 1);
-  int rc;
-  if (new_locally) {
-    rc = presence_script(r, S_JOIN, ch->name, ch->name_len, m, c->id, false, on_members, p);
-  } else {
-    char pi[64 + 8 + VX_CHANNEL_MAX];
-    snprintf(pi, sizeof pi, "%s:pinfo:%s", r->prefix, ch->name);
-    rc = redisAsyncCommand(r->cmd.ac, on_members, p, "HVALS %s", pi);
+ * Returns false when Redis is down (local presence only: the members known here answer at
+ * once). */
+static bool presence_join(vx_events *ev, const char *name, size_t n, const vx_member *m,
+                          const char *socket_id, bool new_locally) {
+  vx_redis *r = ev->bp.state;
+  pctx *p = presence_ready(ev) ? calloc(1, sizeof *p) : NULL;
+  int rc = REDIS_ERR;
+  if (p) {
+    p->ev = ev;
+    memcpy(p->socket_id, socket_id, VX_SOCKET_ID_LEN + 1);
+    memcpy(p->channel, name, n + 1);
+    if (new_locally) {
+      rc = presence_script(r, S_JOIN, name, n, m, socket_id, false, on_members, p);
+    } else {
+      char pi[64 + 8 + VX_CHANNEL_MAX];
+      snprintf(pi, sizeof pi, "%s:pinfo:%s", r->prefix, name);
+      rc = redisAsyncCommand(r->cmd.ac, on_members, p, "HVALS %s", pi);
+    }
   }
   if (rc != REDIS_OK) {
     free(p);
+    ev->bp.h->members(ev, socket_id, name, n, NULL, 0);
     return false;
   }
   return true;
 }
 
-/* The last local connection of member m left channel ch. */
-bool vx__redis_presence_leave(vx_events *ev, vx_channel *ch, vx_member *m) {
-  vx_redis *r = ev->redis;
+/* The last local connection of member m left channel `name`. */
+static bool presence_leave(vx_events *ev, const char *name, size_t n, const vx_member *m) {
+  vx_redis *r = ev->bp.state;
   if (!r || !r->cmd.ready || r->closing)
     return false; /* at shutdown the instance left the cluster view in one go */
-  presence_script(r, S_LEAVE, ch->name, ch->name_len, m, NULL, false, NULL, NULL);
+  presence_script(r, S_LEAVE, name, n, m, NULL, false, NULL, NULL);
   return presence_ready(ev);
 }
 
@@ -1492,15 +1515,34 @@ bool vx__redis_presence_leave(vx_events *ev, vx_channel *ch, vx_member *m) {
  * instances' subscribers still know them), or `loud` after this instance was reaped (they
  * saw member_removed and are owed member_added, sent to everyone, this instance's own
  * subscribers included, for each member the cluster does not have). */
-static void register_presence(vx_redis *r, bool loud) {
-  for (uint32_t i = 0; i < r->ev->channels.cap; i++) {
-    vx_channel *ch = r->ev->channels.slots[i].key ? r->ev->channels.slots[i].val : NULL;
-    if (!ch)
-      continue;
-    for (uint32_t j = 0; j < ch->members.cap; j++) {
-      vx_member *m = ch->members.slots[j].key ? ch->members.slots[j].val : NULL;
-      if (m)
-        presence_script(r, S_JOIN, ch->name, ch->name_len, m, NULL, !loud, NULL, NULL);
-    }
-  }
+static void register_member(void *ctx, const char *channel, size_t n, const vx_member *m) {
+  struct { vx_redis *r; bool loud; } *k = ctx;
+  presence_script(k->r, S_JOIN, channel, n, m, NULL, !k->loud, NULL, NULL);
 }
+
+static void register_presence(vx_redis *r, bool loud) {
+  struct { vx_redis *r; bool loud; } k = {r, loud};
+  r->ev->bp.h->each_member(r->ev, register_member, &k);
+}
+
+const vx_backplane_ops vx__backplane_redis = {
+    .name = "redis",
+    .start = vx__redis_start,
+    .stop = vx__redis_stop,
+    .done = vx__redis_done,
+    .overdue = vx__redis_overdue,
+    .force = vx__redis_force,
+    .unpublished = vx__redis_unpublished,
+    .free = vx__redis_free,
+    .cost = vx__redis_cost,
+    .reserve = vx__redis_reserve,
+    .release = vx__redis_release,
+    .publish = vx__redis_publish,
+    .channel_open = channel_open,
+    .channel_close = channel_close,
+    .channel_ready = channel_ready,
+    .count = count,
+    .presence_join = presence_join,
+    .presence_leave = presence_leave,
+    .query = vx__redis_query,
+};

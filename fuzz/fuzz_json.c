@@ -34,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
       size_t hl = ((uint8_t)b->data[1] & 0x7F) == 126 ? 4 : ((uint8_t)b->data[1] & 0x7F) == 127 ? 10 : 2;
       if (!vx__json_valid(b->data + hl, b->len - hl))
         abort();
-      vx_buf *s = vx__sse_from_frame(b, "e", 1, 1, "abcd0123");
+      vx_buf *s = vx__encode_sse("event", b->data + hl, b->len - hl, 1, "abcd0123");
       if (s && memchr(s->data, '\r', s->len))
         abort(); /* SSE lines are LF-only */
       vx__buf_unref(s);

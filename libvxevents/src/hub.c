@@ -3,7 +3,12 @@
  * A channel holds an array of subscription pointers; a subscription knows its index, so
  * joining and leaving are O(1) (swap-remove). A broadcast builds its frame once and
  * queues a reference on every recipient: no allocation per recipient once each
- * connection's queue ring has grown to its working size. */
+ * connection's queue ring has grown to its working size.
+ *
+ * Calls: node -> hub -> the connection's transport (send), and hub -> the backplane's ops
+ * (ev->bp: channel open/close, counts, presence join/leave). The backplane comes back
+ * through the node's handler, which uses vx__hub_deliver, vx__hub_channel and
+ * vx__hub_each_member; the hub never asks which backplane it has. */
 #include "vx_int.h"
 
 #include <stdlib.h>

@@ -129,15 +129,13 @@ static int publish_all(vx_events *ev, const cJSON *const *objs, const char *cons
                        const size_t *rawlens, size_t count) {
   item it;
   size_t cost[VX_BATCH_MAX] = {0}, total = 0;
-  if (ev->opts.redis_url) {
-    for (size_t i = 0; i < count; i++) {
-      item_of(&it, objs[i], raws[i], rawlens[i]);
-      cost[i] = vx__redis_cost(ev, it.names, it.n, it.event, it.dlen, it.except);
-      total += cost[i];
-    }
-    if (!vx__redis_reserve(ev, total))
-      return VX_EBACKLOG;
+  for (size_t i = 0; i < count; i++) {
+    item_of(&it, objs[i], raws[i], rawlens[i]);
+    cost[i] = ev->bp.ops->cost(ev, it.names, it.n, it.event, it.dlen, it.except);
+    total += cost[i];
   }
+  if (!ev->bp.ops->reserve(ev, total))
+    return VX_EBACKLOG;
   int rc = 0;
   for (size_t i = 0; i < count; i++) {
     item_of(&it, objs[i], raws[i], rawlens[i]);

@@ -3,7 +3,12 @@
  * A channel holds an array of subscription pointers; a subscription knows its index, so
  * joining and leaving are O(1) (swap-remove). A broadcast builds its frame once and
  * queues a reference on every recipient: no allocation per recipient once each
- * connection's queue ring has grown to its working size. */
+ * connection's queue ring has grown to its working size.
+ *
+ * Calls: node -> hub -> the connection's transport (send), and hub -> the backplane's ops
+ * (ev->bp: channel open/close, counts, presence join/leave). The backplane comes back
+ * through the node's handler, which uses vx__hub_deliver, vx__hub_channel and
+ * vx__hub_each_member; the hub never asks which backplane it has. */
 #include "vx_int.h"
 
 #include <stdlib.h>
@@ -22,14 +27,14 @@ static vx_channel *channel_get(vx_events *ev, const char *name, size_t n, bool c
     free(ch);
     return NULL;
   }
-  vx__redis_channel_new(ev, ch); /* SUBSCRIBE while the channel has local subscribers */
+  ev->bp.ops->channel_open(ev, ch->name, n); /* the backplane follows it while it is open */
   return ch;
 }
 
 static void channel_drop_if_empty(vx_events *ev, vx_channel *ch) {
   if (ch->nsubs)
     return;
-  vx__redis_channel_gone(ev, ch);
+  ev->bp.ops->channel_close(ev, ch->name, ch->name_len);
   vx__map_del(&ev->channels, ch->name, ch->name_len);
   vx__map_free(&ch->members); /* every member went with its last subscription */
   free(ch->subs);
@@ -128,7 +133,7 @@ static vx_sub *add_sub(vx_conn *c, const char *name, size_t n, int *err) {
   s->idx = ch->nsubs;
   ch->subs[ch->nsubs++] = s;
   c->subs[c->nsubs++] = s;
-  vx__redis_count(ev, ch->name, ch->name_len, +1);
+  ev->bp.ops->count(ev, ch->name, ch->name_len, +1);
   *err = 0;
   return s;
 }
@@ -138,14 +143,14 @@ static void sub_remove(vx_events *ev, vx_sub *s) {
   vx_sub *last = ch->subs[--ch->nsubs];
   ch->subs[s->idx] = last;
   last->idx = s->idx;
-  vx__redis_count(ev, ch->name, ch->name_len, -1);
+  ev->bp.ops->count(ev, ch->name, ch->name_len, -1);
   vx_member *m = s->member;
   free(s->deferred_ack);
   free(s);
   /* The user's last connection on the channel left: everyone else hears it once. */
   if (m && --m->conns == 0) {
     vx__map_del(&ch->members, m->id, m->id_len);
-    if (!vx__redis_presence_leave(ev, ch, m))
+    if (!ev->bp.ops->presence_leave(ev, ch->name, ch->name_len, m))
       member_event(ev, ch, "member_removed", m, NULL);
     free(m);
   }
@@ -190,14 +195,16 @@ vx_member *vx__member_parse(const char *cd, size_t n, const char **err) {
   return m;
 }
 
-/* Takes ownership of `m`. */
+/* Takes ownership of `m`. The joining connection is answered by the backplane's join
+ * (backplane.h: through the node's members handler, now or later). */
 int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member *m,
-                               const char **err, bool *redis_acks) {
+                               const char **err) {
   vx_events *ev = c->ev;
-  *redis_acks = false;
+  const vx_backplane_ops *bp = ev->bp.ops;
   if (vx__hub_is_subscribed(c, name, n)) {
     vx_channel *cur = channel_get(ev, name, n, false);
-    *redis_acks = cur && vx__redis_presence_join(ev, cur, m, c, false);
+    if (cur)
+      bp->presence_join(ev, cur->name, cur->name_len, m, c->id, false);
     free(m);
     return 0;
   }
@@ -219,7 +226,7 @@ int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member
   if (have) {
     free(m);
     m = have;
-    *redis_acks = vx__redis_presence_join(ev, ch, m, c, false);
+    bp->presence_join(ev, ch->name, ch->name_len, m, c->id, false);
   } else {
     if (vx__map_put(&ch->members, m->id, m->id_len, m) != 0) {
       free(m);
@@ -229,10 +236,9 @@ int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member
       return VX_ENOMEM;
     }
     /* A new user: the others hear of it; the joining connection sees itself in the
-     * member list of its subscription_succeeded instead. With Redis, the cluster decides
-     * whether the user is new anywhere and publishes the event to every instance. */
-    *redis_acks = vx__redis_presence_join(ev, ch, m, c, true);
-    if (!*redis_acks)
+     * member list of its subscription_succeeded instead. A cluster backplane decides
+     * whether the user is new anywhere and announces it to every instance itself. */
+    if (!bp->presence_join(ev, ch->name, ch->name_len, m, c->id, true))
       member_event(ev, ch, "member_added", m, c);
   }
   m->conns++;
@@ -330,6 +336,26 @@ int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *le
     vx__conn_process_doomed(ev);
   }
   return 0;
+}
+
+vx_channel *vx__hub_channel(vx_events *ev, const char *name, size_t n) {
+  return channel_get(ev, name, n, false);
+}
+
+void vx__hub_each_member(vx_events *ev,
+                         void (*fn)(void *ctx, const char *channel, size_t n,
+                                    const struct vx_member *m),
+                         void *ctx) {
+  for (uint32_t i = 0; i < ev->channels.cap; i++) {
+    vx_channel *ch = ev->channels.slots[i].key ? ev->channels.slots[i].val : NULL;
+    if (!ch)
+      continue;
+    for (uint32_t j = 0; j < ch->members.cap; j++) {
+      vx_member *m = ch->members.slots[j].key ? ch->members.slots[j].val : NULL;
+      if (m)
+        fn(ctx, ch->name, ch->name_len, m);
+    }
+  }
 }
 
 uint64_t vx__hub_count(vx_events *ev, const char *name, size_t n) {

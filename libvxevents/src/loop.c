@@ -278,7 +278,7 @@ static void begin_shutdown(vx_events *ev, vx_cmd *c) {
   }
   uv_timer_stop(&ev->ping_timer);
   uv_timer_stop(&ev->heartbeat_timer);
-  vx__redis_stop(ev, c->grace_ms);
+  ev->bp.ops->stop(ev, c->grace_ms);
   finish_if_done(ev);
 }
 
@@ -301,27 +301,16 @@ static void run_cmd(vx_events *ev, vx_cmd *c) {
       vx__log(ev, VX_LOG_ERROR, "broadcast failed: %s", vx_strerror(r));
     break;
   }
-  /* With Redis these answer for the whole cluster, never from the local view alone: they
-   * wait for the connection, and fail with VX_EUNAVAILABLE when Redis cannot answer. */
+  /* The backplane answers: the local one from the hub, the Redis one for the whole cluster
+   * (waiting for the connection, VX_EUNAVAILABLE when Redis cannot answer). */
   case CMD_COUNT:
-    if (ev->opts.redis_url)
-      vx__redis_query(ev, VX_Q_COUNT, c->channels[0], c->cb, c->cb_data);
-    else
-      ((vx_count_cb)c->cb)(0, vx__hub_count(ev, c->channels[0], strlen(c->channels[0])),
-                           c->cb_data);
+    ev->bp.ops->query(ev, VX_Q_COUNT, c->channels[0], c->cb, c->cb_data);
     break;
   case CMD_HAS:
-    if (ev->opts.redis_url)
-      vx__redis_query(ev, VX_Q_HAS, c->channels[0], c->cb, c->cb_data);
-    else
-      ((vx_count_cb)c->cb)(0, vx__hub_count(ev, c->channels[0], strlen(c->channels[0])) > 0,
-                           c->cb_data);
+    ev->bp.ops->query(ev, VX_Q_HAS, c->channels[0], c->cb, c->cb_data);
     break;
   case CMD_CHANNELS:
-    if (ev->opts.redis_url)
-      vx__redis_query(ev, VX_Q_CHANNELS, NULL, c->cb, c->cb_data);
-    else
-      vx__hub_channels_local(ev, (vx_channels_cb)c->cb, c->cb_data);
+    ev->bp.ops->query(ev, VX_Q_CHANNELS, NULL, c->cb, c->cb_data);
     break;
   case CMD_STATS: {
     vx_stats st = ev->stats;
@@ -333,17 +322,9 @@ static void run_cmd(vx_events *ev, vx_cmd *c) {
   case CMD_CLOSE:
     begin_shutdown(ev, c);
     break;
-  case CMD_MEMBERS: {
-    if (ev->opts.redis_url) {
-      vx__redis_query(ev, VX_Q_MEMBERS, c->channels[0], c->cb, c->cb_data);
-      break;
-    }
-    size_t len = 0;
-    char *json = vx__hub_members_json(ev, c->channels[0], strlen(c->channels[0]), &len);
-    ((vx_json_cb)c->cb)(json ? 0 : VX_ENOMEM, json, json ? len : 0, c->cb_data);
-    free(json);
+  case CMD_MEMBERS:
+    ev->bp.ops->query(ev, VX_Q_MEMBERS, c->channels[0], c->cb, c->cb_data);
     break;
-  }
   case CMD_AUTH_REPLY:
     vx__http_auth_answer(ev, c->auth_id, c->port != 0, c->data, c->event);
     break;
@@ -404,9 +385,9 @@ static void finish_if_done(vx_events *ev) {
       vx__conn_terminate(k);
     }
   }
-  if (vx__redis_overdue(ev))
-    vx__redis_force(ev);
-  if (ev->conns || !vx__redis_done(ev))
+  if (ev->bp.ops->overdue(ev))
+    ev->bp.ops->force(ev);
+  if (ev->conns || !ev->bp.ops->done(ev))
     return;
   /* Everything is closed or closing: release the loop's own handles so uv_run returns
    * once the close callbacks have run. The check handle flushes nothing more. */
@@ -440,8 +421,8 @@ static void thread_main(void *arg) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
-  if (ev->opts.redis_url && vx__redis_start(ev) != 0)
-    vx__log(ev, VX_LOG_ERROR, "redis: cannot start");
+  if (ev->bp.ops->start(ev) != 0)
+    vx__log(ev, VX_LOG_ERROR, "%s: cannot start", ev->bp.ops->name);
   uv_run(&ev->loop, UV_RUN_DEFAULT);
   /* Commands that raced with close are answered now. */
   uv_mutex_lock(&ev->mu);
@@ -455,7 +436,7 @@ static void thread_main(void *arg) {
     c = next;
   }
   uv_loop_close(&ev->loop);
-  uint64_t lost = vx__redis_unpublished(ev);
+  uint64_t lost = ev->bp.ops->unpublished(ev);
   if (lost)
     vx__log(ev, VX_LOG_ERROR, "redis: %llu broadcast(s) accepted before close were not published",
             (unsigned long long)lost);
@@ -543,6 +524,8 @@ int vx_new(vx_events **out, const vx_options *opts) {
     return VX_ENOMEM;
   }
   ev->path_len = strlen(ev->path);
+  ev->bp.ops = ev->redis_url ? &vx__backplane_redis : &vx__backplane_local;
+  ev->bp.h = &vx__node_backplane_handler;
   ev->ping_frame->data[0] = (char)0x89;
   ev->ping_frame->data[1] = 0;
   ev->rnd_pos = sizeof ev->rnd; /* empty: first id fills it */
@@ -669,14 +652,12 @@ int vx_broadcast_many(vx_events *ev, const char *const *channels, size_t n, cons
   /* With Redis the broadcast's room in the backlog is reserved here, exactly, so that it is
    * refused now (and delivered nowhere) rather than after it was accepted. */
   size_t cost = 0;
-  if (ev->opts.redis_url) {
-    cost = vx__redis_cost(ev, channels, n, event, data ? data_len : 4, except_id);
-    if (!vx__redis_reserve(ev, cost))
-      return VX_EBACKLOG;
-  }
+  cost = ev->bp.ops->cost(ev, channels, n, event, data ? data_len : 4, except_id);
+  if (!ev->bp.ops->reserve(ev, cost))
+    return VX_EBACKLOG;
   vx_cmd *c = calloc(1, sizeof *c);
   if (!c) {
-    vx__redis_release(ev, cost);
+    ev->bp.ops->release(ev, cost);
     return VX_ENOMEM;
   }
   c->reserved = cost;
@@ -695,12 +676,12 @@ int vx_broadcast_many(vx_events *ev, const char *const *channels, size_t n, cons
     ok = (c->except = dupz(except_id)) != NULL;
   if (!ok) {
     cmd_free(c);
-    vx__redis_release(ev, cost);
+    ev->bp.ops->release(ev, cost);
     return VX_ENOMEM;
   }
   int r2 = submit(ev, c);
   if (r2)
-    vx__redis_release(ev, cost);
+    ev->bp.ops->release(ev, cost);
   return r2;
 }
 
@@ -838,7 +819,7 @@ void vx_free(vx_events *ev) {
     uv_thread_join(&ev->thread);
   }
   vx__hub_free(ev);
-  vx__redis_free(ev);
+  ev->bp.ops->free(ev);
   vx__sse_history_free(ev);
   vx__deflate_free(ev);
   vx__buf_unref(ev->ping_frame);

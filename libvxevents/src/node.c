@@ -7,8 +7,9 @@
  * broadcasts and client events.
  *
  * Calls go down only: node -> hub (channels, subscriptions, members, local delivery),
- * node -> the connection's transport, node -> the backplane (Redis). The backplane comes
- * back through vx__node_channel_ready and vx__node_sub_reply. */
+ * node -> the connection's transport, node -> the backplane (ev->bp, backplane.h). The
+ * backplane comes back through the handler registered here (vx__node_backplane_handler:
+ * deliver, channel_ready, members, each_member). */
 #include "vx_int.h"
 
 #include <stdio.h>
@@ -54,11 +55,13 @@ void vx__node_sub_reply(vx_conn *c, const char *channel, size_t clen, const char
   vx__str_free(&s);
 }
 
-/* subscription_succeeded goes out now, or, while the channel's Redis SUBSCRIBE is not yet
- * confirmed, when it is (so that nothing published after the ack is missed). */
+/* subscription_succeeded goes out now, or, while the backplane has not confirmed the
+ * channel yet (a Redis SUBSCRIBE on its way), when it has (so that nothing published after
+ * the ack is missed). */
 void vx__node_ack(vx_conn *c, const char *name, size_t n, const char *json, size_t len) {
   vx_sub *s = vx__hub_sub_of(c, name, n);
-  if (s && s->ch->rstate == VX_RS_SUBSCRIBING) {
+  vx_events *ev = c->ev;
+  if (s && !ev->bp.ops->channel_ready(ev, s->ch->name, s->ch->name_len)) {
     char *copy = malloc(len + 1);
     if (copy) {
       memcpy(copy, json, len);
@@ -71,8 +74,10 @@ void vx__node_ack(vx_conn *c, const char *name, size_t n, const char *json, size
   send_ack(c, json, len);
 }
 
-void vx__node_channel_ready(vx_events *ev, vx_channel *ch) {
-  (void)ev;
+static void channel_ready(vx_events *ev, const char *name, size_t n) {
+  vx_channel *ch = vx__hub_channel(ev, name, n);
+  if (!ch)
+    return;
   for (uint32_t i = 0; i < ch->nsubs; i++) {
     vx_sub *s = ch->subs[i];
     if (s->deferred_ack) {
@@ -115,18 +120,40 @@ int vx__node_subscribe(vx_conn *c, const char *name, size_t n, const char *membe
   vx_member *m = vx__member_parse(member, mlen, err);
   if (!m)
     return VX_EINVAL;
-  bool redis_acks = false;
-  int r = vx__hub_subscribe_presence(c, name, n, m, err, &redis_acks);
-  if (r)
-    return r;
-  if (redis_acks)
-    return 0; /* the cluster's member list comes back from Redis with the ack */
-  size_t ml = 0;
-  char *members = vx__hub_members_json(ev, name, n, &ml);
-  vx__node_sub_reply(c, name, n, NULL, members ? members : "[]", members ? ml : 2);
-  free(members);
-  return 0;
+  /* The backplane's join answers the connection, with its members (see members()). */
+  return vx__hub_subscribe_presence(c, name, n, m, err);
 }
+
+/* The members answer of a presence join: the joining connection, if it is still here and
+ * still subscribed, gets subscription_succeeded with the members (NULL: those known
+ * here). */
+static void members(vx_events *ev, const char *socket_id, const char *channel, size_t n,
+                    const char *list, size_t mlen) {
+  char *own = NULL;
+  if (!list) {
+    own = vx__hub_members_json(ev, channel, n, &mlen);
+    list = own;
+  }
+  vx_conn *c = vx__map_get(&ev->sockets, socket_id, VX_SOCKET_ID_LEN);
+  if (c && !vx_has(c, VXC_F_CLOSED) && vx__hub_is_subscribed(c, channel, n))
+    vx__node_sub_reply(c, channel, n, NULL, list ? list : "[]", list ? mlen : 2);
+  free(own);
+}
+
+static int deliver(vx_events *ev, const char *channel, size_t n, const char *event, size_t elen,
+                   const char *data, size_t dlen, const char *extra, size_t xlen,
+                   const char *except) {
+  const char *names[1] = {channel};
+  size_t lens[1] = {n};
+  return vx__hub_deliver(ev, names, lens, 1, event, elen, data, dlen, extra, xlen, except);
+}
+
+const vx_backplane_handler vx__node_backplane_handler = {
+    .deliver = deliver,
+    .channel_ready = channel_ready,
+    .members = members,
+    .each_member = vx__hub_each_member,
+};
 
 void vx__node_subscribe_reply(vx_conn *c, const char *name, size_t n, const char *member,
                               size_t mlen) {
@@ -168,20 +195,19 @@ static size_t client_mark(char *out, const char *uid, size_t uidlen) {
   return n;
 }
 
-/* Redis first: a broadcast it refuses (VX_EBACKLOG) is delivered nowhere, not even here,
- * so a publisher that retries the refusal does not duplicate it for local subscribers. */
+/* The backplane first: a broadcast it refuses (VX_EBACKLOG) is delivered nowhere, not even
+ * here, so a publisher that retries the refusal does not duplicate it for local
+ * subscribers. */
 static int publish(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                    const char *event, size_t elen, const char *data, size_t dlen, bool client,
                    const char *uid, size_t uidlen, const char *except, size_t reserved) {
   char extra[32 + 256], mark[16 + 256];
   size_t xlen = client ? client_extra(extra, uid, uidlen) : 0;
   size_t mlen = client ? client_mark(mark, uid, uidlen) : 0;
-  if (ev->opts.redis_url) {
-    int rc = vx__redis_publish(ev, channels, lens, n, event, elen, data, dlen, mark, mlen,
+  int rc = ev->bp.ops->publish(ev, channels, lens, n, event, elen, data, dlen, mark, mlen,
                                except, reserved);
-    if (rc)
-      return rc;
-  }
+  if (rc)
+    return rc;
   return vx__hub_deliver(ev, channels, lens, n, event, elen, data, dlen, extra, xlen, except);
 }
 

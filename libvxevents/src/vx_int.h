@@ -5,6 +5,7 @@
 #define VX_INT_H
 
 #include "vxevents.h"
+#include "backplane.h"
 #include "transport.h"
 
 #include <http_parser.h>
@@ -112,7 +113,6 @@ vx_buf *vx__envelope_frame(const char *channel, size_t clen, const char *event, 
 /* ---- the instance and its connections ---- */
 
 typedef struct vx_conn vx_conn;
-typedef struct vx_redis vx_redis;
 typedef struct vx_channel vx_channel;
 
 /* A presence member: one per user id per channel, however many connections it has. */
@@ -132,12 +132,9 @@ typedef struct vx_sub {
   uint32_t idx;      /* position in ch->subs */
 } vx_sub;
 
-enum { VX_RS_NONE = 0, VX_RS_SUBSCRIBING, VX_RS_SUBSCRIBED };
-
 struct vx_channel {
   vx_sub **subs;
   uint32_t nsubs, cap;
-  uint8_t rstate;    /* VX_RS_*: Redis SUBSCRIBE state of this channel */
   vx_map members;    /* presence channels: id -> vx_member */
   size_t name_len;
   char name[]; /* NUL-terminated */
@@ -307,10 +304,10 @@ struct vx_events {
   vx_map channels;
   vx_map sockets;
   vx_stats stats;
-  vx_redis *redis;         /* NULL without redis_url */
+  vx_backplane bp;         /* the other instances (backplane.h): local or Redis */
   atomic_size_t redis_backlog; /* bytes of broadcasts Redis has not acknowledged yet, plus
                                   those reserved by callers whose commands are still queued;
-                                  any thread (see vx__redis_reserve) */
+                                  any thread (see the Redis backplane's reserve) */
   vx_pending_auth *pending; /* auth requests waiting for the host, oldest last */
   uint64_t next_auth_id;
   uint64_t sse_seq;        /* id: of SSE events, one per broadcast and channel */
@@ -387,40 +384,6 @@ void vx__hub_free(vx_events *ev);
 int vx__validate_broadcast(const char *const *channels, size_t n, const char *event,
                            const char *data, size_t data_len, const char *except);
 
-/* redis.c */
-int vx__redis_url_valid(const char *url);
-int vx__redis_start(vx_events *ev);
-/* Shutdown began: publish what is left (connecting first if need be), leave the cluster,
- * disconnect; `grace_ms` 0 means redis_connect_timeout_ms. */
-void vx__redis_stop(vx_events *ev, uint32_t grace_ms);
-bool vx__redis_done(vx_events *ev); /* shutdown finished (its handles are then closing) */
-bool vx__redis_overdue(vx_events *ev); /* the grace of vx__redis_stop is over */
-void vx__redis_force(vx_events *ev);
-void vx__redis_free(vx_events *ev);
-uint64_t vx__redis_unpublished(vx_events *ev); /* at the end of shutdown */
-/* Bytes a broadcast takes in the Redis backlog (any thread: reads immutable options). */
-size_t vx__redis_cost(vx_events *ev, const char *const *channels, size_t n, const char *event,
-                      size_t dlen, const char *except);
-/* Reserve `cost` bytes of redis_backlog_max for a broadcast about to be queued as a command
- * (any thread); false: no room (VX_EBACKLOG). vx__redis_release gives them back. */
-bool vx__redis_reserve(vx_events *ev, size_t cost);
-void vx__redis_release(vx_events *ev, size_t cost);
-/* Queue one broadcast to `n` channels for the other instances. `cmark` (may be NULL) is the
- * client-event mark ,"c":{["u":<id>]} of the payload. `reserved` is what the caller
- * reserved (vx__redis_reserve), or 0 to check the bound here. VX_EBACKLOG: nothing was
- * queued. */
-int vx__redis_publish(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
-                      const char *event, size_t elen, const char *data, size_t dlen,
-                      const char *cmark, size_t cmlen, const char *except, size_t reserved);
-bool vx__redis_channel_new(vx_events *ev, vx_channel *ch);
-void vx__redis_channel_gone(vx_events *ev, vx_channel *ch);
-void vx__redis_count(vx_events *ev, const char *name, size_t n, int delta);
-/* A cluster-wide query; the callback always runs (VX_EUNAVAILABLE when Redis cannot answer). */
-enum { VX_Q_COUNT = 0, VX_Q_HAS, VX_Q_CHANNELS, VX_Q_MEMBERS };
-void vx__redis_query(vx_events *ev, int kind, const char *name, void *cb, void *data);
-bool vx__redis_presence_join(vx_events *ev, vx_channel *ch, vx_member *m, vx_conn *c,
-                             bool new_locally);
-bool vx__redis_presence_leave(vx_events *ev, vx_channel *ch, vx_member *m);
 void vx__hub_channels_local(vx_events *ev, vx_channels_cb cb, void *data);
 
 /* hub.c: local delivery (with Redis, also what arrives from other instances) */
@@ -428,6 +391,11 @@ int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *le
                     const char *event, size_t elen, const char *data, size_t dlen,
                     const char *extra, size_t xlen, const char *except);
 vx_sub *vx__hub_sub_of(vx_conn *c, const char *name, size_t n); /* NULL: not subscribed */
+vx_channel *vx__hub_channel(vx_events *ev, const char *name, size_t n); /* NULL: none */
+void vx__hub_each_member(vx_events *ev,
+                         void (*fn)(void *ctx, const char *channel, size_t n,
+                                    const struct vx_member *m),
+                         void *ctx);
 
 /* node.c: the subscribe / unsubscribe / broadcast flow of every entry point */
 /* Subscribe `c` (authorization already decided by the caller) and answer it with
@@ -445,8 +413,8 @@ void vx__node_unsubscribe(vx_conn *c, const char *name, size_t n);
 void vx__node_sub_reply(vx_conn *c, const char *channel, size_t clen, const char *error,
                         const char *members, size_t mlen);
 void vx__node_ack(vx_conn *c, const char *name, size_t n, const char *json, size_t len);
-/* The backplane confirmed `ch` (or gave up on it): deferred acks go out. */
-void vx__node_channel_ready(vx_events *ev, vx_channel *ch);
+/* The way back from the backplane (deliver, channel_ready, members): backplane.h. */
+extern const vx_backplane_handler vx__node_backplane_handler;
 int vx__node_broadcast(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                        const char *event, size_t elen, const char *data, size_t dlen,
                        const char *except);
@@ -475,10 +443,10 @@ bool vx__auth_verify(vx_events *ev, const char *socket_id, const char *channel, 
 /* presence (hub.c) */
 /* Parse signed channel_data into a member; NULL with *err set on bad input. */
 vx_member *vx__member_parse(const char *cdata, size_t n, const char **err);
-/* *redis_acks: the subscription_succeeded (with the cluster's members) will come from
- * Redis; the caller must not send one. */
+/* The subscription_succeeded (with the members) comes from the backplane's join, through
+ * the node's members handler; the caller sends none. */
 int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member *m,
-                               const char **err, bool *redis_acks);
+                               const char **err);
 char *vx__hub_members_json(vx_events *ev, const char *name, size_t n, size_t *len);
 
 /* deflate.c */

@@ -40,6 +40,8 @@ static vx_events *hub_new(void) {
   ev->opts.max_channels_per_conn = 3;
   ev->rnd_pos = sizeof ev->rnd;
   memcpy(ev->sse_tag, "abcdef01", 9);
+  ev->bp.ops = &vx__backplane_local; /* the single-instance backplane, answering from the hub */
+  ev->bp.h = &vx__node_backplane_handler;
   return ev;
 }
 

@@ -312,7 +312,7 @@ int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *le
   vx_conn *skip = NULL;
   if (except && strlen(except) == VX_SOCKET_ID_LEN)
     skip = vx__map_get(&ev->sockets, except, VX_SOCKET_ID_LEN);
-  bool history = ev->sse_path && ev->opts.sse_history;
+  bool history = vx__history_on(ev);
   for (size_t k = 0; k < n; k++) {
     vx_channel *ch = channel_get(ev, channels[k], lens[k], false);
     if (!ch && !history)
@@ -324,7 +324,7 @@ int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *le
       return VX_ENOMEM;
     uint64_t seq = ++ev->sse_seq;
     if (history)
-      vx__sse_remember(ev, channels[k], lens[k], b, seq);
+      vx__history_remember(ev, channels[k], lens[k], b, seq);
     if (ch) {
       vx_frames f;
       vx__frames_init(&f, ev, b, seq);

@@ -820,7 +820,7 @@ void vx_free(vx_events *ev) {
   }
   vx__hub_free(ev);
   ev->bp.ops->free(ev);
-  vx__sse_history_free(ev);
+  vx__history_free(ev);
   vx__deflate_free(ev);
   vx__buf_unref(ev->ping_frame);
   vx__buf_unref(ev->pong_msg);

@@ -12,58 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- resume: recent broadcasts, replayed to a stream that reconnects with Last-Event-ID ----
- * A ring of the last sse_history broadcasts (bounded in bytes too), each holding a reference
- * to its WebSocket frame: remembering costs a reference and one small allocation per
- * broadcast, and SSE bytes are built only if a replay needs them. */
-typedef struct vx_hist {
-  uint64_t seq;
-  vx_buf *frame;
-  char *channel; /* NUL-terminated */
-  size_t clen;
-} vx_hist;
-
-#define HIST_MAX_BYTES (4u * 1024 * 1024)
-
-static void hist_drop_oldest(vx_events *ev) {
-  uint32_t cap = ev->opts.sse_history;
-  vx_hist *h = &ev->hist[ev->hist_head];
-  ev->hist_bytes -= h->frame->len + h->clen;
-  vx__buf_unref(h->frame);
-  free(h->channel);
-  ev->hist_head = (ev->hist_head + 1) % cap;
-  ev->hist_len--;
-}
-
-void vx__sse_remember(vx_events *ev, const char *channel, size_t clen, vx_buf *frame,
-                      uint64_t seq) {
-  uint32_t cap = ev->opts.sse_history;
-  if (!ev->hist && !(ev->hist = calloc(cap, sizeof *ev->hist)))
-    return;
-  char *name = malloc(clen + 1);
-  if (!name)
-    return;
-  memcpy(name, channel, clen);
-  name[clen] = 0;
-  while (ev->hist_len && (ev->hist_len == cap ||
-                          ev->hist_bytes + frame->len + clen > HIST_MAX_BYTES))
-    hist_drop_oldest(ev);
-  vx_hist *h = &ev->hist[(ev->hist_head + ev->hist_len) % cap];
-  h->seq = seq;
-  h->frame = vx__buf_ref(frame);
-  h->channel = name;
-  h->clen = clen;
-  ev->hist_len++;
-  ev->hist_bytes += frame->len + clen;
-}
-
-void vx__sse_history_free(vx_events *ev) {
-  while (ev->hist_len)
-    hist_drop_oldest(ev);
-  free(ev->hist);
-  ev->hist = NULL;
-}
-
 /* Replay what the stream missed on the channels it subscribed to at connect. Then tell it
  * whether the replay is complete ("recovered": false when the id is from another instance
  * or older than the history). */
@@ -76,11 +24,12 @@ static void resume(vx_conn *c, const char *last_id) {
     after = strtoull(last_id + 9, &end, 10);
     ours = *end == 0;
   }
-  uint32_t cap = ev->opts.sse_history, replayed = 0;
-  bool recovered = ours && cap && (ev->hist_len == 0 ? after >= ev->sse_seq
-                                   : ev->hist[ev->hist_head].seq <= after + 1);
-  for (uint32_t i = 0; ours && cap && i < ev->hist_len; i++) {
-    vx_hist *h = &ev->hist[(ev->hist_head + i) % cap];
+  uint32_t replayed = 0, kept = vx__history_len(ev);
+  bool on = vx__history_on(ev);
+  bool recovered = ours && on && (kept == 0 ? after >= ev->sse_seq
+                                            : vx__history_at(ev, 0)->seq <= after + 1);
+  for (uint32_t i = 0; ours && on && i < kept; i++) {
+    const vx_hist *h = vx__history_at(ev, i);
     if (h->seq <= after || !vx__hub_is_subscribed(c, h->channel, h->clen))
       continue;
     size_t off = vx__frame_payload_offset(h->frame);

@@ -314,7 +314,7 @@ struct vx_events {
   char sse_tag[9];         /* instance tag in SSE ids ("<tag>-<seq>"): ids from another
                               instance are recognised as such on resume */
   struct z_stream_s *zdef, *zinf; /* permessage-deflate, reset per message */
-  struct vx_hist *hist;    /* ring of recent broadcasts for SSE resume */
+  struct vx_hist *hist;    /* ring of recent broadcasts (history.c) */
   uint32_t hist_head, hist_len;
   size_t hist_bytes;
   char *sse_path;
@@ -460,9 +460,20 @@ void vx__deflate_free(vx_events *ev);
 
 /* sse.c */
 void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id);
-void vx__sse_remember(vx_events *ev, const char *channel, size_t clen, vx_buf *frame,
-                      uint64_t seq);
-void vx__sse_history_free(vx_events *ev);
+
+/* history.c */
+typedef struct vx_hist {
+  uint64_t seq;
+  vx_buf *frame;  /* the WebSocket frame the broadcast was built as */
+  char *channel;  /* NUL-terminated */
+  size_t clen;
+} vx_hist;
+bool vx__history_on(const vx_events *ev);
+void vx__history_remember(vx_events *ev, const char *channel, size_t clen, vx_buf *frame,
+                          uint64_t seq);
+uint32_t vx__history_len(const vx_events *ev);
+const vx_hist *vx__history_at(const vx_events *ev, uint32_t i); /* 0 = the oldest kept */
+void vx__history_free(vx_events *ev);
 /* Send one JSON message; `type` is its "type" (the SSE event: field). */
 void vx__sse_send_json(vx_conn *c, const char *type, const char *json, size_t n);
 void vx__sse_heartbeat_all(vx_events *ev);

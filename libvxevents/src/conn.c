@@ -21,6 +21,26 @@
 
 static void on_close(uv_handle_t *h);
 
+/* ---- reading: every read lands in the instance's one buffer and goes to the transport ---- */
+
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  (void)hint;
+  vx_conn *c = h->data;
+  *buf = uv_buf_init((char *)c->ev->rbuf, sizeof c->ev->rbuf);
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  vx_conn *c = s->data;
+  if (nread > 0)
+    c->tp->read(c, (const uint8_t *)buf->base, (size_t)nread);
+  else if (nread < 0)
+    vx__conn_terminate(c);
+}
+
+int vx__conn_read_start(vx_conn *c) {
+  return uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+}
+
 void vx__conn_accepted(vx_events *ev, vx_conn *c) {
   c->ev = ev;
   c->next = ev->conns;
@@ -122,7 +142,7 @@ static void enqueue(vx_conn *c, vx_buf *b, bool bounded) {
 static void read_resume(vx_conn *c) {
   if (!vx_has(c, VXC_F_READ_PAUSED) || vx_has(c, VXC_F_CLOSED) || c->qbytes > c->ev->opts.max_send_queue / 2)
     return;
-  if (vx__loop_read_start(c) != 0)
+  if (vx__conn_read_start(c) != 0)
     return;
   vx_clr(c, VXC_F_READ_PAUSED);
   if (c->kind == VXK_HTTP && !vx_has(c, VXC_F_LINGERING))
@@ -211,7 +231,7 @@ static void linger(vx_conn *c) {
   c->linger_left = LINGER_BYTES;
   if (vx_has(c, VXC_F_READ_PAUSED)) { /* the rest must be read to be discarded */
     vx_clr(c, VXC_F_READ_PAUSED);
-    if (vx__loop_read_start(c) != 0) {
+    if (vx__conn_read_start(c) != 0) {
       vx__conn_terminate(c);
       return;
     }
@@ -382,17 +402,9 @@ void vx__conn_close(vx_conn *c, uint16_t code, const char *reason) {
 /* The connection stops being an open client: it leaves every channel, stops counting and
  * the host hears of it, once, whether the close was a handshake or a cut. */
 void vx__conn_leave(vx_conn *c) {
-  vx_events *ev = c->ev;
-  vx__hub_unsubscribe_all(c);
+  c->ev->conn_up->left(c);
   if (VX_IS_CLIENT(c))
     c->phase = VXP_CLOSING;
-  if (vx_has(c, VXC_F_ANNOUNCED)) {
-    vx_clr(c, VXC_F_ANNOUNCED);
-    vx__map_del(&ev->sockets, c->id, VX_SOCKET_ID_LEN);
-    ev->nws--;
-    if (ev->opts.on_disconnect)
-      ev->opts.on_disconnect(c->id, ev->opts.hook_data);
-  }
 }
 
 void vx__conn_terminate(vx_conn *c) {
@@ -400,7 +412,6 @@ void vx__conn_terminate(vx_conn *c) {
     return;
   vx_events *ev = c->ev;
   vx_set(c, VXC_F_CLOSED);
-  vx__http_auth_detach(c);
   vx__conn_leave(c);
   if (c->prev)
     c->prev->next = c->next;
@@ -411,7 +422,7 @@ void vx__conn_terminate(vx_conn *c) {
   ev->nconns--;
   uv_close((uv_handle_t *)&c->tcp, on_close);
   if (!ev->conns)
-    vx__loop_shutdown_progress(ev);
+    ev->conn_up->none_left(ev);
 }
 
 static void on_close(uv_handle_t *h) {
@@ -425,7 +436,6 @@ static void on_close(uv_handle_t *h) {
     vx__buf_unref(c->ctl);
   if (c->tp && c->tp->release)
     c->tp->release(c);
-  vx__http_free(c); /* a connection closed while still in its HTTP phase */
   free(c);
 }
 

@@ -423,7 +423,13 @@ void vx__http_on_read(vx_conn *c, const uint8_t *p, size_t n) {
 
 /* A connection in its HTTP phase: it reads requests; it is never a client, so it has no
  * messages, close handshake or ping of its own (vx__conn_close cuts it). */
+static void http_release(vx_conn *c) {
+  vx__http_auth_detach(c); /* an authorizer answer coming later finds no connection */
+  vx__http_free(c);
+}
+
 const vx_transport vx__transport_http = {
     .name = "http",
     .read = vx__http_on_read,
+    .release = http_release,
 };

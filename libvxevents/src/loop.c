@@ -119,37 +119,22 @@ static void cancel(vx_cmd *c) {
 
 /* ---- connections ---- */
 
-static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
-  (void)hint;
-  vx_conn *c = h->data;
-  *buf = uv_buf_init((char *)c->ev->rbuf, sizeof c->ev->rbuf);
-}
-
-static void feed(vx_conn *c, const uint8_t *p, size_t n) { c->tp->read(c, p, n); }
-
-static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  vx_conn *c = s->data;
-  if (nread > 0)
-    feed(c, (const uint8_t *)buf->base, (size_t)nread);
-  else if (nread < 0)
-    vx__conn_terminate(c);
-}
-
-int vx__loop_read_start(vx_conn *c) {
-  return uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
-}
+const vx_conn_up vx__conn_up = {
+    .left = vx__node_left,
+    .none_left = vx__loop_shutdown_progress,
+};
 
 /* Takes an initialized, connected c->tcp; starts HTTP parsing and reading. */
 static void conn_begin(vx_events *ev, vx_conn *c, const uint8_t *bytes, size_t n) {
   c->tcp.data = c;
   vx__conn_accepted(ev, c);
   uv_tcp_nodelay(&c->tcp, 1);
-  if (ev->shutting_down || vx__http_start(c) != 0 || vx__loop_read_start(c) != 0) {
+  if (ev->shutting_down || vx__http_start(c) != 0 || vx__conn_read_start(c) != 0) {
     vx__conn_terminate(c);
     return;
   }
   if (n)
-    feed(c, bytes, n);
+    c->tp->read(c, bytes, n);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -526,6 +511,7 @@ int vx_new(vx_events **out, const vx_options *opts) {
   ev->path_len = strlen(ev->path);
   ev->bp.ops = ev->redis_url ? &vx__backplane_redis : &vx__backplane_local;
   ev->bp.h = &vx__node_backplane_handler;
+  ev->conn_up = &vx__conn_up;
   ev->ping_frame->data[0] = (char)0x89;
   ev->ping_frame->data[1] = 0;
   ev->rnd_pos = sizeof ev->rnd; /* empty: first id fills it */

@@ -162,6 +162,18 @@ void vx__node_subscribe_reply(vx_conn *c, const char *name, size_t n, const char
     vx__node_sub_reply(c, name, n, err, NULL, 0);
 }
 
+void vx__node_left(vx_conn *c) {
+  vx_events *ev = c->ev;
+  vx__hub_unsubscribe_all(c);
+  if (vx_has(c, VXC_F_ANNOUNCED)) {
+    vx_clr(c, VXC_F_ANNOUNCED);
+    vx__map_del(&ev->sockets, c->id, VX_SOCKET_ID_LEN);
+    ev->nws--;
+    if (ev->opts.on_disconnect)
+      ev->opts.on_disconnect(c->id, ev->opts.hook_data);
+  }
+}
+
 void vx__node_unsubscribe(vx_conn *c, const char *name, size_t n) {
   vx__hub_unsubscribe(c, name, n);
 }

@@ -113,6 +113,7 @@ vx_buf *vx__envelope_frame(const char *channel, size_t clen, const char *event, 
 /* ---- the instance and its connections ---- */
 
 typedef struct vx_conn vx_conn;
+typedef struct vx_conn_up vx_conn_up;
 typedef struct vx_channel vx_channel;
 
 /* A presence member: one per user id per channel, however many connections it has. */
@@ -305,6 +306,7 @@ struct vx_events {
   vx_map sockets;
   vx_stats stats;
   vx_backplane bp;         /* the other instances (backplane.h): local or Redis */
+  const vx_conn_up *conn_up; /* conn.c's way up */
   atomic_size_t redis_backlog; /* bytes of broadcasts Redis has not acknowledged yet, plus
                                   those reserved by callers whose commands are still queued;
                                   any thread (see the Redis backplane's reserve) */
@@ -336,10 +338,20 @@ void vx__random_id(vx_events *ev, char *out); /* VX_SOCKET_ID_LEN hex chars + NU
 
 /* loop.c */
 void vx__loop_shutdown_progress(vx_events *ev);
-int vx__loop_read_start(vx_conn *c); /* (re)start reading a connection's socket */
+
 
 /* conn.c */
 void vx__conn_accepted(vx_events *ev, vx_conn *c);
+int vx__conn_read_start(vx_conn *c); /* (re)start reading a connection's socket */
+
+/* conn.c's way up (set by vx_new): conn.c calls nothing above it directly. */
+struct vx_conn_up {
+  /* `c` stops being an open client (a close handshake or a cut): once per connection. */
+  void (*left)(vx_conn *c);
+  /* The last connection is gone (shutdown may finish). */
+  void (*none_left)(vx_events *ev);
+};
+extern const vx_conn_up vx__conn_up; /* loop.c: node.c's leave, loop.c's shutdown */
 void vx__conn_send(vx_conn *c, vx_buf *b);     /* takes a new reference to b */
 void vx__conn_send_owned(vx_conn *c, vx_buf *b); /* takes ownership of b's reference */
 void vx__conn_send_control(vx_conn *c, vx_buf *b); /* same, exempt from the bound */
@@ -409,6 +421,9 @@ int vx__node_subscribe(vx_conn *c, const char *name, size_t n, const char *membe
 void vx__node_subscribe_reply(vx_conn *c, const char *name, size_t n, const char *member,
                               size_t mlen);
 void vx__node_unsubscribe(vx_conn *c, const char *name, size_t n);
+/* `c` is no longer an open client: it leaves every channel, stops counting as connected,
+ * and the host hears on_disconnect, once. */
+void vx__node_left(vx_conn *c);
 /* subscription_succeeded/_error to `c` (see node.c). */
 void vx__node_sub_reply(vx_conn *c, const char *channel, size_t clen, const char *error,
                         const char *members, size_t mlen);

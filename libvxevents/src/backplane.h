@@ -36,7 +36,7 @@ typedef struct vx_backplane_handler {
    * `members` NULL, with the members this instance knows. */
   void (*members)(vx_events *ev, const char *socket_id, const char *channel, size_t n,
                   const char *members, size_t mlen);
-  /* Every local channel with its local subscriber count, and every presence member. */
+  /* Every presence member of every local channel (to register this instance again). */
   void (*each_member)(vx_events *ev,
                       void (*fn)(void *ctx, const char *channel, size_t n,
                                  const struct vx_member *m),

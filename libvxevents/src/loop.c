@@ -1,6 +1,11 @@
-/* The instance: its loop thread, the command queue that makes every public function
- * thread-safe, listening, adopting sockets, and shutdown. */
-#include "vx_int.h"
+/* The instance: vx_new / vx_free, its loop thread and timers, listening, accepting and
+ * adopting sockets, and shutdown. The public functions that act on a running instance and
+ * the command queue that makes them thread-safe are commands.c's: the loop's async handler
+ * drains the queue into vx__cmd_run, which calls back here for listen, adopt and close.
+ *
+ * Calls: loop -> conn.c / http.c (new connections), loop -> the backplane's lifetime ops
+ * (ev->bp: start, stop, done, overdue, force, unpublished, free), loop -> commands.c. */
+#include "commands.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -16,105 +21,6 @@ static char *concat(const char *a, const char *b) {
     strcat(d, b);
   }
   return d;
-}
-
-static char *dupz(const char *s) {
-  if (!s)
-    return NULL;
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d)
-    memcpy(d, s, n);
-  return d;
-}
-
-static char *dupn(const char *s, size_t n) {
-  char *d = malloc(n + 1);
-  if (d) {
-    if (n)
-      memcpy(d, s, n);
-    d[n] = '\0';
-  }
-  return d;
-}
-
-/* ---- commands ---- */
-
-static void cmd_free(vx_cmd *c) {
-  for (size_t i = 0; i < c->nchannels; i++)
-    free(c->channels[i]);
-  free(c->channels);
-  free(c->event);
-  free(c->data);
-  free(c->except);
-  free(c->bytes);
-  free(c);
-}
-
-static int push(vx_events *ev, vx_cmd *c) {
-  uv_mutex_lock(&ev->mu);
-  if (ev->closing_requested) {
-    uv_mutex_unlock(&ev->mu);
-    return VX_ECLOSED;
-  }
-  if (c->type == CMD_CLOSE)
-    ev->closing_requested = true;
-  if (ev->cmd_tail)
-    ev->cmd_tail->next = c;
-  else
-    ev->cmd_head = c;
-  ev->cmd_tail = c;
-  uv_mutex_unlock(&ev->mu);
-  uv_async_send(&ev->async);
-  return 0;
-}
-
-/* Queue `c`, or free it when the instance is closed. Returns 0 or VX_ECLOSED. */
-static int submit(vx_events *ev, vx_cmd *c) {
-  int r = push(ev, c);
-  if (r)
-    cmd_free(c);
-  return r;
-}
-
-/* Give `c` its one channel (a copy). false: out of memory. */
-static bool cmd_channel(vx_cmd *c, const char *channel) {
-  c->channels = calloc(1, sizeof *c->channels);
-  c->nchannels = c->channels ? 1 : 0;
-  return c->channels && (c->channels[0] = dupz(channel)) != NULL;
-}
-
-/* Answer a command that will never run because the instance closed. */
-static void cancel(vx_cmd *c) {
-  switch (c->type) {
-  case CMD_LISTEN:
-    *c->result = VX_ECLOSED;
-    uv_sem_post(c->sem);
-    break;
-  case CMD_ADOPT:
-    close(c->fd);
-    break;
-  case CMD_COUNT:
-  case CMD_HAS:
-    ((vx_count_cb)c->cb)(VX_ECLOSED, 0, c->cb_data);
-    break;
-  case CMD_CHANNELS:
-    ((vx_channels_cb)c->cb)(VX_ECLOSED, NULL, 0, c->cb_data);
-    break;
-  case CMD_STATS:
-    ((vx_stats_cb)c->cb)(VX_ECLOSED, NULL, c->cb_data);
-    break;
-  case CMD_MEMBERS:
-    ((vx_json_cb)c->cb)(VX_ECLOSED, NULL, 0, c->cb_data);
-    break;
-  case CMD_SSE_SUB:
-  case CMD_SSE_UNSUB:
-    if (c->cb)
-      ((vx_status_cb)c->cb)(VX_ECLOSED, "instance is closed", c->cb_data);
-    break;
-  default:
-    break;
-  }
 }
 
 /* ---- connections ---- */
@@ -179,7 +85,9 @@ static int map_uv_err(int r) {
   }
 }
 
-static void do_listen(vx_events *ev, vx_cmd *c) {
+void vx__loop_listen(vx_events *ev, vx_cmd *cmd) {
+  const char *host = cmd->u.listen.host;
+  int port = cmd->u.listen.port;
   int r;
   struct sockaddr_storage ss;
   if (ev->shutting_down) {
@@ -190,8 +98,8 @@ static void do_listen(vx_events *ev, vx_cmd *c) {
     r = VX_EBUSY;
     goto done;
   }
-  if (uv_ip4_addr(c->event, c->port, (struct sockaddr_in *)&ss) != 0 &&
-      uv_ip6_addr(c->event, c->port, (struct sockaddr_in6 *)&ss) != 0) {
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
     r = VX_EINVAL;
     goto done;
   }
@@ -201,52 +109,53 @@ static void do_listen(vx_events *ev, vx_cmd *c) {
   if (r == 0)
     r = uv_listen((uv_stream_t *)&ev->listener, 1024, on_connection);
   if (r != 0) {
-    vx__log(ev, VX_LOG_ERROR, "listen on %s:%d failed: %s", c->event, c->port, uv_strerror(r));
+    vx__log(ev, VX_LOG_ERROR, "listen on %s:%d failed: %s", host, port, uv_strerror(r));
     uv_close((uv_handle_t *)&ev->listener, NULL);
     r = map_uv_err(r);
     goto done;
   }
   ev->listening = true;
-  if (c->bound_port) {
+  if (cmd->u.listen.bound_port) {
     struct sockaddr_storage name;
     int nl = sizeof name;
     uv_tcp_getsockname(&ev->listener, (struct sockaddr *)&name, &nl);
-    *c->bound_port = name.ss_family == AF_INET6
+    *cmd->u.listen.bound_port = name.ss_family == AF_INET6
                          ? ntohs(((struct sockaddr_in6 *)&name)->sin6_port)
                          : ntohs(((struct sockaddr_in *)&name)->sin_port);
   }
 done:
-  *c->result = r;
-  uv_sem_post(c->sem);
+  *cmd->u.listen.result = r;
+  uv_sem_post(cmd->u.listen.sem);
 }
 
-static void do_adopt(vx_events *ev, vx_cmd *cmd) {
+void vx__loop_adopt(vx_events *ev, vx_cmd *cmd) {
   vx_conn *c = calloc(1, sizeof *c);
   if (!c || uv_tcp_init(&ev->loop, &c->tcp) != 0) {
     free(c);
-    close(cmd->fd);
+    close(cmd->u.adopt.fd);
     return;
   }
   c->ev = ev;
-  if (uv_tcp_open(&c->tcp, cmd->fd) != 0) {
-    close(cmd->fd);
+  if (uv_tcp_open(&c->tcp, cmd->u.adopt.fd) != 0) {
+    close(cmd->u.adopt.fd);
     vx_set(c, VXC_F_CLOSED);
     uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
     return;
   }
-  conn_begin(ev, c, (const uint8_t *)cmd->bytes, cmd->bytes_len);
+  conn_begin(ev, c, (const uint8_t *)cmd->u.adopt.bytes, cmd->u.adopt.len);
 }
 
 static void finish_if_done(vx_events *ev);
 
-static void begin_shutdown(vx_events *ev, vx_cmd *c) {
+void vx__loop_begin_shutdown(vx_events *ev, vx_cmd *cmd) {
+  uint32_t grace_ms = cmd->u.close.grace_ms;
   ev->shutting_down = true;
-  if (c->port) /* vx_shutdown */
-    ev->shutdown_cb = (vx_shutdown_cb)c->cb;
+  if (cmd->u.close.report) /* vx_shutdown */
+    ev->shutdown_cb = (vx_shutdown_cb)cmd->u.close.cb;
   else
-    ev->close_cb = (vx_close_cb)c->cb;
-  ev->close_data = c->cb_data;
-  ev->shutdown_deadline = uv_now(&ev->loop) + (c->grace_ms ? c->grace_ms : 1000);
+    ev->close_cb = (vx_close_cb)cmd->u.close.cb;
+  ev->close_data = cmd->u.close.cb_data;
+  ev->shutdown_deadline = uv_now(&ev->loop) + (grace_ms ? grace_ms : 1000);
   if (ev->listening) {
     uv_close((uv_handle_t *)&ev->listener, NULL);
     ev->listening = false;
@@ -263,75 +172,8 @@ static void begin_shutdown(vx_events *ev, vx_cmd *c) {
   }
   uv_timer_stop(&ev->ping_timer);
   uv_timer_stop(&ev->heartbeat_timer);
-  ev->bp.ops->stop(ev, c->grace_ms);
+  ev->bp.ops->stop(ev, grace_ms);
   finish_if_done(ev);
-}
-
-static void run_cmd(vx_events *ev, vx_cmd *c) {
-  switch (c->type) {
-  case CMD_LISTEN:
-    do_listen(ev, c);
-    break;
-  case CMD_ADOPT:
-    do_adopt(ev, c);
-    break;
-  case CMD_BROADCAST: {
-    size_t lens[VX_BATCH_MAX];
-    for (size_t i = 0; i < c->nchannels; i++)
-      lens[i] = strlen(c->channels[i]);
-    int r = vx__node_broadcast_reserved(ev, (const char *const *)c->channels, lens, c->nchannels,
-                                        c->event, strlen(c->event), c->data ? c->data : "null",
-                                        c->data ? c->data_len : 4, c->except, c->reserved);
-    if (r)
-      vx__log(ev, VX_LOG_ERROR, "broadcast failed: %s", vx_strerror(r));
-    break;
-  }
-  /* The backplane answers: the local one from the hub, the Redis one for the whole cluster
-   * (waiting for the connection, VX_EUNAVAILABLE when Redis cannot answer). */
-  case CMD_COUNT:
-    ev->bp.ops->query(ev, VX_Q_COUNT, c->channels[0], c->cb, c->cb_data);
-    break;
-  case CMD_HAS:
-    ev->bp.ops->query(ev, VX_Q_HAS, c->channels[0], c->cb, c->cb_data);
-    break;
-  case CMD_CHANNELS:
-    ev->bp.ops->query(ev, VX_Q_CHANNELS, NULL, c->cb, c->cb_data);
-    break;
-  case CMD_STATS: {
-    vx_stats st = ev->stats;
-    st.connections = ev->nws;
-    st.channels = ev->channels.len;
-    ((vx_stats_cb)c->cb)(0, &st, c->cb_data);
-    break;
-  }
-  case CMD_CLOSE:
-    begin_shutdown(ev, c);
-    break;
-  case CMD_MEMBERS:
-    ev->bp.ops->query(ev, VX_Q_MEMBERS, c->channels[0], c->cb, c->cb_data);
-    break;
-  case CMD_AUTH_REPLY:
-    vx__http_auth_answer(ev, c->auth_id, c->port != 0, c->data, c->event);
-    break;
-  case CMD_SSE_SUB:
-  case CMD_SSE_UNSUB: {
-    vx_conn *t = vx__map_get(&ev->sockets, c->except, strlen(c->except));
-    int st = 0;
-    const char *msg = NULL;
-    if (!t || !VX_OPEN_AS(t, VXK_SSE) || vx_has(t, VXC_F_CLOSED)) {
-      st = VX_ENOTFOUND;
-      msg = "Unknown connectionId";
-    } else if (c->type == CMD_SSE_UNSUB) {
-      vx__node_unsubscribe(t, c->channels[0], strlen(c->channels[0]));
-    } else if (vx__node_subscribe(t, c->channels[0], strlen(c->channels[0]), c->data,
-                                  c->data ? strlen(c->data) : 0, &msg) != 0) {
-      st = VX_EINVAL;
-    }
-    if (c->cb)
-      ((vx_status_cb)c->cb)(st, msg, c->cb_data);
-    break;
-  }
-  }
 }
 
 static void on_async(uv_async_t *a) {
@@ -342,8 +184,8 @@ static void on_async(uv_async_t *a) {
   uv_mutex_unlock(&ev->mu);
   while (c) {
     vx_cmd *next = c->next;
-    run_cmd(ev, c);
-    cmd_free(c);
+    vx__cmd_run(ev, c);
+    vx__cmd_free(c);
     c = next;
   }
 }
@@ -416,8 +258,8 @@ static void thread_main(void *arg) {
   uv_mutex_unlock(&ev->mu);
   while (c) {
     vx_cmd *next = c->next;
-    cancel(c);
-    cmd_free(c);
+    vx__cmd_cancel(c);
+    vx__cmd_free(c);
     c = next;
   }
   uv_loop_close(&ev->loop);
@@ -463,10 +305,10 @@ int vx_new(vx_events **out, const vx_options *opts) {
   if (!ev)
     return VX_ENOMEM;
   ev->opts = o;
-  ev->path = dupz(o.path);
-  ev->api_key = o.api_key && *o.api_key ? dupz(o.api_key) : NULL;
+  ev->path = vx__dupz(o.path);
+  ev->api_key = o.api_key && *o.api_key ? vx__dupz(o.api_key) : NULL;
   if (o.auth_secret) {
-    ev->auth_secret = dupz(o.auth_secret);
+    ev->auth_secret = vx__dupz(o.auth_secret);
     ev->auth_secret_len = strlen(o.auth_secret);
   }
   ev->auth_path = malloc(strlen(o.path) + 6);
@@ -478,15 +320,15 @@ int vx_new(vx_events **out, const vx_options *opts) {
   ev->opts.auth_secret = ev->auth_secret;
   bool sse_ok = true;
   if (o.sse_path) {
-    ev->sse_path = dupz(o.sse_path);
+    ev->sse_path = vx__dupz(o.sse_path);
     ev->sse_sub_path = concat(o.sse_path, "/subscribe");
     ev->sse_unsub_path = concat(o.sse_path, "/unsubscribe");
     sse_ok = ev->sse_path && ev->sse_sub_path && ev->sse_unsub_path;
     ev->sse_path_len = ev->sse_path ? strlen(ev->sse_path) : 0;
   }
   ev->opts.sse_path = ev->sse_path;
-  ev->redis_url = o.redis_url ? dupz(o.redis_url) : NULL;
-  ev->redis_prefix = o.redis_prefix ? dupz(o.redis_prefix) : NULL;
+  ev->redis_url = o.redis_url ? vx__dupz(o.redis_url) : NULL;
+  ev->redis_prefix = o.redis_prefix ? vx__dupz(o.redis_prefix) : NULL;
   ev->opts.redis_url = ev->redis_url;
   ev->opts.redis_prefix = ev->redis_prefix;
   sse_ok = sse_ok && (!o.redis_url || ev->redis_url) && (!o.redis_prefix || ev->redis_prefix);
@@ -572,229 +414,6 @@ fail_loop:
   free(ev->api_key);
   free(ev);
   return VX_ENOMEM;
-}
-
-static bool on_loop_thread(vx_events *ev) {
-  uv_thread_t self = uv_thread_self();
-  return uv_thread_equal(&self, &ev->thread);
-}
-
-int vx_listen(vx_events *ev, const char *host, int port, int *bound_port) {
-  if (!ev || !host || port < 0 || port > 65535 || strlen(host) > 64 || on_loop_thread(ev))
-    return VX_EINVAL;
-  vx_cmd *c = calloc(1, sizeof *c);
-  if (!c || !(c->event = dupz(host))) {
-    free(c);
-    return VX_ENOMEM;
-  }
-  uv_sem_t sem;
-  int result = 0;
-  uv_sem_init(&sem, 0);
-  c->type = CMD_LISTEN;
-  c->sem = &sem;
-  c->result = &result;
-  c->port = port;
-  c->bound_port = bound_port;
-  int r = push(ev, c);
-  if (r) {
-    cmd_free(c);
-    uv_sem_destroy(&sem);
-    return r;
-  }
-  uv_sem_wait(&sem);
-  uv_sem_destroy(&sem);
-  return result;
-}
-
-int vx_adopt(vx_events *ev, int fd, const char *bytes, size_t len) {
-  if (!ev || fd < 0 || (len && !bytes))
-    return VX_EINVAL;
-  vx_cmd *c = calloc(1, sizeof *c);
-  if (!c || (len && !(c->bytes = dupn(bytes, len)))) {
-    free(c);
-    close(fd);
-    return VX_ENOMEM;
-  }
-  c->type = CMD_ADOPT;
-  c->fd = fd;
-  c->bytes_len = len;
-  int r = push(ev, c);
-  if (r) {
-    close(fd);
-    cmd_free(c);
-  }
-  return r;
-}
-
-int vx_broadcast_many(vx_events *ev, const char *const *channels, size_t n, const char *event,
-                      const char *data, size_t data_len, const char *except_id) {
-  if (!ev)
-    return VX_EINVAL;
-  int r = vx__validate_broadcast(channels, n, event, data, data_len, except_id);
-  if (r)
-    return r;
-  if (data && data_len > UINT32_MAX / 2)
-    return VX_ETOOBIG;
-  /* With Redis the broadcast's room in the backlog is reserved here, exactly, so that it is
-   * refused now (and delivered nowhere) rather than after it was accepted. */
-  size_t cost = 0;
-  cost = ev->bp.ops->cost(ev, channels, n, event, data ? data_len : 4, except_id);
-  if (!ev->bp.ops->reserve(ev, cost))
-    return VX_EBACKLOG;
-  vx_cmd *c = calloc(1, sizeof *c);
-  if (!c) {
-    ev->bp.ops->release(ev, cost);
-    return VX_ENOMEM;
-  }
-  c->reserved = cost;
-  c->type = CMD_BROADCAST;
-  c->channels = calloc(n, sizeof *c->channels);
-  c->nchannels = c->channels ? n : 0;
-  bool ok = c->channels != NULL;
-  for (size_t i = 0; ok && i < n; i++)
-    ok = (c->channels[i] = dupz(channels[i])) != NULL;
-  ok = ok && (c->event = dupz(event)) != NULL;
-  if (ok && data) {
-    ok = (c->data = dupn(data, data_len)) != NULL;
-    c->data_len = data_len;
-  }
-  if (ok && except_id)
-    ok = (c->except = dupz(except_id)) != NULL;
-  if (!ok) {
-    cmd_free(c);
-    ev->bp.ops->release(ev, cost);
-    return VX_ENOMEM;
-  }
-  int r2 = submit(ev, c);
-  if (r2)
-    ev->bp.ops->release(ev, cost);
-  return r2;
-}
-
-int vx_broadcast(vx_events *ev, const char *channel, const char *event, const char *data,
-                 size_t data_len, const char *except_id) {
-  const char *chs[1] = {channel};
-  return vx_broadcast_many(ev, chs, 1, event, data, data_len, except_id);
-}
-
-static int query(vx_events *ev, vx_cmd_type type, const char *channel, void *cb, void *data) {
-  if (!ev || !cb)
-    return VX_EINVAL;
-  vx_cmd *c = calloc(1, sizeof *c);
-  if (!c)
-    return VX_ENOMEM;
-  c->type = type;
-  c->cb = cb;
-  c->cb_data = data;
-  if (channel) {
-    if (!cmd_channel(c, channel)) {
-      cmd_free(c);
-      return VX_ENOMEM;
-    }
-  }
-  return submit(ev, c);
-}
-
-int vx_subscriber_count(vx_events *ev, const char *channel, vx_count_cb cb, void *data) {
-  if (!channel || !vx__channel_valid(channel, strlen(channel)))
-    return VX_ECHANNEL;
-  return query(ev, CMD_COUNT, channel, (void *)cb, data);
-}
-
-int vx_has_subscribers(vx_events *ev, const char *channel, vx_count_cb cb, void *data) {
-  if (!channel || !vx__channel_valid(channel, strlen(channel)))
-    return VX_ECHANNEL;
-  return query(ev, CMD_HAS, channel, (void *)cb, data);
-}
-
-int vx_presence_members(vx_events *ev, const char *channel, vx_json_cb cb, void *data) {
-  if (!channel || !vx__channel_valid(channel, strlen(channel)))
-    return VX_ECHANNEL;
-  return query(ev, CMD_MEMBERS, channel, (void *)cb, data);
-}
-
-int vx_auth_reply(vx_events *ev, uint64_t id, int authorized, const char *member_json,
-                  const char *error) {
-  if (!ev)
-    return VX_EINVAL;
-  if (authorized && member_json) {
-    const char *err;
-    vx_member *m = vx__member_parse(member_json, strlen(member_json), &err);
-    if (!m)
-      return VX_EINVAL;
-    free(m);
-  }
-  vx_cmd *c = calloc(1, sizeof *c);
-  if (!c)
-    return VX_ENOMEM;
-  c->type = CMD_AUTH_REPLY;
-  c->auth_id = id;
-  c->port = authorized != 0;
-  if ((member_json && !(c->data = dupz(member_json))) || (error && !(c->event = dupz(error)))) {
-    cmd_free(c);
-    return VX_ENOMEM;
-  }
-  return submit(ev, c);
-}
-
-static int sse_cmd(vx_events *ev, vx_cmd_type type, const char *id, const char *channel,
-                   const char *member, vx_status_cb cb, void *data) {
-  if (!ev || !id || !*id || strlen(id) > 64)
-    return VX_EINVAL;
-  if (!channel || !vx__channel_valid(channel, strlen(channel)))
-    return VX_ECHANNEL;
-  vx_cmd *c = calloc(1, sizeof *c);
-  if (!c)
-    return VX_ENOMEM;
-  c->type = type;
-  c->cb = (void *)cb;
-  c->cb_data = data;
-  if (!cmd_channel(c, channel) || !(c->except = dupz(id)) ||
-      (member && !(c->data = dupz(member)))) {
-    cmd_free(c);
-    return VX_ENOMEM;
-  }
-  return submit(ev, c);
-}
-
-int vx_sse_subscribe(vx_events *ev, const char *connection_id, const char *channel,
-                     const char *member_json, vx_status_cb cb, void *data) {
-  return sse_cmd(ev, CMD_SSE_SUB, connection_id, channel, member_json, cb, data);
-}
-
-int vx_sse_unsubscribe(vx_events *ev, const char *connection_id, const char *channel,
-                       vx_status_cb cb, void *data) {
-  return sse_cmd(ev, CMD_SSE_UNSUB, connection_id, channel, NULL, cb, data);
-}
-
-int vx_channels(vx_events *ev, vx_channels_cb cb, void *data) {
-  return query(ev, CMD_CHANNELS, NULL, (void *)cb, data);
-}
-
-int vx_stats_get(vx_events *ev, vx_stats_cb cb, void *data) {
-  return query(ev, CMD_STATS, NULL, (void *)cb, data);
-}
-
-static int close_cmd(vx_events *ev, uint32_t grace_ms, void *cb, bool report, void *data) {
-  if (!ev)
-    return VX_EINVAL;
-  vx_cmd *c = calloc(1, sizeof *c);
-  if (!c)
-    return VX_ENOMEM;
-  c->type = CMD_CLOSE;
-  c->grace_ms = grace_ms;
-  c->cb = cb;
-  c->port = report; /* which callback type `cb` is */
-  c->cb_data = data;
-  return submit(ev, c);
-}
-
-int vx_close(vx_events *ev, uint32_t grace_ms, vx_close_cb cb, void *data) {
-  return close_cmd(ev, grace_ms, (void *)cb, false, data);
-}
-
-int vx_shutdown(vx_events *ev, uint32_t grace_ms, vx_shutdown_cb cb, void *data) {
-  return close_cmd(ev, grace_ms, (void *)cb, true, data);
 }
 
 void vx_free(vx_events *ev) {

@@ -1,6 +1,6 @@
 /* The node: the one subscribe / unsubscribe / broadcast flow behind every entry point —
  * WebSocket messages (client.c), the SSE ?channels= list and POST subscribe routes (sse.c,
- * http.c), vx_sse_subscribe and the host API (loop.c). The entry points decide whether a
+ * http.c), vx_sse_subscribe and the host API (commands.c). The entry points decide whether a
  * subscription is authorized (a verified token, the host's authorizer); the node carries it
  * out the same way for all of them, answers the connection with subscription_succeeded —
  * now, or deferred until the backplane has confirmed the channel — and publishes

@@ -1,10 +1,31 @@
-/* Error names, logging and socket-id randomness. */
+/* Error names, logging, string copies and socket-id randomness. */
 #include "vx_int.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+
+char *vx__dupz(const char *s) {
+  if (!s)
+    return NULL;
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (d)
+    memcpy(d, s, n);
+  return d;
+}
+
+char *vx__dupn(const char *s, size_t n) {
+  char *d = malloc(n + 1);
+  if (d) {
+    if (n)
+      memcpy(d, s, n);
+    d[n] = '\0';
+  }
+  return d;
+}
 
 const char *vx_strerror(int err) {
   switch (err) {

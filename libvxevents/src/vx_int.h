@@ -221,48 +221,7 @@ typedef struct vx_pending_auth {
   struct vx_pending_auth *next;
 } vx_pending_auth;
 
-typedef enum {
-  CMD_LISTEN = 1,
-  CMD_ADOPT,
-  CMD_BROADCAST,
-  CMD_COUNT,
-  CMD_HAS,
-  CMD_CHANNELS,
-  CMD_STATS,
-  CMD_CLOSE,
-  CMD_MEMBERS,
-  CMD_AUTH_REPLY,
-  CMD_SSE_SUB,
-  CMD_SSE_UNSUB,
-} vx_cmd_type;
-
-typedef struct vx_cmd {
-  struct vx_cmd *next;
-  vx_cmd_type type;
-  void *cb;
-  void *cb_data;
-  /* CMD_LISTEN */
-  uv_sem_t *sem;
-  int *result;
-  int *bound_port;
-  int port;
-  uint32_t grace_ms;
-  /* CMD_ADOPT */
-  int fd;
-  /* strings: channels[nchannels], event, data, except, host, adopted bytes */
-  size_t nchannels;
-  char **channels;
-  char *event;
-  char *data;
-  size_t data_len;
-  char *except;
-  char *bytes;
-  size_t bytes_len;
-  /* CMD_AUTH_REPLY: id in auth_id, authorized in port, member in data, error in event */
-  uint64_t auth_id;
-  /* CMD_BROADCAST: bytes of the Redis backlog bound reserved by the caller's thread */
-  size_t reserved;
-} vx_cmd;
+typedef struct vx_cmd vx_cmd; /* commands.h */
 
 struct vx_events {
   vx_options opts;
@@ -332,6 +291,8 @@ struct vx_events {
 };
 
 /* util.c */
+char *vx__dupz(const char *s);            /* NULL for NULL or out of memory */
+char *vx__dupn(const char *s, size_t n);  /* n bytes plus a NUL */
 void vx__log(vx_events *ev, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void vx__random_id(vx_events *ev, char *out); /* VX_SOCKET_ID_LEN hex chars + NUL */

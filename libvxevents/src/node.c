@@ -180,21 +180,8 @@ void vx__node_unsubscribe(vx_conn *c, const char *name, size_t n) {
 
 /* ---- publishing ---- */
 
-/* What the server adds to a client event's envelope: ,"client":true[,"user_id":<id>], and
- * the mark that carries it through Redis: ,"c":{["u":<id>]}. */
-static size_t client_extra(char *out, const char *uid, size_t uidlen) {
-  static const char CL[] = ",\"client\":true", UID[] = ",\"user_id\":";
-  size_t n = sizeof CL - 1;
-  memcpy(out, CL, n);
-  if (uid) {
-    memcpy(out + n, UID, sizeof UID - 1);
-    n += sizeof UID - 1;
-    memcpy(out + n, uid, uidlen);
-    n += uidlen;
-  }
-  return n;
-}
-
+/* The mark that carries a client event's sender through Redis: ,"c":{["u":<id>]} (what the
+ * envelope gets is vx__client_extra). */
 static size_t client_mark(char *out, const char *uid, size_t uidlen) {
   size_t n = 6;
   memcpy(out, ",\"c\":{", 6);
@@ -214,7 +201,7 @@ static int publish(vx_events *ev, const char *const *channels, const size_t *len
                    const char *event, size_t elen, const char *data, size_t dlen, bool client,
                    const char *uid, size_t uidlen, const char *except, size_t reserved) {
   char extra[32 + 256], mark[16 + 256];
-  size_t xlen = client ? client_extra(extra, uid, uidlen) : 0;
+  size_t xlen = client ? vx__client_extra(extra, uid, uidlen) : 0;
   size_t mlen = client ? client_mark(mark, uid, uidlen) : 0;
   int rc = ev->bp.ops->publish(ev, channels, lens, n, event, elen, data, dlen, mark, mlen,
                                except, reserved);

@@ -456,6 +456,19 @@ vx_buf *vx__frame_text(const char *payload, size_t n) {
 #define ENV_C "\",\"data\":"
 #define ENV_D "}"
 
+size_t vx__client_extra(char *out, const char *uid, size_t uidlen) {
+  static const char CL[] = ",\"client\":true", UID[] = ",\"user_id\":";
+  size_t n = sizeof CL - 1;
+  memcpy(out, CL, n);
+  if (uid) {
+    memcpy(out + n, UID, sizeof UID - 1);
+    n += sizeof UID - 1;
+    memcpy(out + n, uid, uidlen);
+    n += uidlen;
+  }
+  return n;
+}
+
 vx_buf *vx__envelope_frame(const char *channel, size_t clen, const char *event, size_t elen,
                            const char *data, size_t dlen, const char *extra, size_t xlen) {
   /* Channel names are restricted to characters that need no escaping. */

@@ -109,6 +109,9 @@ size_t vx__frame_header(uint8_t *hdr, uint8_t opcode, uint64_t n);
  * e.g. ,"client":true,"user_id":"u1". */
 vx_buf *vx__envelope_frame(const char *channel, size_t clen, const char *event, size_t elen,
                            const char *data, size_t dlen, const char *extra, size_t xlen);
+/* The `extra` of a client event: ,"client":true[,"user_id":<uid raw JSON>] into `out`
+ * (room for 32 + uidlen bytes, uidlen <= 256). Returns its length. */
+size_t vx__client_extra(char *out, const char *uid, size_t uidlen);
 
 /* ---- the instance and its connections ---- */
 

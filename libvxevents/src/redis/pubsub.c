@@ -307,15 +307,8 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv) {
     char extra[32 + 256];
     size_t xlen = 0;
     if (vx__json_field(p, pl, VXR_F_CLIENT, &cv, &cvl) && cv[0] == '{') {
-      static const char CL[] = ",\"client\":true", UID[] = ",\"user_id\":";
-      memcpy(extra, CL, sizeof CL - 1);
-      xlen = sizeof CL - 1;
-      if (vx__json_field(cv, cvl, VXR_F_USER, &uv, &uvl) && uvl <= 256) {
-        memcpy(extra + xlen, UID, sizeof UID - 1);
-        xlen += sizeof UID - 1;
-        memcpy(extra + xlen, uv, uvl);
-        xlen += uvl;
-      }
+      bool has_uid = vx__json_field(cv, cvl, VXR_F_USER, &uv, &uvl) && uvl <= 256;
+      xlen = vx__client_extra(extra, has_uid ? uv : NULL, has_uid ? uvl : 0);
     }
     if (cJSON_IsString(ej))
       r->ev->bp.h->deliver(r->ev, ch->name, ch->n, ej->valuestring, strlen(ej->valuestring), d,

@@ -275,7 +275,14 @@ static void thread_main(void *arg) {
 
 /* ---- public API ---- */
 
-static void free_paths(vx_events *ev) {
+/* Everything vx_new copied or built before the loop ran (each failure path and vx_free). */
+static void free_copies(vx_events *ev) {
+  vx__buf_unref(ev->ping_frame);
+  vx__buf_unref(ev->pong_msg);
+  free(ev->path);
+  free(ev->api_key);
+  ev->ping_frame = ev->pong_msg = NULL;
+  ev->path = ev->api_key = NULL;
   free(ev->auth_secret);
   free(ev->auth_path);
   free(ev->sse_path);
@@ -341,15 +348,8 @@ int vx_new(vx_events **out, const vx_options *opts) {
   ev->pong_msg = vx__frame_text("{\"type\":\"pong\"}", 15);
   if (!ev->path || (o.api_key && *o.api_key && !ev->api_key) || !ev->ping_frame ||
       !ev->pong_msg || !ev->auth_path || (o.auth_secret && !ev->auth_secret) || !sse_ok ||
-      !ev->heartbeat) {
-    free_paths(ev);
-    vx__buf_unref(ev->ping_frame);
-    vx__buf_unref(ev->pong_msg);
-    free(ev->path);
-    free(ev->api_key);
-    free(ev);
-    return VX_ENOMEM;
-  }
+      !ev->heartbeat)
+    goto fail_loop; /* nothing of the loop exists yet either */
   ev->path_len = strlen(ev->path);
   ev->bp.ops = ev->redis_url ? &vx__backplane_redis : &vx__backplane_local;
   ev->bp.h = &vx__node_backplane_handler;
@@ -395,11 +395,7 @@ int vx_new(vx_events **out, const vx_options *opts) {
     uv_run(&ev->loop, UV_RUN_DEFAULT);
     uv_loop_close(&ev->loop);
     uv_mutex_destroy(&ev->mu);
-    vx__buf_unref(ev->ping_frame);
-    vx__buf_unref(ev->pong_msg);
-    free(ev->path);
-    free(ev->api_key);
-    free_paths(ev);
+    free_copies(ev);
     free(ev);
     return VX_ETHREAD;
   }
@@ -407,11 +403,7 @@ int vx_new(vx_events **out, const vx_options *opts) {
   *out = ev;
   return 0;
 fail_loop:
-  free_paths(ev);
-  vx__buf_unref(ev->ping_frame);
-  vx__buf_unref(ev->pong_msg);
-  free(ev->path);
-  free(ev->api_key);
+  free_copies(ev);
   free(ev);
   return VX_ENOMEM;
 }
@@ -427,8 +419,6 @@ void vx_free(vx_events *ev) {
   ev->bp.ops->free(ev);
   vx__history_free(ev);
   vx__deflate_free(ev);
-  vx__buf_unref(ev->ping_frame);
-  vx__buf_unref(ev->pong_msg);
   uv_mutex_destroy(&ev->mu);
   while (ev->pending) {
     vx_pending_auth *p = ev->pending;
@@ -438,8 +428,6 @@ void vx_free(vx_events *ev) {
   }
   if (ev->auth_secret) /* do not leave the key in freed memory */
     OPENSSL_cleanse(ev->auth_secret, ev->auth_secret_len);
-  free_paths(ev);
-  free(ev->path);
-  free(ev->api_key);
+  free_copies(ev);
   free(ev);
 }

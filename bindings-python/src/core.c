@@ -31,13 +31,12 @@ typedef struct {
 } core_state;
 
 typedef struct {
-  PyObject_HEAD
-  vx_events *ev;
-  PyObject *authorize; /* dispatcher called under the GIL from the loop thread, or NULL */
-  PyObject *log;       /* log(level, message) under the GIL from the loop thread, or NULL */
+  PyObject_HEAD vx_events *ev;
+  PyObject *authorize;    /* dispatcher called under the GIL from the loop thread, or NULL */
+  PyObject *log;          /* log(level, message) under the GIL from the loop thread, or NULL */
   PyObject *client_event; /* client_event(socket_id, channel, event, data_bytes), or NULL */
-  atomic_int closing;  /* set before close; hooks then stop entering Python */
-  int closed;          /* close() completed (GIL-protected) */
+  atomic_int closing;     /* set before close; hooks then stop entering Python */
+  int closed;             /* close() completed (GIL-protected) */
   PyObject *weakreflist;
 } CoreObject;
 
@@ -51,8 +50,8 @@ static PyObject *exc_from_code(core_state *st, int code, const char *detail) {
   else if (code == VX_ECLOSED)
     type = st->VxClosedError;
   const char *name = vx_err_name(code), *text = vx_strerror(code);
-  PyObject *exc = detail ? PyObject_CallFunction(type, "s", detail)
-                         : PyObject_CallFunction(type, "s", text);
+  PyObject *exc =
+      detail ? PyObject_CallFunction(type, "s", detail) : PyObject_CallFunction(type, "s", text);
   if (!exc)
     return NULL;
   PyObject *pyname = PyUnicode_FromString(name);
@@ -177,8 +176,12 @@ static void on_count(int status, uint64_t count, void *data, int as_bool) {
                    0);
   PyGILState_Release(g);
 }
-static void on_count_int(int status, uint64_t count, void *data) { on_count(status, count, data, 0); }
-static void on_count_bool(int status, uint64_t count, void *data) { on_count(status, count, data, 1); }
+static void on_count_int(int status, uint64_t count, void *data) {
+  on_count(status, count, data, 0);
+}
+static void on_count_bool(int status, uint64_t count, void *data) {
+  on_count(status, count, data, 1);
+}
 
 static void on_channels(int status, const char *const *names, size_t n, void *data) {
   pending *p = data;
@@ -210,8 +213,8 @@ static void on_json(int status, const char *json, size_t len, void *data) {
   if (status < 0)
     pending_finish(p, exc_from_code(state_of(p->owner), status, NULL), 1);
   else
-    pending_finish(p, PyUnicode_DecodeUTF8(json ? json : "[]", json ? (Py_ssize_t)len : 2, "strict"),
-                   0);
+    pending_finish(
+        p, PyUnicode_DecodeUTF8(json ? json : "[]", json ? (Py_ssize_t)len : 2, "strict"), 0);
   PyGILState_Release(g);
 }
 
@@ -224,8 +227,9 @@ static void on_stats(int status, const vx_stats *s, void *data) {
     pending_finish(p, exc_from_code(state_of(p->owner), status, NULL), 1);
   else
     pending_finish(p,
-                   Py_BuildValue("{sKsKsKsKsKsKsK}", "connections", (unsigned long long)s->connections,
-                                 "channels", (unsigned long long)s->channels, "messages_delivered",
+                   Py_BuildValue("{sKsKsKsKsKsKsK}", "connections",
+                                 (unsigned long long)s->connections, "channels",
+                                 (unsigned long long)s->channels, "messages_delivered",
                                  (unsigned long long)s->messages_delivered, "bytes_written",
                                  (unsigned long long)s->bytes_written, "slow_consumer_closes",
                                  (unsigned long long)s->slow_consumer_closes, "ping_timeouts",
@@ -265,8 +269,7 @@ static PyObject *run_query(CoreObject *self, const char *channel, PyObject *call
   pthread_cond_init(&p.cv, NULL);
   int rc = start(self, channel, &p);
   if (rc == 0) {
-    Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&p.mu);
+    Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&p.mu);
     while (!p.done)
       pthread_cond_wait(&p.cv, &p.mu);
     pthread_mutex_unlock(&p.mu);
@@ -428,11 +431,8 @@ static PyObject *Core_listen(CoreObject *self, PyObject *args, PyObject *kw) {
     return NULL;
   if (check_open(self) < 0)
     return NULL;
-  Py_BEGIN_ALLOW_THREADS
-  rc = vx_listen(self->ev, host, port, &bound);
-  Py_END_ALLOW_THREADS
-  if (rc < 0)
-    return raise_from_code(state_of(self), rc);
+  Py_BEGIN_ALLOW_THREADS rc = vx_listen(self->ev, host, port, &bound);
+  Py_END_ALLOW_THREADS if (rc < 0) return raise_from_code(state_of(self), rc);
   return PyLong_FromLong(bound);
 }
 
@@ -487,11 +487,11 @@ static void on_authorize(const vx_auth_request *req, void *data) {
     vx_auth_reply(self->ev, req->id, 0, NULL, "server is shutting down");
     return;
   }
-  PyObject *r = PyObject_CallFunction(
-      self->authorize, "Kizzzzyy#y#", (unsigned long long)req->id, req->kind, req->socket_id,
-      req->channel, req->channel_type, req->method, req->url ? req->url : "", req->headers,
-      (Py_ssize_t)(req->headers ? req->headers_len : 0), req->body,
-      (Py_ssize_t)(req->body ? req->body_len : 0));
+  PyObject *r = PyObject_CallFunction(self->authorize, "Kizzzzyy#y#", (unsigned long long)req->id,
+                                      req->kind, req->socket_id, req->channel, req->channel_type,
+                                      req->method, req->url ? req->url : "", req->headers,
+                                      (Py_ssize_t)(req->headers ? req->headers_len : 0), req->body,
+                                      (Py_ssize_t)(req->body ? req->body_len : 0));
   if (!r) {
     PyErr_WriteUnraisable(self->authorize);
     vx_auth_reply(self->ev, req->id, 0, NULL, "authorizer failed");
@@ -572,8 +572,7 @@ static PyObject *Core_close(CoreObject *self, PyObject *args, PyObject *kw) {
   pthread_cond_init(&w.cv, NULL);
   int rc = vx_shutdown(self->ev, grace, on_closed, &w);
   if (rc == 0) {
-    Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&w.mu);
+    Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&w.mu);
     while (!w.done)
       pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
@@ -690,10 +689,8 @@ static PyObject *Core_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 
   int rc;
   vx_events *ev = NULL;
-  Py_BEGIN_ALLOW_THREADS
-  rc = vx_new(&ev, &o);
-  Py_END_ALLOW_THREADS
-  if (rc < 0) {
+  Py_BEGIN_ALLOW_THREADS rc = vx_new(&ev, &o);
+  Py_END_ALLOW_THREADS if (rc < 0) {
     core_state *st = PyType_GetModuleState(type);
     Py_DECREF(self);
     return raise_from_code(st, rc);
@@ -727,10 +724,8 @@ static void core_destroy(CoreObject *self) {
   PyTypeObject *tp = Py_TYPE(self);
   if (self->ev) {
     /* self->ev stays valid until vx_free returns: the hook may still use it to refuse. */
-    Py_BEGIN_ALLOW_THREADS
-    vx_free(self->ev);
-    Py_END_ALLOW_THREADS
-    self->ev = NULL;
+    Py_BEGIN_ALLOW_THREADS vx_free(self->ev);
+    Py_END_ALLOW_THREADS self->ev = NULL;
   }
   Py_CLEAR(self->authorize);
   Py_CLEAR(self->log);
@@ -854,16 +849,15 @@ static PyObject *mod_option_table(PyObject *m, PyObject *unused) {
   for (size_t i = 0; i < n; i++) {
     int is_num = t[i].type == VX_OPT_UINT || t[i].type == VX_OPT_SIZE || t[i].type == VX_OPT_LEVEL;
     PyObject *def = t[i].type == VX_OPT_BOOL ? PyBool_FromLong(t[i].default_number != 0)
-                    : is_num ? PyLong_FromUnsignedLongLong(t[i].default_number)
-                    : t[i].default_string ? PyUnicode_FromString(t[i].default_string)
-                                          : Py_NewRef(Py_None);
-    PyObject *row = def ? Py_BuildValue("{s:s,s:z,s:z,s:s,s:s,s:K,s:K,s:O,s:s}", "name", t[i].name,
-                                        "python", t[i].python, "node", t[i].node, "flag", t[i].flag,
-                                        "type", type_name(t[i].type), "min",
-                                        (unsigned long long)t[i].min, "max",
-                                        (unsigned long long)t[i].max, "default", def, "help",
-                                        t[i].help)
-                        : NULL;
+                    : is_num                 ? PyLong_FromUnsignedLongLong(t[i].default_number)
+                    : t[i].default_string    ? PyUnicode_FromString(t[i].default_string)
+                                             : Py_NewRef(Py_None);
+    PyObject *row =
+        def ? Py_BuildValue("{s:s,s:z,s:z,s:s,s:s,s:K,s:K,s:O,s:s}", "name", t[i].name, "python",
+                            t[i].python, "node", t[i].node, "flag", t[i].flag, "type",
+                            type_name(t[i].type), "min", (unsigned long long)t[i].min, "max",
+                            (unsigned long long)t[i].max, "default", def, "help", t[i].help)
+            : NULL;
     Py_XDECREF(def);
     if (!row) {
       Py_DECREF(list);
@@ -890,13 +884,13 @@ static int module_exec(PyObject *m) {
   PyObject *bases = PyTuple_Pack(2, st->VxError, PyExc_ValueError);
   if (!bases)
     return -1;
-  st->VxValueError = PyErr_NewExceptionWithDoc("vxevents.VxValueError",
-                                               "A bad argument refused by libvxevents.", bases, NULL);
+  st->VxValueError = PyErr_NewExceptionWithDoc(
+      "vxevents.VxValueError", "A bad argument refused by libvxevents.", bases, NULL);
   Py_DECREF(bases);
   if (!st->VxValueError)
     return -1;
-  st->VxClosedError = PyErr_NewExceptionWithDoc("vxevents.VxClosedError",
-                                                "The instance is closed.", st->VxError, NULL);
+  st->VxClosedError = PyErr_NewExceptionWithDoc("vxevents.VxClosedError", "The instance is closed.",
+                                                st->VxError, NULL);
   if (!st->VxClosedError)
     return -1;
   st->CoreType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &Core_spec, NULL);

@@ -34,24 +34,25 @@ extern "C" {
 
 /* Error codes: 0 is success, every error is negative. One list yields the enum,
  * vx_strerror() and vx_err_name(). */
-#define VX_ERRNO_MAP(XX)                                                           \
-  XX(EINVAL, -1, "invalid argument")                                               \
-  XX(ENOMEM, -2, "out of memory")                                                  \
-  XX(ECLOSED, -3, "instance is closed")                                            \
-  XX(EADDRINUSE, -4, "address already in use")                                     \
-  XX(EIO, -5, "input/output error")                                                \
-  XX(ESECRET, -6, "authSecret must be at least 32 characters")                     \
-  XX(ECHANNEL, -7, "invalid channel name")                                         \
-  XX(EJSON, -8, "data is not valid JSON")                                          \
-  XX(ETOOBIG, -9, "payload too large")                                             \
-  XX(ENOTFOUND, -10, "not found")                                                  \
-  XX(ELISTEN, -11, "cannot listen on the given address")                           \
-  XX(EBUSY, -12, "operation already in progress")                                  \
-  XX(ETHREAD, -13, "cannot start the event loop thread")                           \
-  XX(EBACKLOG, -14, "Redis is unreachable and the broadcast backlog is full")           \
-  XX(EUNAVAILABLE, -15, "Redis is unavailable (not connected within the connect timeout, " \
-                        "or the connection was lost before it answered)")                \
-  XX(EUNPUBLISHED, -16, "broadcasts accepted before close were not published to Redis") \
+#define VX_ERRNO_MAP(XX)                                                                           \
+  XX(EINVAL, -1, "invalid argument")                                                               \
+  XX(ENOMEM, -2, "out of memory")                                                                  \
+  XX(ECLOSED, -3, "instance is closed")                                                            \
+  XX(EADDRINUSE, -4, "address already in use")                                                     \
+  XX(EIO, -5, "input/output error")                                                                \
+  XX(ESECRET, -6, "authSecret must be at least 32 characters")                                     \
+  XX(ECHANNEL, -7, "invalid channel name")                                                         \
+  XX(EJSON, -8, "data is not valid JSON")                                                          \
+  XX(ETOOBIG, -9, "payload too large")                                                             \
+  XX(ENOTFOUND, -10, "not found")                                                                  \
+  XX(ELISTEN, -11, "cannot listen on the given address")                                           \
+  XX(EBUSY, -12, "operation already in progress")                                                  \
+  XX(ETHREAD, -13, "cannot start the event loop thread")                                           \
+  XX(EBACKLOG, -14, "Redis is unreachable and the broadcast backlog is full")                      \
+  XX(EUNAVAILABLE, -15,                                                                            \
+     "Redis is unavailable (not connected within the connect timeout, "                            \
+     "or the connection was lost before it answered)")                                             \
+  XX(EUNPUBLISHED, -16, "broadcasts accepted before close were not published to Redis")            \
   XX(EAGAIN, -17, "no capacity now: try again when the core has drained (flow control)")
 
 typedef enum {
@@ -80,9 +81,8 @@ typedef void (*vx_log_cb)(int level, const char *message, void *data);
 
 /* A client event ({"type":"message"} on a private/presence channel the socket is
  * subscribed to), after the core accepted and rebroadcast it. `data` is JSON text. */
-typedef void (*vx_client_event_cb)(const char *socket_id, const char *channel,
-                                   const char *event, const char *data, size_t data_len,
-                                   void *hook_data);
+typedef void (*vx_client_event_cb)(const char *socket_id, const char *channel, const char *event,
+                                   const char *data, size_t data_len, void *hook_data);
 
 /* Channel authorization asked of the host by the core's own HTTP routes:
  * POST {path}/auth (kind VX_AUTH_TOKEN) and, with SSE, POST {sse_path}/subscribe (kind
@@ -92,60 +92,60 @@ typedef void (*vx_client_event_cb)(const char *socket_id, const char *channel,
 #define VX_AUTH_TOKEN 1
 #define VX_AUTH_SUBSCRIBE 2
 typedef struct vx_auth_request {
-  uint64_t id;            /* pass to vx_auth_reply */
-  int kind;               /* VX_AUTH_TOKEN or VX_AUTH_SUBSCRIBE */
-  const char *socket_id;  /* from the body (socketId / connectionId) */
-  const char *channel;    /* from the body, already checked to be a valid name */
+  uint64_t id;              /* pass to vx_auth_reply */
+  int kind;                 /* VX_AUTH_TOKEN or VX_AUTH_SUBSCRIBE */
+  const char *socket_id;    /* from the body (socketId / connectionId) */
+  const char *channel;      /* from the body, already checked to be a valid name */
   const char *channel_type; /* "public", "private" or "presence" */
-  const char *method;     /* "POST" */
-  const char *url;        /* request target, query included */
-  const char *headers;    /* every header, "Name: value\r\n" each */
+  const char *method;       /* "POST" */
+  const char *url;          /* request target, query included */
+  const char *headers;      /* every header, "Name: value\r\n" each */
   size_t headers_len;
-  const char *body;       /* the raw JSON body */
+  const char *body; /* the raw JSON body */
   size_t body_len;
 } vx_auth_request;
 typedef void (*vx_authorize_cb)(const vx_auth_request *req, void *hook_data);
 
 typedef struct vx_options {
-  const char *path;             /* WebSocket endpoint path; default "/ws" */
-  uint32_t ping_interval_ms;    /* keep-alive ping period; default 30000; 0 disables */
-  size_t max_payload;           /* largest client message / HTTP body; default 1 MiB */
-  size_t max_send_queue;        /* unsent bytes per connection before 1008; default 1 MiB */
-  uint32_t max_connections;     /* further connections get 503; default 100000 */
-  uint32_t max_channels_per_conn; /* subscriptions per connection; default 100 */
-  const char *api_key;          /* enables POST /api/broadcast|batch; NULL = off */
-  const char *auth_secret;      /* HMAC key for private/presence tokens, >= 32 chars; NULL =
+  const char *path;                   /* WebSocket endpoint path; default "/ws" */
+  uint32_t ping_interval_ms;          /* keep-alive ping period; default 30000; 0 disables */
+  size_t max_payload;                 /* largest client message / HTTP body; default 1 MiB */
+  size_t max_send_queue;              /* unsent bytes per connection before 1008; default 1 MiB */
+  uint32_t max_connections;           /* further connections get 503; default 100000 */
+  uint32_t max_channels_per_conn;     /* subscriptions per connection; default 100 */
+  const char *api_key;                /* enables POST /api/broadcast|batch; NULL = off */
+  const char *auth_secret;            /* HMAC key for private/presence tokens, >= 32 chars; NULL =
                                    private/presence subscriptions are refused */
-  vx_authorize_cb authorize;    /* NULL = public yes, private/presence no */
+  vx_authorize_cb authorize;          /* NULL = public yes, private/presence no */
   vx_client_event_cb on_client_event; /* optional */
-  uint32_t client_events_per_sec; /* per connection; default 10; 0 disables client events */
-  size_t max_member_size;       /* presence channel_data bytes; default 2048 */
-  uint32_t max_presence_members; /* per channel; default 10000 */
-  const char *sse_path;         /* Server-Sent Events endpoint, e.g. "/events"; NULL = off.
+  uint32_t client_events_per_sec;     /* per connection; default 10; 0 disables client events */
+  size_t max_member_size;             /* presence channel_data bytes; default 2048 */
+  uint32_t max_presence_members;      /* per channel; default 10000 */
+  const char *sse_path;               /* Server-Sent Events endpoint, e.g. "/events"; NULL = off.
                                    Also serves {sse_path}/subscribe and /unsubscribe */
-  uint32_t heartbeat_interval_ms; /* SSE comment heartbeat; default 15000; 0 disables */
-  uint32_t retry_interval_ms;   /* SSE "retry:" sent to clients; default 3000 */
-  int permessage_deflate;       /* accept permessage-deflate (RFC 7692, no context takeover:
+  uint32_t heartbeat_interval_ms;     /* SSE comment heartbeat; default 15000; 0 disables */
+  uint32_t retry_interval_ms;         /* SSE "retry:" sent to clients; default 3000 */
+  int permessage_deflate;             /* accept permessage-deflate (RFC 7692, no context takeover:
                                    a broadcast is compressed once for all); default 1 */
-  uint32_t sse_history;         /* recent broadcasts kept (at most 4 MiB) so a stream that
+  uint32_t sse_history;               /* recent broadcasts kept (at most 4 MiB) so a stream that
                                    reconnects with Last-Event-ID gets what it missed on the
                                    channels of its ?channels=; default 1000; 0 = off */
-  const char *redis_url;        /* redis://[[user]:password@]host[:port][/db]; NULL = single
+  const char *redis_url;              /* redis://[[user]:password@]host[:port][/db]; NULL = single
                                    instance. Broadcasts then reach every instance sharing it */
-  const char *redis_prefix;     /* key and channel prefix; default "vx" */
-  size_t redis_backlog_max;     /* bytes of broadcasts not yet acknowledged by Redis (waiting
+  const char *redis_prefix;           /* key and channel prefix; default "vx" */
+  size_t redis_backlog_max;           /* bytes of broadcasts not yet acknowledged by Redis (waiting
                                    for the connection, or sent and awaiting the reply);
                                    default 16 MiB; past it vx_broadcast returns VX_EBACKLOG */
-  uint32_t redis_connect_timeout_ms; /* how long a cluster-wide query waits for the Redis
+  uint32_t redis_connect_timeout_ms;  /* how long a cluster-wide query waits for the Redis
                                    connection and then for its answer before failing with
                                    VX_EUNAVAILABLE; also the grace vx_close gives Redis when
                                    called with grace_ms 0. Default 5000; with redis_url,
                                    outside 1 .. 3600000 vx_new returns VX_EINVAL */
-  vx_connect_cb on_connect;     /* optional */
-  vx_disconnect_cb on_disconnect; /* optional */
-  vx_log_cb on_log;             /* optional; NULL logs nothing */
-  int log_level;                /* messages up to this level reach on_log; default WARN */
-  void *hook_data;              /* passed to every hook above */
+  vx_connect_cb on_connect;           /* optional */
+  vx_disconnect_cb on_disconnect;     /* optional */
+  vx_log_cb on_log;                   /* optional; NULL logs nothing */
+  int log_level;                      /* messages up to this level reach on_log; default WARN */
+  void *hook_data;                    /* passed to every hook above */
 } vx_options;
 
 /* Fill `opts` with the defaults listed above. Not thread-sensitive. */
@@ -228,8 +228,8 @@ VX_EXTERN int vx_adopt(vx_events *ev, int fd, const char *bytes, size_t len);
  * Redis has not acknowledged yet would exceed redis_backlog_max: Redis unreachable or
  * stalled; the broadcast is then delivered nowhere, this instance included), VX_ENOMEM,
  * VX_ECLOSED. */
-VX_EXTERN int vx_broadcast(vx_events *ev, const char *channel, const char *event,
-                           const char *data, size_t data_len, const char *except_id);
+VX_EXTERN int vx_broadcast(vx_events *ev, const char *channel, const char *event, const char *data,
+                           size_t data_len, const char *except_id);
 
 /* Same for `n` channels at once (1..100). Each recipient gets one message per channel it
  * is subscribed to. Errors as vx_broadcast; nothing is sent if any channel is invalid. */
@@ -298,17 +298,14 @@ typedef void (*vx_stats_cb)(int status, const vx_stats *stats, void *data);
  * not answer within that time) while the query is on its way.
  *
  * Number of subscribers of `channel` (0 for unknown). Returns 0, VX_ECHANNEL, VX_ECLOSED. */
-VX_EXTERN int vx_subscriber_count(vx_events *ev, const char *channel, vx_count_cb cb,
-                                  void *data);
+VX_EXTERN int vx_subscriber_count(vx_events *ev, const char *channel, vx_count_cb cb, void *data);
 /* Whether `channel` has at least one subscriber: `count` is 1 or 0.
  * Returns 0, VX_ECHANNEL, VX_ECLOSED. */
-VX_EXTERN int vx_has_subscribers(vx_events *ev, const char *channel, vx_count_cb cb,
-                                 void *data);
+VX_EXTERN int vx_has_subscribers(vx_events *ev, const char *channel, vx_count_cb cb, void *data);
 /* Presence members of `channel` as a JSON array text [{"id":..,"info":..},...]
  * (deduplicated by id), borrowed for the callback. Returns 0, VX_ECHANNEL, VX_ECLOSED. */
 typedef void (*vx_json_cb)(int status, const char *json, size_t len, void *data);
-VX_EXTERN int vx_presence_members(vx_events *ev, const char *channel, vx_json_cb cb,
-                                  void *data);
+VX_EXTERN int vx_presence_members(vx_events *ev, const char *channel, vx_json_cb cb, void *data);
 
 /* Channels with at least one subscriber. Returns 0, VX_EINVAL (cb NULL), VX_ECLOSED. */
 VX_EXTERN int vx_channels(vx_events *ev, vx_channels_cb cb, void *data);

@@ -31,7 +31,8 @@ static const char OUTRO[] =
     "standalone server has no authorizer; apps sign tokens with the shared secret),\n"
     "GET SSE_PATH[?channels=a,b] (event stream), POST SSE_PATH/subscribe and /unsubscribe\n"
     "{connectionId, channel} (public channels), GET /health, POST /api/broadcast\n"
-    "  {\"channel\"|\"channels\", \"event\", \"data\", \"except\"?}, POST /api/batch {\"batch\": [...]}.\n"
+    "  {\"channel\"|\"channels\", \"event\", \"data\", \"except\"?}, POST /api/batch {\"batch\": "
+    "[...]}.\n"
     "When ready, prints 'vxevents-server listening on http://HOST:PORT (websocket path PATH)'.\n"
     "SIGINT or SIGTERM closes every client with 1001 and exits 0.\n";
 
@@ -56,13 +57,14 @@ static int die(const char *fmt, const char *arg) {
 static void usage(const vx_option_info *t, size_t n) {
   fputs(INTRO, stdout);
   printf("  %-28s %s\n", "--host HOST", "address to listen on (VX_HOST; default 0.0.0.0)");
-  printf("  %-28s %s\n", "--port PORT", "TCP port, 0 = any free port (VX_PORT or PORT; default 3030)");
+  printf("  %-28s %s\n", "--port PORT",
+         "TCP port, 0 = any free port (VX_PORT or PORT; default 3030)");
   for (size_t i = 0; i < n; i++) {
     char head[64], tail[128], text[1024];
     const char *meta = t[i].type == VX_OPT_UINT || t[i].type == VX_OPT_SIZE ? "N"
-                       : t[i].type == VX_OPT_BOOL                            ? "0|1"
-                       : t[i].type == VX_OPT_LEVEL                           ? "LEVEL"
-                                                                             : "VALUE";
+                       : t[i].type == VX_OPT_BOOL                           ? "0|1"
+                       : t[i].type == VX_OPT_LEVEL                          ? "LEVEL"
+                                                                            : "VALUE";
     snprintf(head, sizeof head, "--%s %s", t[i].flag, meta);
     if (strcmp(t[i].name, "sse_path") == 0)
       snprintf(tail, sizeof tail, "%s; default %s", t[i].env, SERVER_SSE_PATH);
@@ -216,7 +218,8 @@ int main(int argc, char **argv) {
   }
   const char *shown = host;
   if (strchr(host, ':'))
-    printf("vxevents-server listening on http://[%s]:%d (websocket path %s)\n", shown, bound, o.path);
+    printf("vxevents-server listening on http://[%s]:%d (websocket path %s)\n", shown, bound,
+           o.path);
   else
     printf("vxevents-server listening on http://%s:%d (websocket path %s)\n", shown, bound, o.path);
   fflush(stdout);

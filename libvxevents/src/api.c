@@ -214,8 +214,7 @@ void vx__api_handle(vx_conn *c, bool batch) {
   cJSON_Delete(root);
   if (rc) {
     bool later = rc == VX_ENOMEM || rc == VX_EBACKLOG;
-    vx__http_error(c, later ? 503 : 400, vx_strerror(rc), later ? "Retry-After: 1\r\n" : NULL,
-                   ka);
+    vx__http_error(c, later ? 503 : 400, vx_strerror(rc), later ? "Retry-After: 1\r\n" : NULL, ka);
     return;
   }
   char out[64];
@@ -225,4 +224,3 @@ void vx__api_handle(vx_conn *c, bool batch) {
     snprintf(out, sizeof out, "{\"success\":true}");
   vx__http_respond(c, 200, NULL, out, ka);
 }
-

@@ -17,8 +17,8 @@ bool vx__socket_id_valid(const char *id, size_t n) {
     return false;
   for (size_t i = 0; i < n; i++) {
     char c = id[i];
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-          c == '.' || c == '-' || c == '_'))
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' ||
+          c == '-' || c == '_'))
       return false;
   }
   return true;
@@ -49,8 +49,8 @@ int vx__auth_token(const char *secret, size_t slen, const char *socket_id, size_
     msg[idlen + 1 + clen] = ':';
     memcpy(msg + idlen + 2 + clen, cdata, cdlen);
   }
-  unsigned char *r = HMAC(EVP_sha256(), secret, (int)slen, (const unsigned char *)msg, mlen, md,
-                          &mdlen);
+  unsigned char *r =
+      HMAC(EVP_sha256(), secret, (int)slen, (const unsigned char *)msg, mlen, md, &mdlen);
   if (msg != stackbuf)
     free(msg);
   if (!r || mdlen != 32)
@@ -84,7 +84,7 @@ int vx_sign(vx_events *ev, const char *socket_id, const char *channel, const cha
     return VX_EINVAL;
   if (!ev->auth_secret)
     return VX_ESECRET;
-  return vx__auth_token(ev->auth_secret, ev->auth_secret_len, socket_id, strlen(socket_id),
-                        channel, strlen(channel), channel_data,
-                        channel_data ? strlen(channel_data) : 0, out, out_len);
+  return vx__auth_token(ev->auth_secret, ev->auth_secret_len, socket_id, strlen(socket_id), channel,
+                        strlen(channel), channel_data, channel_data ? strlen(channel_data) : 0, out,
+                        out_len);
 }

@@ -27,8 +27,7 @@ typedef struct vx_backplane_handler {
   /* A broadcast from another instance: deliver it to the local subscribers of `channel`.
    * `extra` is the server-set tail of the envelope (the client-event members). */
   int (*deliver)(vx_events *ev, const char *channel, size_t n, const char *event, size_t elen,
-                 const char *data, size_t dlen, const char *extra, size_t xlen,
-                 const char *except);
+                 const char *data, size_t dlen, const char *extra, size_t xlen, const char *except);
   /* The backplane confirmed `channel` (or gave up on it): deferred acks go out. */
   void (*channel_ready)(vx_events *ev, const char *channel, size_t n);
   /* The answer to a presence join (ops->presence_join): the joining connection `socket_id`,
@@ -50,9 +49,9 @@ typedef struct vx_backplane_ops {
   /* Shutdown began: publish what is left, leave the cluster, disconnect; `grace_ms` 0
    * means the backplane's own default. */
   void (*stop)(vx_events *ev, uint32_t grace_ms);
-  bool (*done)(vx_events *ev);    /* shutdown finished (its handles are then closing) */
-  bool (*overdue)(vx_events *ev); /* the grace of stop is over */
-  void (*force)(vx_events *ev);   /* give up on what is left */
+  bool (*done)(vx_events *ev);            /* shutdown finished (its handles are then closing) */
+  bool (*overdue)(vx_events *ev);         /* the grace of stop is over */
+  void (*force)(vx_events *ev);           /* give up on what is left */
   uint64_t (*unpublished)(vx_events *ev); /* broadcasts lost, at the end of shutdown */
   void (*free)(vx_events *ev);
 
@@ -69,8 +68,8 @@ typedef struct vx_backplane_ops {
    * caller reserved, or 0 to check the bound here. VX_EBACKLOG: nothing was queued, and
    * the broadcast must be delivered nowhere. */
   int (*publish)(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
-                 const char *event, size_t elen, const char *data, size_t dlen,
-                 const char *cmark, size_t cmlen, const char *except, size_t reserved);
+                 const char *event, size_t elen, const char *data, size_t dlen, const char *cmark,
+                 size_t cmlen, const char *except, size_t reserved);
 
   /* ---- channels ---- */
   /* A channel got its first local subscriber / lost its last one. */

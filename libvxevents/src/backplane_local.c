@@ -44,8 +44,8 @@ static bool reserve(vx_events *ev, size_t c) {
 static void release(vx_events *ev, size_t c) { (void)ev, (void)c; }
 
 static int publish(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
-                   const char *event, size_t elen, const char *data, size_t dlen,
-                   const char *cmark, size_t cmlen, const char *except, size_t reserved) {
+                   const char *event, size_t elen, const char *data, size_t dlen, const char *cmark,
+                   size_t cmlen, const char *except, size_t reserved) {
   (void)ev, (void)channels, (void)lens, (void)n, (void)event, (void)elen, (void)data;
   (void)dlen, (void)cmark, (void)cmlen, (void)except, (void)reserved;
   return 0; /* nobody else to tell */

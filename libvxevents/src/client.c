@@ -70,8 +70,8 @@ static void on_subscribe(vx_conn *c, const cJSON *msg) {
   const char *name = ch->valuestring;
   size_t n = strlen(name);
   if (!vx__channel_valid(name, n)) {
-    vx__node_sub_reply(c, name, n,
-                       "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)", NULL, 0);
+    vx__node_sub_reply(c, name, n, "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)",
+                       NULL, 0);
     return;
   }
   vx_chkind kind = vx__channel_kind(name, n);
@@ -121,8 +121,7 @@ static void on_client_event(vx_conn *c, const cJSON *msg, const char *raw, size_
                   "member_added, member_removed, resumed, subscription_*, vx:*)");
     return;
   }
-  if (vx__channel_kind(name, n) == VX_CH_PUBLIC ||
-      !vx__hub_is_subscribed(c, name, n)) {
+  if (vx__channel_kind(name, n) == VX_CH_PUBLIC || !vx__hub_is_subscribed(c, name, n)) {
     send_error(c, "client events are only allowed on private and presence channels the "
                   "connection is subscribed to");
     return;
@@ -186,7 +185,7 @@ void vx__client_message(vx_conn *c, const char *p, size_t n) {
     const cJSON *ch = cJSON_GetObjectItemCaseSensitive(msg, "channel");
     const char *shown = cJSON_IsString(ch) ? ch->valuestring : "";
     vx__node_sub_reply(c, shown, strlen(shown),
-                      "invalid channel name (NUL characters are not allowed)", NULL, 0);
+                       "invalid channel name (NUL characters are not allowed)", NULL, 0);
   } else if (nul) {
     send_error(c, "NUL characters (\\u0000) are not allowed in messages");
   } else if (strcmp(type->valuestring, "subscribe") == 0) {

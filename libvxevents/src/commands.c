@@ -123,11 +123,10 @@ static void run_broadcast(vx_events *ev, vx_cmd *c) {
   const char *data = c->u.broadcast.data;
   for (size_t i = 0; i < c->u.broadcast.n; i++)
     lens[i] = strlen(c->u.broadcast.channels[i]);
-  int r = vx__node_broadcast_reserved(ev, (const char *const *)c->u.broadcast.channels, lens,
-                                      c->u.broadcast.n, c->u.broadcast.event,
-                                      strlen(c->u.broadcast.event), data ? data : "null",
-                                      data ? c->u.broadcast.data_len : 4,
-                                      c->u.broadcast.except, c->u.broadcast.reserved);
+  int r = vx__node_broadcast_reserved(
+      ev, (const char *const *)c->u.broadcast.channels, lens, c->u.broadcast.n,
+      c->u.broadcast.event, strlen(c->u.broadcast.event), data ? data : "null",
+      data ? c->u.broadcast.data_len : 4, c->u.broadcast.except, c->u.broadcast.reserved);
   if (r)
     vx__log(ev, VX_LOG_ERROR, "broadcast failed: %s", vx_strerror(r));
 }
@@ -186,8 +185,8 @@ void vx__cmd_run(vx_events *ev, vx_cmd *c) {
     vx__loop_begin_shutdown(ev, c);
     break;
   case CMD_AUTH_REPLY:
-    vx__http_auth_answer(ev, c->u.auth_reply.id, c->u.auth_reply.authorized,
-                         c->u.auth_reply.member, c->u.auth_reply.error);
+    vx__http_auth_answer(ev, c->u.auth_reply.id, c->u.auth_reply.authorized, c->u.auth_reply.member,
+                         c->u.auth_reply.error);
     break;
   case CMD_SSE_SUB:
   case CMD_SSE_UNSUB:

@@ -47,7 +47,7 @@ struct vx_cmd {
       char *except;
       size_t reserved; /* bytes of the backplane's backlog reserved on the caller's thread */
     } broadcast;
-    struct { /* CMD_COUNT/HAS (vx_count_cb), CHANNELS, STATS, MEMBERS (vx_json_cb) */
+    struct {         /* CMD_COUNT/HAS (vx_count_cb), CHANNELS, STATS, MEMBERS (vx_json_cb) */
       char *channel; /* NULL for CHANNELS and STATS */
       void *cb;
       void *cb_data;

@@ -95,7 +95,8 @@ static void doom(vx_conn *c) {
 void vx__conn_oom(vx_conn *c) {
   if (vx_has(c, VXC_F_CLOSED) || vx_has(c, VXC_F_OOM))
     return;
-  vx__log(c->ev, VX_LOG_ERROR, "out of memory: closing %s", c->kind == VXK_HTTP ? "an HTTP connection" : c->id);
+  vx__log(c->ev, VX_LOG_ERROR, "out of memory: closing %s",
+          c->kind == VXK_HTTP ? "an HTTP connection" : c->id);
   vx_set(c, VXC_F_OOM);
   doom(c);
 }
@@ -140,7 +141,8 @@ static void enqueue(vx_conn *c, vx_buf *b, bool bounded) {
  * the middle of a flush, so it never closes the connection: should the restart fail, the
  * next write tries again, and the HTTP deadline ends a connection that stays stuck. */
 static void read_resume(vx_conn *c) {
-  if (!vx_has(c, VXC_F_READ_PAUSED) || vx_has(c, VXC_F_CLOSED) || c->qbytes > c->ev->opts.max_send_queue / 2)
+  if (!vx_has(c, VXC_F_READ_PAUSED) || vx_has(c, VXC_F_CLOSED) ||
+      c->qbytes > c->ev->opts.max_send_queue / 2)
     return;
   if (vx__conn_read_start(c) != 0)
     return;
@@ -449,7 +451,9 @@ void vx__conn_sweep(vx_events *ev) {
     next = c->next;
     if (!VX_IS_CLIENT(c) && c->deadline && now >= c->deadline) {
       vx__log(ev, VX_LOG_DEBUG, "deadline passed for %s (%s), %zu bytes unsent",
-              vx_has(c, VXC_F_LINGERING) ? "lingering close" : c->kind == VXK_HTTP ? "HTTP request" : "close handshake",
+              vx_has(c, VXC_F_LINGERING) ? "lingering close"
+              : c->kind == VXK_HTTP      ? "HTTP request"
+                                         : "close handshake",
               c->kind == VXK_HTTP ? "-" : c->id, c->qbytes);
       vx__conn_terminate(c);
     }

@@ -210,21 +210,36 @@ void vx__http_free(vx_conn *c) {
 
 static const char *status_text(int s) {
   switch (s) {
-  case 101: return "Switching Protocols";
-  case 200: return "OK";
-  case 400: return "Bad Request";
-  case 401: return "Unauthorized";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 403: return "Forbidden";
-  case 413: return "Payload Too Large";
-  case 414: return "URI Too Long";
-  case 426: return "Upgrade Required";
-  case 431: return "Request Header Fields Too Large";
-  case 500: return "Internal Server Error";
-  case 503: return "Service Unavailable";
-  case 504: return "Gateway Timeout";
-  default: return "Error";
+  case 101:
+    return "Switching Protocols";
+  case 200:
+    return "OK";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 403:
+    return "Forbidden";
+  case 413:
+    return "Payload Too Large";
+  case 414:
+    return "URI Too Long";
+  case 426:
+    return "Upgrade Required";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 500:
+    return "Internal Server Error";
+  case 503:
+    return "Service Unavailable";
+  case 504:
+    return "Gateway Timeout";
+  default:
+    return "Error";
   }
 }
 
@@ -329,11 +344,11 @@ static void route_health(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   vx__http_respond(c, ev->shutting_down ? 503 : 200, NULL, body, ka);
 }
 
-#define ROUTE(name, call)                                                                      \
-  static void name(vx_conn *c, const uint8_t *extra, size_t extra_len) {                       \
-    (void)extra;                                                                               \
-    (void)extra_len;                                                                           \
-    call;                                                                                      \
+#define ROUTE(name, call)                                                                          \
+  static void name(vx_conn *c, const uint8_t *extra, size_t extra_len) {                           \
+    (void)extra;                                                                                   \
+    (void)extra_len;                                                                               \
+    call;                                                                                          \
   }
 ROUTE(route_auth, vx__routes_auth(c))
 ROUTE(route_sse_sub, vx__routes_sse_sub(c, true))

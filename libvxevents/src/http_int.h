@@ -7,8 +7,18 @@
 
 /* Headers kept by value. Sec-WebSocket-Extensions is kept apart, whole (a list of offers
  * can be long; the 16 KiB header bound still applies). */
-enum { H_NONE = 0, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_AUTH, H_LAST_EVENT_ID, H_HOST,
-       H_OTHER, H_EXT };
+enum {
+  H_NONE = 0,
+  H_UPGRADE,
+  H_CONNECTION,
+  H_KEY,
+  H_VERSION,
+  H_AUTH,
+  H_LAST_EVENT_ID,
+  H_HOST,
+  H_OTHER,
+  H_EXT
+};
 
 typedef struct {
   char v[256];
@@ -25,7 +35,7 @@ struct vx_http_req {
   bool in_value;
   int cur;
   hval h[H_OTHER];
-  vx_str ext;         /* Sec-WebSocket-Extensions, repeated lines joined with "," */
+  vx_str ext; /* Sec-WebSocket-Extensions, repeated lines joined with "," */
   vx_str body;
   vx_str raw_headers; /* "Name: value\r\n" each, for the host's authorizer */
   int error_status;
@@ -54,8 +64,8 @@ bool vx__ws_deflate_negotiate(const char *v, size_t n, bool *echo_smwb);
 
 /* Route handlers, called with the whole request in c->req. */
 void vx__ws_handshake(vx_conn *c, const uint8_t *extra, size_t extra_len); /* GET {path} */
-void vx__api_handle(vx_conn *c, bool batch); /* POST /api/broadcast, /api/batch */
-void vx__routes_auth(vx_conn *c);            /* POST {path}/auth */
+void vx__api_handle(vx_conn *c, bool batch);         /* POST /api/broadcast, /api/batch */
+void vx__routes_auth(vx_conn *c);                    /* POST {path}/auth */
 void vx__routes_sse_sub(vx_conn *c, bool subscribe); /* POST {sse_path}/(un)subscribe */
 
 #endif

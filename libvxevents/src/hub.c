@@ -59,8 +59,8 @@ static void channel_send(vx_channel *ch, vx_frames *f, vx_conn *skip) {
 
 static void member_event(vx_events *ev, vx_channel *ch, const char *event, vx_member *m,
                          vx_conn *skip) {
-  vx_buf *b = vx__envelope_frame(ch->name, ch->name_len, event, strlen(event), m->json,
-                                 m->json_len, NULL, 0);
+  vx_buf *b = vx__envelope_frame(ch->name, ch->name_len, event, strlen(event), m->json, m->json_len,
+                                 NULL, 0);
   if (b) {
     vx_frames f;
     vx__frames_init(&f, ev, b, 0);

@@ -120,8 +120,8 @@ void vx__loop_listen(vx_events *ev, vx_cmd *cmd) {
     int nl = sizeof name;
     uv_tcp_getsockname(&ev->listener, (struct sockaddr *)&name, &nl);
     *cmd->u.listen.bound_port = name.ss_family == AF_INET6
-                         ? ntohs(((struct sockaddr_in6 *)&name)->sin6_port)
-                         : ntohs(((struct sockaddr_in *)&name)->sin_port);
+                                    ? ntohs(((struct sockaddr_in6 *)&name)->sin6_port)
+                                    : ntohs(((struct sockaddr_in *)&name)->sin_port);
   }
 done:
   *cmd->u.listen.result = r;
@@ -346,9 +346,8 @@ int vx_new(vx_events **out, const vx_options *opts) {
   ev->opts.api_key = ev->api_key;
   ev->ping_frame = vx__buf_new(2);
   ev->pong_msg = vx__frame_text("{\"type\":\"pong\"}", 15);
-  if (!ev->path || (o.api_key && *o.api_key && !ev->api_key) || !ev->ping_frame ||
-      !ev->pong_msg || !ev->auth_path || (o.auth_secret && !ev->auth_secret) || !sse_ok ||
-      !ev->heartbeat)
+  if (!ev->path || (o.api_key && *o.api_key && !ev->api_key) || !ev->ping_frame || !ev->pong_msg ||
+      !ev->auth_path || (o.auth_secret && !ev->auth_secret) || !sse_ok || !ev->heartbeat)
     goto fail_loop; /* nothing of the loop exists yet either */
   ev->path_len = strlen(ev->path);
   ev->bp.ops = ev->redis_url ? &vx__backplane_redis : &vx__backplane_local;

@@ -203,8 +203,8 @@ static int publish(vx_events *ev, const char *const *channels, const size_t *len
   char extra[32 + 256], mark[16 + 256];
   size_t xlen = client ? vx__client_extra(extra, uid, uidlen) : 0;
   size_t mlen = client ? client_mark(mark, uid, uidlen) : 0;
-  int rc = ev->bp.ops->publish(ev, channels, lens, n, event, elen, data, dlen, mark, mlen,
-                               except, reserved);
+  int rc = ev->bp.ops->publish(ev, channels, lens, n, event, elen, data, dlen, mark, mlen, except,
+                               reserved);
   if (rc)
     return rc;
   return vx__hub_deliver(ev, channels, lens, n, event, elen, data, dlen, extra, xlen, except);
@@ -219,12 +219,11 @@ int vx__node_broadcast(vx_events *ev, const char *const *channels, const size_t 
 int vx__node_broadcast_reserved(vx_events *ev, const char *const *channels, const size_t *lens,
                                 size_t n, const char *event, size_t elen, const char *data,
                                 size_t dlen, const char *except, size_t reserved) {
-  return publish(ev, channels, lens, n, event, elen, data, dlen, false, NULL, 0, except,
-                 reserved);
+  return publish(ev, channels, lens, n, event, elen, data, dlen, false, NULL, 0, except, reserved);
 }
 
-int vx__node_client_event(vx_conn *c, const char *name, size_t n, const char *event,
-                          size_t elen, const char *data, size_t dlen) {
+int vx__node_client_event(vx_conn *c, const char *name, size_t n, const char *event, size_t elen,
+                          const char *data, size_t dlen) {
   vx_sub *s = vx__hub_sub_of(c, name, n);
   const char *uid = s && s->member ? s->member->id : NULL; /* <= 256 bytes (member_parse) */
   size_t uidlen = uid ? s->member->id_len : 0;

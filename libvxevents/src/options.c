@@ -19,78 +19,88 @@
 
 /* XX(field, type, default number, default string, min, max, flag, env, node, python, help)
  * Numbers are bounds of the value; for strings min/max bound the length. */
-#define VX_OPTIONS_MAP(XX)                                                                       \
-  XX(path, VX_OPT_PATH, 0, "/ws", 1, 200, "path", "VX_PATH", "path", "path",                   \
-     "WebSocket endpoint path; POST PATH/auth is served beside it")                              \
-  XX(ping_interval_ms, VX_OPT_UINT, 30000, NULL, 0, DAY_MS, "ping-interval", "VX_PING_INTERVAL", \
-     "pingInterval", "ping_interval",                                                            \
-     "keep-alive ping period in ms; a client that has not answered by the next ping is "         \
-     "dropped; 0 disables")                                                                      \
-  XX(max_payload, VX_OPT_SIZE, MiB, NULL, 64, GiB, "max-payload", "VX_MAX_PAYLOAD",              \
-     "maxPayloadSize", "max_payload",                                                            \
-     "largest client message or HTTP body in bytes; larger WebSocket messages close with 1009") \
-  XX(max_send_queue, VX_OPT_SIZE, MiB, NULL, KiB, 4 * GiB, "max-send-queue",                     \
-     "VX_MAX_SEND_QUEUE", "maxSendQueue", "max_send_queue",                                      \
-     "unsent bytes allowed per connection; over it the client is closed with 1008 'slow "        \
-     "consumer'")                                                                                \
-  XX(max_connections, VX_OPT_UINT, 100000, NULL, 1, 10000000, "max-connections",                 \
-     "VX_MAX_CONNECTIONS", "maxConnections", "max_connections",                                  \
-     "WebSocket and SSE connections; more get HTTP 503")                                         \
-  XX(max_channels_per_conn, VX_OPT_UINT, 100, NULL, 1, 100000, "max-channels-per-connection",    \
-     "VX_MAX_CHANNELS_PER_CONNECTION", "maxChannelsPerConnection", "max_channels_per_connection", \
-     "subscriptions per connection")                                                             \
-  XX(api_key, VX_OPT_STRING, 0, NULL, 0, 4096, "api-key", "VX_API_KEY", NULL, "api_key",          \
-     "enable POST /api/broadcast and /api/batch, guarded by 'Authorization: Bearer KEY'; "       \
-     "empty = API off")                                                                          \
-  XX(auth_secret, VX_OPT_SECRET, 0, NULL, 32, 4096, "auth-secret", "VX_AUTH_SECRET",             \
-     "authSecret", "auth_secret",                                                                \
-     "HMAC-SHA256 key (at least 32 characters) that signs and verifies private-/presence- "      \
-     "subscriptions; without it they are refused")                                               \
-  XX(client_events_per_sec, VX_OPT_UINT, 10, NULL, 0, 100000, "client-events-per-sec",           \
-     "VX_CLIENT_EVENTS_PER_SEC", "clientEventsPerSecond", "client_events_per_sec",               \
-     "client events allowed per connection per second on private/presence channels; 0 "          \
-     "disables them")                                                                            \
-  XX(max_member_size, VX_OPT_SIZE, 2048, NULL, 16, GiB, "max-member-size", "VX_MAX_MEMBER_SIZE", \
-     "maxMemberSize", "max_member_size", "bytes of a presence member's channel_data")            \
-  XX(max_presence_members, VX_OPT_UINT, 10000, NULL, 1, UINT32_MAX, "max-presence-members",      \
-     "VX_MAX_PRESENCE_MEMBERS", "maxPresenceMembers", "max_presence_members",                    \
-     "members per presence channel")                                                             \
-  XX(sse_path, VX_OPT_PATH, 0, NULL, 1, 200, "sse-path", "VX_SSE_PATH", NULL, "sse_path",        \
-     "Server-Sent Events endpoint (with PATH/subscribe and /unsubscribe); empty = off")          \
-  XX(heartbeat_interval_ms, VX_OPT_UINT, 15000, NULL, 0, DAY_MS, "heartbeat-interval",           \
-     "VX_HEARTBEAT_INTERVAL", "heartbeatInterval", "heartbeat_interval",                         \
-     "SSE comment heartbeat period in ms; 0 disables")                                           \
-  XX(retry_interval_ms, VX_OPT_UINT, 3000, NULL, 0, DAY_MS, "retry-interval",                    \
-     "VX_RETRY_INTERVAL", "retryInterval", "retry_interval",                                     \
-     "reconnect delay in ms told to SSE clients")                                                \
-  XX(permessage_deflate, VX_OPT_BOOL, 1, NULL, 0, 1, "compression", "VX_COMPRESSION",            \
-     "compression", "compression",                                                               \
-     "accept permessage-deflate from WebSocket clients; a broadcast is compressed once for "     \
-     "all of them (1 or 0)")                                                                     \
-  XX(sse_history, VX_OPT_UINT, 1000, NULL, 0, 1000000, "sse-history", "VX_SSE_HISTORY",          \
-     "sseHistory", "sse_history",                                                                \
-     "recent broadcasts kept (at most 4 MiB) for SSE streams that reconnect with "               \
-     "Last-Event-ID; 0 = off")                                                                   \
-  XX(redis_url, VX_OPT_REDIS, 0, NULL, 0, 4096, "redis", "VX_REDIS_URL", "redis", "redis",       \
-     "redis://[[user]:password@]host[:port][/db]: share broadcasts with every instance on the "  \
-     "same Redis (also REDIS_URL); empty = single instance, all in memory")                      \
-  XX(redis_prefix, VX_OPT_STRING, 0, "vx", 1, 60, "redis-prefix", "VX_REDIS_PREFIX",             \
-     "redisPrefix", "redis_prefix", "Redis key and channel prefix")                              \
-  XX(redis_backlog_max, VX_OPT_SIZE, 16 * MiB, NULL, 1, 1024 * GiB, "redis-backlog-max",          \
-     "VX_REDIS_BACKLOG_MAX", "redisBacklogMax", "redis_backlog_max",                             \
-     "bytes of broadcasts kept while Redis is unreachable; past it a broadcast fails with "      \
-     "EBACKLOG (HTTP 503)")                                                                      \
-  XX(redis_connect_timeout_ms, VX_OPT_UINT, 5000, NULL, 1, 3600000, "redis-connect-timeout",   \
-     "VX_REDIS_CONNECT_TIMEOUT", "redisConnectTimeout", "redis_connect_timeout",                 \
-     "ms a cluster-wide query (and close) waits for the Redis connection before failing with "  \
-     "EUNAVAILABLE")                                                                             \
-  XX(log_level, VX_OPT_LEVEL, VX_LOG_WARN, NULL, 0, 3, "log-level", "VX_LOG_LEVEL", NULL,        \
+#define VX_OPTIONS_MAP(XX)                                                                         \
+  XX(path, VX_OPT_PATH, 0, "/ws", 1, 200, "path", "VX_PATH", "path", "path",                       \
+     "WebSocket endpoint path; POST PATH/auth is served beside it")                                \
+  XX(ping_interval_ms, VX_OPT_UINT, 30000, NULL, 0, DAY_MS, "ping-interval", "VX_PING_INTERVAL",   \
+     "pingInterval", "ping_interval",                                                              \
+     "keep-alive ping period in ms; a client that has not answered by the next ping is "           \
+     "dropped; 0 disables")                                                                        \
+  XX(max_payload, VX_OPT_SIZE, MiB, NULL, 64, GiB, "max-payload", "VX_MAX_PAYLOAD",                \
+     "maxPayloadSize", "max_payload",                                                              \
+     "largest client message or HTTP body in bytes; larger WebSocket messages close with 1009")    \
+  XX(max_send_queue, VX_OPT_SIZE, MiB, NULL, KiB, 4 * GiB, "max-send-queue", "VX_MAX_SEND_QUEUE",  \
+     "maxSendQueue", "max_send_queue",                                                             \
+     "unsent bytes allowed per connection; over it the client is closed with 1008 'slow "          \
+     "consumer'")                                                                                  \
+  XX(max_connections, VX_OPT_UINT, 100000, NULL, 1, 10000000, "max-connections",                   \
+     "VX_MAX_CONNECTIONS", "maxConnections", "max_connections",                                    \
+     "WebSocket and SSE connections; more get HTTP 503")                                           \
+  XX(max_channels_per_conn, VX_OPT_UINT, 100, NULL, 1, 100000, "max-channels-per-connection",      \
+     "VX_MAX_CHANNELS_PER_CONNECTION", "maxChannelsPerConnection", "max_channels_per_connection",  \
+     "subscriptions per connection")                                                               \
+  XX(api_key, VX_OPT_STRING, 0, NULL, 0, 4096, "api-key", "VX_API_KEY", NULL, "api_key",           \
+     "enable POST /api/broadcast and /api/batch, guarded by 'Authorization: Bearer KEY'; "         \
+     "empty = API off")                                                                            \
+  XX(auth_secret, VX_OPT_SECRET, 0, NULL, 32, 4096, "auth-secret", "VX_AUTH_SECRET", "authSecret", \
+     "auth_secret",                                                                                \
+     "HMAC-SHA256 key (at least 32 characters) that signs and verifies private-/presence- "        \
+     "subscriptions; without it they are refused")                                                 \
+  XX(client_events_per_sec, VX_OPT_UINT, 10, NULL, 0, 100000, "client-events-per-sec",             \
+     "VX_CLIENT_EVENTS_PER_SEC", "clientEventsPerSecond", "client_events_per_sec",                 \
+     "client events allowed per connection per second on private/presence channels; 0 "            \
+     "disables them")                                                                              \
+  XX(max_member_size, VX_OPT_SIZE, 2048, NULL, 16, GiB, "max-member-size", "VX_MAX_MEMBER_SIZE",   \
+     "maxMemberSize", "max_member_size", "bytes of a presence member's channel_data")              \
+  XX(max_presence_members, VX_OPT_UINT, 10000, NULL, 1, UINT32_MAX, "max-presence-members",        \
+     "VX_MAX_PRESENCE_MEMBERS", "maxPresenceMembers", "max_presence_members",                      \
+     "members per presence channel")                                                               \
+  XX(sse_path, VX_OPT_PATH, 0, NULL, 1, 200, "sse-path", "VX_SSE_PATH", NULL, "sse_path",          \
+     "Server-Sent Events endpoint (with PATH/subscribe and /unsubscribe); empty = off")            \
+  XX(heartbeat_interval_ms, VX_OPT_UINT, 15000, NULL, 0, DAY_MS, "heartbeat-interval",             \
+     "VX_HEARTBEAT_INTERVAL", "heartbeatInterval", "heartbeat_interval",                           \
+     "SSE comment heartbeat period in ms; 0 disables")                                             \
+  XX(retry_interval_ms, VX_OPT_UINT, 3000, NULL, 0, DAY_MS, "retry-interval", "VX_RETRY_INTERVAL", \
+     "retryInterval", "retry_interval", "reconnect delay in ms told to SSE clients")               \
+  XX(permessage_deflate, VX_OPT_BOOL, 1, NULL, 0, 1, "compression", "VX_COMPRESSION",              \
+     "compression", "compression",                                                                 \
+     "accept permessage-deflate from WebSocket clients; a broadcast is compressed once for "       \
+     "all of them (1 or 0)")                                                                       \
+  XX(sse_history, VX_OPT_UINT, 1000, NULL, 0, 1000000, "sse-history", "VX_SSE_HISTORY",            \
+     "sseHistory", "sse_history",                                                                  \
+     "recent broadcasts kept (at most 4 MiB) for SSE streams that reconnect with "                 \
+     "Last-Event-ID; 0 = off")                                                                     \
+  XX(redis_url, VX_OPT_REDIS, 0, NULL, 0, 4096, "redis", "VX_REDIS_URL", "redis", "redis",         \
+     "redis://[[user]:password@]host[:port][/db]: share broadcasts with every instance on the "    \
+     "same Redis (also REDIS_URL); empty = single instance, all in memory")                        \
+  XX(redis_prefix, VX_OPT_STRING, 0, "vx", 1, 60, "redis-prefix", "VX_REDIS_PREFIX",               \
+     "redisPrefix", "redis_prefix", "Redis key and channel prefix")                                \
+  XX(redis_backlog_max, VX_OPT_SIZE, 16 * MiB, NULL, 1, 1024 * GiB, "redis-backlog-max",           \
+     "VX_REDIS_BACKLOG_MAX", "redisBacklogMax", "redis_backlog_max",                               \
+     "bytes of broadcasts kept while Redis is unreachable; past it a broadcast fails with "        \
+     "EBACKLOG (HTTP 503)")                                                                        \
+  XX(redis_connect_timeout_ms, VX_OPT_UINT, 5000, NULL, 1, 3600000, "redis-connect-timeout",       \
+     "VX_REDIS_CONNECT_TIMEOUT", "redisConnectTimeout", "redis_connect_timeout",                   \
+     "ms a cluster-wide query (and close) waits for the Redis connection before failing with "     \
+     "EUNAVAILABLE")                                                                               \
+  XX(log_level, VX_OPT_LEVEL, VX_LOG_WARN, NULL, 0, 3, "log-level", "VX_LOG_LEVEL", NULL,          \
      "log_level", "error, warn, info or debug")
 
 static const vx_option_info table[] = {
 #define ROW(field, type, dnum, dstr, lo, hi, flag, env, node, py, help)                            \
-  {#field, type, (uint64_t)(dnum), dstr, (uint64_t)(lo), (uint64_t)(hi), flag, env, node, py, help, \
-   offsetof(vx_options, field)},
+  {                                                                                                \
+      #field,                                                                                      \
+      type,                                                                                        \
+      (uint64_t)(dnum),                                                                            \
+      dstr,                                                                                        \
+      (uint64_t)(lo),                                                                              \
+      (uint64_t)(hi),                                                                              \
+      flag,                                                                                        \
+      env,                                                                                         \
+      node,                                                                                        \
+      py,                                                                                          \
+      help,                                                                                        \
+      offsetof(vx_options, field)},
     VX_OPTIONS_MAP(ROW)
 #undef ROW
 };
@@ -106,13 +116,14 @@ const vx_option_info *vx_option_table(size_t *n) {
 
 /* Every field in the table has one of these C types; a static check per row keeps the table's
  * types and the struct's in step. */
-#define SIZE_OF_TYPE(t)                                                                          \
-  ((t) == VX_OPT_UINT ? sizeof(uint32_t)                                                         \
-   : (t) == VX_OPT_SIZE ? sizeof(size_t)                                                         \
-   : (t) == VX_OPT_BOOL || (t) == VX_OPT_LEVEL ? sizeof(int)                                     \
+#define SIZE_OF_TYPE(t)                                                                            \
+  ((t) == VX_OPT_UINT                          ? sizeof(uint32_t)                                  \
+   : (t) == VX_OPT_SIZE                        ? sizeof(size_t)                                    \
+   : (t) == VX_OPT_BOOL || (t) == VX_OPT_LEVEL ? sizeof(int)                                       \
                                                : sizeof(const char *))
 #define CHECK_ROW(field, type, dnum, dstr, lo, hi, flag, env, node, py, help)                      \
-  _Static_assert(sizeof(((vx_options *)0)->field) == SIZE_OF_TYPE(type), #field " has the wrong type");
+  _Static_assert(sizeof(((vx_options *)0)->field) == SIZE_OF_TYPE(type),                           \
+                 #field " has the wrong type");
 VX_OPTIONS_MAP(CHECK_ROW)
 #undef CHECK_ROW
 

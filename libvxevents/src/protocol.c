@@ -399,13 +399,34 @@ char *vx__json_escape_into(char *d, const char *p, size_t n) {
   for (size_t i = 0; i < n; i++) {
     uint8_t c = (uint8_t)p[i];
     switch (c) {
-    case '"': *d++ = '\\'; *d++ = '"'; break;
-    case '\\': *d++ = '\\'; *d++ = '\\'; break;
-    case '\n': *d++ = '\\'; *d++ = 'n'; break;
-    case '\r': *d++ = '\\'; *d++ = 'r'; break;
-    case '\t': *d++ = '\\'; *d++ = 't'; break;
-    case '\b': *d++ = '\\'; *d++ = 'b'; break;
-    case '\f': *d++ = '\\'; *d++ = 'f'; break;
+    case '"':
+      *d++ = '\\';
+      *d++ = '"';
+      break;
+    case '\\':
+      *d++ = '\\';
+      *d++ = '\\';
+      break;
+    case '\n':
+      *d++ = '\\';
+      *d++ = 'n';
+      break;
+    case '\r':
+      *d++ = '\\';
+      *d++ = 'r';
+      break;
+    case '\t':
+      *d++ = '\\';
+      *d++ = 't';
+      break;
+    case '\b':
+      *d++ = '\\';
+      *d++ = 'b';
+      break;
+    case '\f':
+      *d++ = '\\';
+      *d++ = 'f';
+      break;
     default:
       if (c < 0x20) {
         memcpy(d, "\\u00", 4);
@@ -473,8 +494,8 @@ vx_buf *vx__envelope_frame(const char *channel, size_t clen, const char *event, 
                            const char *data, size_t dlen, const char *extra, size_t xlen) {
   /* Channel names are restricted to characters that need no escaping. */
   size_t eel = vx__json_escaped_len(event, elen);
-  size_t plen = sizeof ENV_A - 1 + clen + sizeof ENV_B - 1 + eel + sizeof ENV_C - 1 + dlen +
-                xlen + sizeof ENV_D - 1;
+  size_t plen = sizeof ENV_A - 1 + clen + sizeof ENV_B - 1 + eel + sizeof ENV_C - 1 + dlen + xlen +
+                sizeof ENV_D - 1;
   uint8_t hdr[10];
   size_t hl = vx__frame_header(hdr, 0x1, plen);
   vx_buf *b = vx__buf_new(hl + plen);

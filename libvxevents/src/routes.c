@@ -79,11 +79,15 @@ static cJSON *id_channel_body(vx_conn *c, const char *id_name, const char *id_al
     snprintf(m, sizeof m, "must be a JSON object {%s, channel}", id_name);
     vx__details_add(&d, "body", m);
   } else {
-    if (!cJSON_IsString(*id) || !vx__socket_id_valid((*id)->valuestring, strlen((*id)->valuestring)))
-      vx__details_add(&d, id_name, *id ? "must be 1-64 letters, digits, dots, dashes or underscores" : "required");
+    if (!cJSON_IsString(*id) ||
+        !vx__socket_id_valid((*id)->valuestring, strlen((*id)->valuestring)))
+      vx__details_add(&d, id_name,
+                      *id ? "must be 1-64 letters, digits, dots, dashes or underscores"
+                          : "required");
     if (!cJSON_IsString(*ch) || !vx__channel_valid((*ch)->valuestring, strlen((*ch)->valuestring)))
-      vx__details_add(&d, "channel", *ch ? "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)"
-                                : "required");
+      vx__details_add(&d, "channel",
+                      *ch ? "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)"
+                          : "required");
   }
   if (!d.n)
     return root;
@@ -141,8 +145,8 @@ static void sse_subscribe_answer(vx_conn *c, const char *conn_id, const char *ch
     return;
   }
   const char *err = NULL;
-  if (vx__node_subscribe(t, channel, strlen(channel), member, member ? strlen(member) : 0,
-                         &err) != 0)
+  if (vx__node_subscribe(t, channel, strlen(channel), member, member ? strlen(member) : 0, &err) !=
+      0)
     vx__http_error(c, 403, err, NULL, false);
   else
     vx__http_respond(c, 200, NULL, "{\"success\":true}", false);
@@ -210,8 +214,8 @@ void vx__routes_sse_sub(vx_conn *c, bool subscribe) {
   } else if (ev->opts.authorize) {
     ask_host(c, VX_AUTH_SUBSCRIBE, cid->valuestring, name, channel_type(name));
   } else { /* default: public yes, private/presence no */
-    sse_subscribe_answer(c, cid->valuestring, name, strcmp(channel_type(name), "public") == 0,
-                         NULL, "Forbidden");
+    sse_subscribe_answer(c, cid->valuestring, name, strcmp(channel_type(name), "public") == 0, NULL,
+                         "Forbidden");
   }
   cJSON_Delete(root);
 }
@@ -269,4 +273,3 @@ void vx__http_auth_detach(vx_conn *c) {
     c->pending = NULL;
   }
 }
-

@@ -26,15 +26,15 @@ static void resume(vx_conn *c, const char *last_id) {
   }
   uint32_t replayed = 0, kept = vx__history_len(ev);
   bool on = vx__history_on(ev);
-  bool recovered = ours && on && (kept == 0 ? after >= ev->sse_seq
-                                            : vx__history_at(ev, 0)->seq <= after + 1);
+  bool recovered =
+      ours && on && (kept == 0 ? after >= ev->sse_seq : vx__history_at(ev, 0)->seq <= after + 1);
   for (uint32_t i = 0; ours && on && i < kept; i++) {
     const vx_hist *h = vx__history_at(ev, i);
     if (h->seq <= after || !vx__hub_is_subscribed(c, h->channel, h->clen))
       continue;
     size_t off = vx__frame_payload_offset(h->frame);
-    vx_buf *b = vx__encode_sse("event", h->frame->data + off, h->frame->len - off, h->seq,
-                               ev->sse_tag);
+    vx_buf *b =
+        vx__encode_sse("event", h->frame->data + off, h->frame->len - off, h->seq, ev->sse_tag);
     if (b) {
       vx__conn_send_owned(c, b);
       replayed++;
@@ -114,8 +114,8 @@ static void subscribe_query(vx_conn *c, const char *query, char *last, size_t la
           if (!pct_decode(name, &n) || !vx__channel_valid(name, n))
             vx__node_sub_reply(c, name, n, "invalid channel name", NULL, 0);
           else if (vx__channel_kind(name, n) != VX_CH_PUBLIC)
-            vx__node_sub_reply(c, name, n,
-                               "private and presence channels need POST subscribe", NULL, 0);
+            vx__node_sub_reply(c, name, n, "private and presence channels need POST subscribe",
+                               NULL, 0);
           else
             vx__node_subscribe_reply(c, name, n, NULL, 0);
         }

@@ -67,7 +67,6 @@ void vx__frames_release(vx_frames *f);
 size_t vx__frame_payload_offset(const vx_buf *frame);
 /* SSE bytes "id: <tag>-<seq>\n" (seq non-zero) "event: <type>\ndata: <json>\n\n", a data:
  * line per line of the JSON. `type` is one of the core's message types. */
-vx_buf *vx__encode_sse(const char *type, const char *json, size_t n, uint64_t seq,
-                       const char *tag);
+vx_buf *vx__encode_sse(const char *type, const char *json, size_t n, uint64_t seq, const char *tag);
 
 #endif

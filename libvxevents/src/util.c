@@ -31,8 +31,8 @@ const char *vx_strerror(int err) {
   switch (err) {
   case 0:
     return "success";
-#define VX_ERR_TEXT(name, code, text)                                                     \
-  case code:                                                                              \
+#define VX_ERR_TEXT(name, code, text)                                                              \
+  case code:                                                                                       \
     return text;
     VX_ERRNO_MAP(VX_ERR_TEXT)
 #undef VX_ERR_TEXT
@@ -44,8 +44,8 @@ const char *vx_err_name(int err) {
   switch (err) {
   case 0:
     return "OK";
-#define VX_ERR_NAME(name, code, text)                                                     \
-  case code:                                                                              \
+#define VX_ERR_NAME(name, code, text)                                                              \
+  case code:                                                                                       \
     return #name;
     VX_ERRNO_MAP(VX_ERR_NAME)
 #undef VX_ERR_NAME

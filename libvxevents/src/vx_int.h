@@ -15,10 +15,10 @@
 #include <uv.h>
 #include <wslay/wslay.h>
 
-#define VX_SOCKET_ID_LEN 32  /* 128 random bits as hex */
-#define VX_CHANNEL_MAX 200   /* bytes in a channel name */
-#define VX_EVENT_MAX 200     /* bytes in an event name */
-#define VX_BATCH_MAX 100     /* broadcasts per /api/batch, channels per broadcast_many */
+#define VX_SOCKET_ID_LEN 32 /* 128 random bits as hex */
+#define VX_CHANNEL_MAX 200  /* bytes in a channel name */
+#define VX_EVENT_MAX 200    /* bytes in an event name */
+#define VX_BATCH_MAX 100    /* broadcasts per /api/batch, channels per broadcast_many */
 #define VX_JSON_DEPTH_MAX 128
 #define VX_HTTP_HEADER_MAX 16384
 #define VX_HTTP_DEADLINE_MS 10000 /* a request must arrive whole within this */
@@ -94,7 +94,7 @@ bool vx__channel_valid(const char *name, size_t n);
 /* A channel's kind, from its prefix ("private-", "presence-" or none). */
 typedef enum { VX_CH_PUBLIC = 0, VX_CH_PRIVATE, VX_CH_PRESENCE } vx_chkind;
 vx_chkind vx__channel_kind(const char *name, size_t n);
-extern const char *const vx__channel_kind_names[3]; /* "public", "private", "presence" */
+extern const char *const vx__channel_kind_names[3];   /* "public", "private", "presence" */
 size_t vx__json_escaped_len(const char *p, size_t n); /* without quotes */
 char *vx__json_escape_into(char *dst, const char *p, size_t n);
 
@@ -121,25 +121,25 @@ typedef struct vx_channel vx_channel;
 
 /* A presence member: one per user id per channel, however many connections it has. */
 typedef struct vx_member {
-  uint32_t conns;    /* subscriptions of this user on the channel */
-  size_t id_len;     /* raw JSON text of the id value, the dedupe key */
-  size_t json_len;   /* {"id":..,"info":..} */
-  char *id;          /* points into json */
+  uint32_t conns;  /* subscriptions of this user on the channel */
+  size_t id_len;   /* raw JSON text of the id value, the dedupe key */
+  size_t json_len; /* {"id":..,"info":..} */
+  char *id;        /* points into json */
   char json[];
 } vx_member;
 
 typedef struct vx_sub {
   vx_conn *conn;
   vx_channel *ch;
-  vx_member *member; /* presence channels only */
+  vx_member *member;  /* presence channels only */
   char *deferred_ack; /* subscription_succeeded waiting for Redis to confirm */
-  uint32_t idx;      /* position in ch->subs */
+  uint32_t idx;       /* position in ch->subs */
 } vx_sub;
 
 struct vx_channel {
   vx_sub **subs;
   uint32_t nsubs, cap;
-  vx_map members;    /* presence channels: id -> vx_member */
+  vx_map members; /* presence channels: id -> vx_member */
   size_t name_len;
   char name[]; /* NUL-terminated */
 };
@@ -160,7 +160,7 @@ enum {
 };
 #define vx_has(c, f) (((c)->flags & (f)) != 0)
 #define vx_set(c, f) ((c)->flags |= (uint16_t)(f))
-#define vx_clr(c, f) ((c)->flags &= (uint16_t)~(f))
+#define vx_clr(c, f) ((c)->flags &= (uint16_t) ~(f))
 /* An open WebSocket or SSE client (not HTTP, not closing). */
 #define VX_IS_CLIENT(c) ((c)->kind != VXK_HTTP && (c)->phase == VXP_OPEN)
 #define VX_OPEN_AS(c, k) ((c)->kind == (k) && (c)->phase == VXP_OPEN)
@@ -170,45 +170,45 @@ typedef struct vx_http_req vx_http_req;
 struct vx_conn {
   vx_events *ev;
   uv_tcp_t tcp;
-  vx_conn *prev, *next;    /* ev->conns */
-  vx_conn *dirty_next;     /* ev->dirty, conns with output to flush this iteration */
-  vx_conn *doomed_next;    /* ev->doomed, slow consumers to close after a broadcast */
-  const vx_transport *tp;  /* what the transport does (transport.h) */
-  uint8_t kind;            /* vx_kind */
-  uint8_t phase;           /* vx_phase */
-  uint8_t enc;             /* vx_encoding of what broadcasts send it */
-  uint16_t flags;          /* VXC_F_* */
-  uint32_t linger_left;    /* bytes still discarded before the socket is cut */
+  vx_conn *prev, *next;        /* ev->conns */
+  vx_conn *dirty_next;         /* ev->dirty, conns with output to flush this iteration */
+  vx_conn *doomed_next;        /* ev->doomed, slow consumers to close after a broadcast */
+  const vx_transport *tp;      /* what the transport does (transport.h) */
+  uint8_t kind;                /* vx_kind */
+  uint8_t phase;               /* vx_phase */
+  uint8_t enc;                 /* vx_encoding of what broadcasts send it */
+  uint16_t flags;              /* VXC_F_* */
+  uint32_t linger_left;        /* bytes still discarded before the socket is cut */
   uint16_t pending_close_code; /* close code queued by wslay */
-  uint64_t deadline;       /* HTTP request or close handshake deadline (uv_now ms) */
+  uint64_t deadline;           /* HTTP request or close handshake deadline (uv_now ms) */
 
-  http_parser *hp;         /* HTTP phase only */
-  vx_http_req *req;        /* HTTP phase only */
+  http_parser *hp;            /* HTTP phase only */
+  vx_http_req *req;           /* HTTP phase only */
   wslay_event_context_ptr ws; /* created when bytes arrive, freed again between messages */
-  struct {                 /* frame boundaries of the input, to know when wslay is idle */
-    uint64_t remain;       /* payload bytes left in the current frame */
+  struct {                    /* frame boundaries of the input, to know when wslay is idle */
+    uint64_t remain;          /* payload bytes left in the current frame */
     uint8_t hdr[14];
-    uint8_t hlen;          /* header bytes collected (0 = at a frame boundary) */
-    bool in_msg;           /* inside a fragmented data message */
-    bool in_ctl;           /* receiving a ping or close frame (never given to wslay) */
+    uint8_t hlen; /* header bytes collected (0 = at a frame boundary) */
+    bool in_msg;  /* inside a fragmented data message */
+    bool in_ctl;  /* receiving a ping or close frame (never given to wslay) */
   } fr;
-  vx_buf *ctl;             /* that frame's payload as it arrives (the pong, for a ping) */
-  vx_buf *pong;            /* a queued pong no write has taken yet (see vx__conn_send_pong) */
-  const uint8_t *in;       /* bytes wslay may read, set around wslay_event_recv */
+  vx_buf *ctl;       /* that frame's payload as it arrives (the pong, for a ping) */
+  vx_buf *pong;      /* a queued pong no write has taken yet (see vx__conn_send_pong) */
+  const uint8_t *in; /* bytes wslay may read, set around wslay_event_recv */
   size_t in_len;
 
   /* send queue: ring of buffer references; qoff bytes of the head are already sent */
   vx_buf **q;
   uint32_t qhead, qlen, qcap;
-  uint32_t qinflight;      /* entries handed to an outstanding uv_write */
+  uint32_t qinflight; /* entries handed to an outstanding uv_write */
   size_t qoff;
-  size_t qbytes;           /* unsent bytes in the queue */
-  uv_write_t *wreq;        /* allocated the first time the kernel is full, then kept */
+  size_t qbytes;    /* unsent bytes in the queue */
+  uv_write_t *wreq; /* allocated the first time the kernel is full, then kept */
 
   vx_sub **subs;
   uint32_t nsubs, subcap;
   struct vx_pending_auth *pending; /* an auth request waiting for the host */
-  double ce_tokens;        /* client-event token bucket */
+  double ce_tokens;                /* client-event token bucket */
   uint64_t ce_last_ms;
   char id[VX_SOCKET_ID_LEN + 1];
 };
@@ -216,7 +216,7 @@ struct vx_conn {
 /* An HTTP request waiting for the host's authorize answer. */
 typedef struct vx_pending_auth {
   uint64_t id;
-  vx_conn *conn;           /* NULL once the connection is gone */
+  vx_conn *conn; /* NULL once the connection is gone */
   uint64_t deadline;
   int kind;
   char *socket_id;
@@ -234,17 +234,17 @@ struct vx_events {
   size_t auth_secret_len;
   char *redis_url, *redis_prefix;
   size_t path_len;
-  char *auth_path;         /* path + "/auth" */
+  char *auth_path; /* path + "/auth" */
   size_t auth_path_len;
 
   uv_thread_t thread;
   bool thread_started;
   uv_loop_t loop;
   uv_async_t async;
-  uv_check_t check;        /* flushes dirty connections after the I/O callbacks */
-  uv_prepare_t prepare;    /* and before blocking, for what timers queued */
+  uv_check_t check;     /* flushes dirty connections after the I/O callbacks */
+  uv_prepare_t prepare; /* and before blocking, for what timers queued */
   uv_timer_t ping_timer;
-  uv_timer_t sweep_timer;  /* HTTP and close-handshake deadlines, shutdown progress */
+  uv_timer_t sweep_timer; /* HTTP and close-handshake deadlines, shutdown progress */
   uv_tcp_t listener;
   bool listening;
 
@@ -256,53 +256,51 @@ struct vx_events {
   /* loop thread */
   bool shutting_down;
   uint64_t shutdown_deadline;
-  vx_close_cb close_cb;     /* vx_close */
+  vx_close_cb close_cb;       /* vx_close */
   vx_shutdown_cb shutdown_cb; /* or vx_shutdown */
   void *close_data;
   vx_conn *conns;
-  uint32_t nconns;         /* all connections, HTTP phase included */
-  uint32_t nws;            /* open WebSocket connections */
+  uint32_t nconns; /* all connections, HTTP phase included */
+  uint32_t nws;    /* open WebSocket connections */
   vx_conn *dirty;
   vx_conn *doomed;
   vx_map channels;
   vx_map sockets;
   vx_stats stats;
-  vx_backplane bp;         /* the other instances (backplane.h): local or Redis */
-  const vx_conn_up *conn_up; /* conn.c's way up */
+  vx_backplane bp;             /* the other instances (backplane.h): local or Redis */
+  const vx_conn_up *conn_up;   /* conn.c's way up */
   atomic_size_t redis_backlog; /* bytes of broadcasts Redis has not acknowledged yet, plus
                                   those reserved by callers whose commands are still queued;
                                   any thread (see the Redis backplane's reserve) */
-  vx_pending_auth *pending; /* auth requests waiting for the host, oldest last */
+  vx_pending_auth *pending;    /* auth requests waiting for the host, oldest last */
   uint64_t next_auth_id;
-  uint64_t sse_seq;        /* id: of SSE events, one per broadcast and channel */
-  char sse_tag[9];         /* instance tag in SSE ids ("<tag>-<seq>"): ids from another
+  uint64_t sse_seq;               /* id: of SSE events, one per broadcast and channel */
+  char sse_tag[9];                /* instance tag in SSE ids ("<tag>-<seq>"): ids from another
                               instance are recognised as such on resume */
   struct z_stream_s *zdef, *zinf; /* permessage-deflate, reset per message */
-  struct vx_hist *hist;    /* ring of recent broadcasts (history.c) */
+  struct vx_hist *hist;           /* ring of recent broadcasts (history.c) */
   uint32_t hist_head, hist_len;
   size_t hist_bytes;
   char *sse_path;
   size_t sse_path_len;
   char *sse_sub_path, *sse_unsub_path; /* sse_path + "/subscribe", "/unsubscribe" */
   uv_timer_t heartbeat_timer;
-  vx_buf *heartbeat;       /* shared: ": heartbeat" comment */
-  vx_buf *ping_frame;      /* shared: ping with empty payload */
-  vx_buf *pong_msg;        /* shared: {"type":"pong"} */
+  vx_buf *heartbeat;         /* shared: ": heartbeat" comment */
+  vx_buf *ping_frame;        /* shared: ping with empty payload */
+  vx_buf *pong_msg;          /* shared: {"type":"pong"} */
   uint8_t rbuf[VX_READ_BUF]; /* every read lands here and is consumed synchronously */
   uint8_t rnd[256];
   size_t rnd_pos;
 };
 
 /* util.c */
-char *vx__dupz(const char *s);            /* NULL for NULL or out of memory */
-char *vx__dupn(const char *s, size_t n);  /* n bytes plus a NUL */
-void vx__log(vx_events *ev, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+char *vx__dupz(const char *s);           /* NULL for NULL or out of memory */
+char *vx__dupn(const char *s, size_t n); /* n bytes plus a NUL */
+void vx__log(vx_events *ev, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void vx__random_id(vx_events *ev, char *out); /* VX_SOCKET_ID_LEN hex chars + NUL */
 
 /* loop.c */
 void vx__loop_shutdown_progress(vx_events *ev);
-
 
 /* conn.c */
 void vx__conn_accepted(vx_events *ev, vx_conn *c);
@@ -315,9 +313,9 @@ struct vx_conn_up {
   /* The last connection is gone (shutdown may finish). */
   void (*none_left)(vx_events *ev);
 };
-extern const vx_conn_up vx__conn_up; /* loop.c: node.c's leave, loop.c's shutdown */
-void vx__conn_send(vx_conn *c, vx_buf *b);     /* takes a new reference to b */
-void vx__conn_send_owned(vx_conn *c, vx_buf *b); /* takes ownership of b's reference */
+extern const vx_conn_up vx__conn_up;               /* loop.c: node.c's leave, loop.c's shutdown */
+void vx__conn_send(vx_conn *c, vx_buf *b);         /* takes a new reference to b */
+void vx__conn_send_owned(vx_conn *c, vx_buf *b);   /* takes ownership of b's reference */
 void vx__conn_send_control(vx_conn *c, vx_buf *b); /* same, exempt from the bound */
 /* A pong (taking b's reference; b has room for 127 bytes): once the queue is crowded it
  * replaces the payload of the pong still waiting instead of queueing another. */
@@ -366,7 +364,7 @@ void vx__hub_channels_local(vx_events *ev, vx_channels_cb cb, void *data);
 int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                     const char *event, size_t elen, const char *data, size_t dlen,
                     const char *extra, size_t xlen, const char *except);
-vx_sub *vx__hub_sub_of(vx_conn *c, const char *name, size_t n); /* NULL: not subscribed */
+vx_sub *vx__hub_sub_of(vx_conn *c, const char *name, size_t n);         /* NULL: not subscribed */
 vx_channel *vx__hub_channel(vx_events *ev, const char *name, size_t n); /* NULL: none */
 void vx__hub_each_member(vx_events *ev,
                          void (*fn)(void *ctx, const char *channel, size_t n,
@@ -405,8 +403,8 @@ int vx__node_broadcast_reserved(vx_events *ev, const char *const *channels, cons
 /* A client event from `c` on channel `name` (already checked: subscribed, private/presence,
  * not a reserved name): delivered everywhere but to the sender, marked "client":true and,
  * on presence channels, with the sender's signed member id as "user_id". */
-int vx__node_client_event(vx_conn *c, const char *name, size_t n, const char *event,
-                          size_t elen, const char *data, size_t dlen);
+int vx__node_client_event(vx_conn *c, const char *name, size_t n, const char *event, size_t elen,
+                          const char *data, size_t dlen);
 /* Event names only the server may send (connected, member_added, member_removed, resumed,
  * subscription_*, and the prefix "vx:" kept for future server events). */
 bool vx__event_reserved(const char *event, size_t elen);
@@ -443,8 +441,8 @@ void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id);
 /* history.c */
 typedef struct vx_hist {
   uint64_t seq;
-  vx_buf *frame;  /* the WebSocket frame the broadcast was built as */
-  char *channel;  /* NUL-terminated */
+  vx_buf *frame; /* the WebSocket frame the broadcast was built as */
+  char *channel; /* NUL-terminated */
   size_t clen;
 } vx_hist;
 bool vx__history_on(const vx_events *ev);

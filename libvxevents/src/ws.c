@@ -72,11 +72,11 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
     size_t len = arg->msg_length;
     char *plain = NULL;
     if (wslay_get_rsv1(arg->rsv)) { /* compressed (only allowed once negotiated) */
-      int r = vx__inflate_msg(c->ev, arg->msg, arg->msg_length, c->ev->opts.max_payload, &plain,
-                              &len);
+      int r =
+          vx__inflate_msg(c->ev, arg->msg, arg->msg_length, c->ev->opts.max_payload, &plain, &len);
       if (r) {
-        uint16_t code = r == VX_ETOOBIG ? WSLAY_CODE_MESSAGE_TOO_BIG
-                                        : WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA;
+        uint16_t code =
+            r == VX_ETOOBIG ? WSLAY_CODE_MESSAGE_TOO_BIG : WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA;
         const char *why = r == VX_ETOOBIG ? "message too big" : "bad compressed data";
         wslay_event_queue_close(ctx, code, (const uint8_t *)why, strlen(why));
         wslay_event_shutdown_read(ctx);
@@ -96,7 +96,8 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
     break;
   }
   case WSLAY_BINARY_FRAME: {
-    static const char msg[] = "{\"type\":\"error\",\"error\":\"binary messages are not supported\"}";
+    static const char msg[] =
+        "{\"type\":\"error\",\"error\":\"binary messages are not supported\"}";
     vx__client_send_json(c, msg, sizeof msg - 1);
     break;
   }
@@ -231,12 +232,12 @@ static size_t ctl_frame_bytes(vx_conn *c, const uint8_t *p, size_t n) {
       if (c->fr.hlen == 2) {
         uint8_t b0 = c->fr.hdr[0], b1 = c->fr.hdr[1];
         bool close = (b0 & 0x0F) == WSLAY_CONNECTION_CLOSE;
-        const char *why = !(b0 & 0x80)                 ? "fragmented control frame"
-                          : (b0 & 0x70)                ? "reserved bits set on a control frame"
-                          : !(b1 & 0x80)               ? "client frames must be masked"
-                          : (b1 & 0x7F) > CTL_MAX      ? "control frame over 125 bytes"
-                          : close && (b1 & 0x7F) == 1  ? "close frame with a 1-byte payload"
-                                                       : NULL;
+        const char *why = !(b0 & 0x80)                ? "fragmented control frame"
+                          : (b0 & 0x70)               ? "reserved bits set on a control frame"
+                          : !(b1 & 0x80)              ? "client frames must be masked"
+                          : (b1 & 0x7F) > CTL_MAX     ? "control frame over 125 bytes"
+                          : close && (b1 & 0x7F) == 1 ? "close frame with a 1-byte payload"
+                                                      : NULL;
         if (why) {
           c->fr.in_ctl = false;
           protocol_close(c, WSLAY_CODE_PROTOCOL_ERROR, why);
@@ -332,9 +333,9 @@ static size_t gate_scan(vx_conn *c, const uint8_t *p, size_t n, const char **why
 }
 
 static void ws_ctx_release_if_idle(vx_conn *c) {
-  if (c->ws && VX_OPEN_AS(c, VXK_WS) && !vx_has(c, VXC_F_CLOSED) && c->fr.hlen == 0 && !c->fr.in_msg &&
-      !c->fr.in_ctl && !vx_has(c, VXC_F_CLOSE_RCVD) && !wslay_event_get_close_sent(c->ws) &&
-      wslay_event_get_queued_msg_count(c->ws) == 0) {
+  if (c->ws && VX_OPEN_AS(c, VXK_WS) && !vx_has(c, VXC_F_CLOSED) && c->fr.hlen == 0 &&
+      !c->fr.in_msg && !c->fr.in_ctl && !vx_has(c, VXC_F_CLOSE_RCVD) &&
+      !wslay_event_get_close_sent(c->ws) && wslay_event_get_queued_msg_count(c->ws) == 0) {
     wslay_event_context_free(c->ws);
     c->ws = NULL;
   }

@@ -9,8 +9,7 @@
 #include <strings.h>
 
 static bool key_valid(const hval *k) {
-  static const char b64[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   if (!k->seen || k->overflow || k->len != 24 || k->v[22] != '=' || k->v[23] != '=')
     return false;
   for (int i = 0; i < 22; i++)
@@ -197,8 +196,9 @@ void vx__ws_handshake(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   const hval *host = &r->h[H_HOST];
   if (!host->seen || host->repeated || host->overflow || host->len == 0) {
     vx__http_error(c, 400,
-                  host->repeated ? "more than one Host header" : "WebSocket handshake needs a Host header",
-                  NULL, false);
+                   host->repeated ? "more than one Host header"
+                                  : "WebSocket handshake needs a Host header",
+                   NULL, false);
     return;
   }
   if (!vx__http_has_token(r->h[H_CONNECTION].v, "upgrade")) {
@@ -207,7 +207,7 @@ void vx__ws_handshake(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   }
   if (!r->h[H_VERSION].seen || strcmp(r->h[H_VERSION].v, "13") != 0) {
     vx__http_error(c, 426, "unsupported Sec-WebSocket-Version (13 is supported)",
-                  "Sec-WebSocket-Version: 13\r\n", false);
+                   "Sec-WebSocket-Version: 13\r\n", false);
     return;
   }
   if (!key_valid(&r->h[H_KEY])) {
@@ -252,4 +252,3 @@ void vx__ws_handshake(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   if (vx__ws_start(c, extra, extra_len) != 0)
     vx__conn_terminate(c);
 }
-

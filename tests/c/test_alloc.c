@@ -88,8 +88,8 @@ static void broadcast_allocates_nothing_per_recipient(void **st) {
   /* The test's own client does one malloc per received message (tws_next): N * ROUNDS.
    * Whatever remains is the core's, and must not grow with N. */
   unsigned long core = big - (unsigned long)N * ROUNDS;
-  print_message("mallocs: %lu for %d broadcasts to %d subscribers (%lu by the core)\n", big,
-                ROUNDS, N, core);
+  print_message("mallocs: %lu for %d broadcasts to %d subscribers (%lu by the core)\n", big, ROUNDS,
+                N, core);
   assert_true(core <= (unsigned long)ROUNDS * 8);
   for (int i = 0; i < N; i++)
     tws_free(ws[i]);

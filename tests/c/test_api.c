@@ -164,11 +164,13 @@ static void sign_matches_independent_hmac_known_answers(void **st) {
   /* Expected values computed with Python's hmac module. */
   int n = vx_sign(ev, "1234.5678", "private-user.1", NULL, out, sizeof out);
   assert_int_equal(n, 9 + 1 + 64);
-  assert_string_equal(out, "1234.5678:72b436ccb7798077dd7fe44ba64090b697f15f8ceacba476f3869ed4872d790f");
+  assert_string_equal(out,
+                      "1234.5678:72b436ccb7798077dd7fe44ba64090b697f15f8ceacba476f3869ed4872d790f");
   n = vx_sign(ev, "1234.5678", "presence-room", "{\"id\":\"u1\",\"info\":{\"name\":\"A\"}}", out,
               sizeof out);
   assert_true(n > 0);
-  assert_string_equal(out, "1234.5678:89d869bc3f16c72c4e0fb257619f51e14a619253fbe34165b7e3b27499180e45");
+  assert_string_equal(out,
+                      "1234.5678:89d869bc3f16c72c4e0fb257619f51e14a619253fbe34165b7e3b27499180e45");
   assert_int_equal(vx_sign(ev, "bad id", "private-x", NULL, out, sizeof out), VX_EINVAL);
   assert_int_equal(vx_sign(ev, "1.2", "bad channel", NULL, out, sizeof out), VX_EINVAL);
   assert_int_equal(vx_sign(ev, "1.2", "private-x", NULL, out, 10), VX_EINVAL);

@@ -138,10 +138,11 @@ static void routes_answer_with_the_right_status(void **state) {
   }
   /* Pipelined requests are answered in order on one connection. */
   int fd = adopted(ev);
-  char *resp = exchange(fd,
-                        "GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
-                        "GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
-                        3);
+  char *resp =
+      exchange(fd,
+               "GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+               "GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+               3);
   char *a = strstr(resp, "HTTP/1.1 200"), *b = a ? strstr(a + 1, "HTTP/1.1 404") : NULL,
        *c = b ? strstr(b + 1, "HTTP/1.1 200") : NULL;
   if (!a || !b || !c)

@@ -156,7 +156,8 @@ static void each_encoding_is_built_once_and_shared(void **state) {
   assert_true(((uint8_t)zf->data[0] & 0x40) != 0); /* RSV1: compressed */
   assert_true(zf->len < plain->len / 4);
   assert_int_equal(strncmp(sf->data, "id: abcdef01-", 13), 0);
-  assert_non_null(memmem(sf->data, sf->len, "\nevent: event\ndata: {\"type\":\"event\",\"channel\":\"news\"", 52));
+  assert_non_null(memmem(sf->data, sf->len,
+                         "\nevent: event\ndata: {\"type\":\"event\",\"channel\":\"news\"", 52));
   /* A small message is not worth compressing: the plain frame itself goes out. */
   broadcast(ev, "news", "short", "1", NULL);
   assert_ptr_equal(queued(w, 1), queued(z1, 1));
@@ -250,8 +251,9 @@ static void client_events_are_marked_and_reserved_names_known(void **state) {
   assert_string_equal(p, "{\"type\":\"event\",\"channel\":\"presence-x\",\"event\":\"typing\","
                          "\"data\":true,\"client\":true,\"user_id\":42}");
   free(p);
-  const char *reserved[] = {"connected", "member_added", "member_removed", "resumed",
-                            "subscription_succeeded", "subscription_x", "vx:offset"};
+  const char *reserved[] = {"connected", "member_added",           "member_removed",
+                            "resumed",   "subscription_succeeded", "subscription_x",
+                            "vx:offset"};
   for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
     assert_true(vx__event_reserved(reserved[i], strlen(reserved[i])));
   assert_false(vx__event_reserved("member_added2", 13));

@@ -14,9 +14,19 @@ static bool jv(const char *s) { return vx__json_valid(s, strlen(s)); }
 
 static void json_validator_accepts_every_kind_of_value(void **st) {
   (void)st;
-  const char *ok[] = {"{}", "[]", "\"x\"", "0", "-0.5e10", "1E+2", "true", "false", "null",
+  const char *ok[] = {"{}",
+                      "[]",
+                      "\"x\"",
+                      "0",
+                      "-0.5e10",
+                      "1E+2",
+                      "true",
+                      "false",
+                      "null",
                       " {\"a\":[1,2,{\"b\":null}],\"c\":\"\\u00e9\\n\\\"\"} ",
-                      "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"", "[[[]]]", "123456789012345678901234567890"};
+                      "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"",
+                      "[[[]]]",
+                      "123456789012345678901234567890"};
   for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
     if (!jv(ok[i]))
       fail_msg("rejected valid JSON: %s", ok[i]);
@@ -25,10 +35,35 @@ static void json_validator_accepts_every_kind_of_value(void **st) {
 
 static void json_validator_rejects_malformed_text(void **st) {
   (void)st;
-  const char *bad[] = {"", " ", "{", "}", "{\"a\"}", "{\"a\":}", "[1,]", "[,1]", "01", "1.",
-                       ".5", "-", "+1", "1e", "'a'", "nul", "tru", "{\"a\":1}x", "{} {}",
-                       "\"\x01\"", "\"abc", "\"\\x\"", "\"\\u12g4\"", "{a:1}", "[1 2]",
-                       "\"\xc0\x80\"", "\"\xed\xa0\x80\"", "\"\xf4\x90\x80\x80\"", "NaN",
+  const char *bad[] = {"",
+                       " ",
+                       "{",
+                       "}",
+                       "{\"a\"}",
+                       "{\"a\":}",
+                       "[1,]",
+                       "[,1]",
+                       "01",
+                       "1.",
+                       ".5",
+                       "-",
+                       "+1",
+                       "1e",
+                       "'a'",
+                       "nul",
+                       "tru",
+                       "{\"a\":1}x",
+                       "{} {}",
+                       "\"\x01\"",
+                       "\"abc",
+                       "\"\\x\"",
+                       "\"\\u12g4\"",
+                       "{a:1}",
+                       "[1 2]",
+                       "\"\xc0\x80\"",
+                       "\"\xed\xa0\x80\"",
+                       "\"\xf4\x90\x80\x80\"",
+                       "NaN",
                        "{\"a\":1,}"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     if (jv(bad[i]))
@@ -72,13 +107,13 @@ static void utf8_validator_follows_rfc3629(void **st) {
   (void)st;
   assert_true(vx__utf8_valid("plain ascii text longer than eight", 34));
   assert_true(vx__utf8_valid("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9));
-  assert_true(vx__utf8_valid("\xf4\x8f\xbf\xbf", 4));   /* U+10FFFF */
-  assert_false(vx__utf8_valid("\xc0\xaf", 2));          /* overlong */
-  assert_false(vx__utf8_valid("\xe0\x80\xaf", 3));      /* overlong */
-  assert_false(vx__utf8_valid("\xed\xa0\x80", 3));      /* surrogate */
-  assert_false(vx__utf8_valid("\xf4\x90\x80\x80", 4));  /* > U+10FFFF */
-  assert_false(vx__utf8_valid("abc\xc3", 4));           /* truncated */
-  assert_false(vx__utf8_valid("\x80", 1));              /* lone continuation */
+  assert_true(vx__utf8_valid("\xf4\x8f\xbf\xbf", 4));  /* U+10FFFF */
+  assert_false(vx__utf8_valid("\xc0\xaf", 2));         /* overlong */
+  assert_false(vx__utf8_valid("\xe0\x80\xaf", 3));     /* overlong */
+  assert_false(vx__utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+  assert_false(vx__utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+  assert_false(vx__utf8_valid("abc\xc3", 4));          /* truncated */
+  assert_false(vx__utf8_valid("\x80", 1));             /* lone continuation */
   assert_false(vx__utf8_valid("\xff", 1));
   assert_false(vx__utf8_valid("aaaaaaaaaaaa\xfe", 13));
 }
@@ -140,8 +175,8 @@ static void envelope_is_one_frame_with_the_documented_json(void **st) {
   const char *data = "{\"orderId\":7}";
   vx_buf *b = vx__envelope_frame("orders", 6, "order\"created", 13, data, strlen(data), NULL, 0);
   assert_non_null(b);
-  const char *want =
-      "{\"type\":\"event\",\"channel\":\"orders\",\"event\":\"order\\\"created\",\"data\":{\"orderId\":7}}";
+  const char *want = "{\"type\":\"event\",\"channel\":\"orders\",\"event\":\"order\\\"created\","
+                     "\"data\":{\"orderId\":7}}";
   size_t wl = strlen(want);
   assert_int_equal(b->len, wl + 2);
   assert_int_equal((uint8_t)b->data[0], 0x81);

@@ -78,7 +78,8 @@ static void publisher_only_instance_reaches_clients_of_a_listening_instance(void
   assert_string_equal(m, "{\"type\":\"subscription_succeeded\",\"channel\":\"jobs\"}");
   free(m);
   /* The publisher may still be connecting: its broadcast waits in the backlog. */
-  assert_int_equal(vx_broadcast(publisher, "jobs", "job.completed", "{\"jobId\":\"123\"}", 15, NULL), 0);
+  assert_int_equal(
+      vx_broadcast(publisher, "jobs", "job.completed", "{\"jobId\":\"123\"}", 15, NULL), 0);
   m = tws_text(w, 8000);
   assert_non_null(m);
   assert_string_equal(m, "{\"type\":\"event\",\"channel\":\"jobs\",\"event\":\"job.completed\","
@@ -153,8 +154,8 @@ static void broadcasts_fail_with_ebacklog_once_an_outage_fills_the_backlog(void 
 
 static void bad_redis_urls_are_refused(void **st) {
   (void)st;
-  const char *bad[] = {"http://x", "redis://", "redis://:6379", "redis://h:0", "redis://h:99999",
-                       "redis://h:1/x", "rediss://h"};
+  const char *bad[] = {"http://x",        "redis://",      "redis://:6379", "redis://h:0",
+                       "redis://h:99999", "redis://h:1/x", "rediss://h"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     vx_options o;
     vx_options_init(&o);
@@ -317,8 +318,8 @@ static void job_pattern_100_times_each_broadcast_reaches_a_subscriber_exactly_on
     assert_int_equal(vx_new(&job, &o), 0);
     char data[32];
     int dl = snprintf(data, sizeof data, "{\"i\":%d}", i);
-    assert_int_equal(vx_broadcast(job, "jobs", i < 100 ? "job.completed" : "done", data,
-                                  (size_t)dl, NULL), 0);
+    assert_int_equal(
+        vx_broadcast(job, "jobs", i < 100 ? "job.completed" : "done", data, (size_t)dl, NULL), 0);
     int status;
     uint64_t lost;
     shutdown_and_free(job, 0, &status, &lost);

@@ -21,7 +21,8 @@ static void encoding_names_the_type_and_splits_lines(void **state) {
   const char json[] = "{\"a\":1,\r\n\"b\":[\n2]}";
   vx_buf *b = vx__encode_sse("event", json, sizeof json - 1, 7, "0badc0de");
   assert_non_null(b);
-  const char want[] = "id: 0badc0de-7\nevent: event\ndata: {\"a\":1, \ndata: \"b\":[\ndata: 2]}\n\n";
+  const char want[] =
+      "id: 0badc0de-7\nevent: event\ndata: {\"a\":1, \ndata: \"b\":[\ndata: 2]}\n\n";
   assert_int_equal(b->len, sizeof want - 1);
   assert_memory_equal(b->data, want, sizeof want - 1);
   vx__buf_unref(b);
@@ -82,8 +83,10 @@ static void streams_resume_with_last_event_id(void **state) {
   vx_events *ev;
   assert_int_equal(vx_new(&ev, &o), 0);
   stream *s = open_stream(ev, "/events?channels=news", "");
-  assert_true(wait_for(s, "event: subscription_succeeded\ndata: {\"type\":\"subscription_succeeded\",\"channel\":\"news\"}"));
-  assert_non_null(strstr(s->buf, "event: event\ndata: {\"type\":\"event\",\"event\":\"connected\""));
+  assert_true(wait_for(s, "event: subscription_succeeded\ndata: "
+                          "{\"type\":\"subscription_succeeded\",\"channel\":\"news\"}"));
+  assert_non_null(
+      strstr(s->buf, "event: event\ndata: {\"type\":\"event\",\"event\":\"connected\""));
   assert_int_equal(vx_broadcast(ev, "news", "n", "1", 1, NULL), 0);
   assert_true(wait_for(s, "\"event\":\"n\",\"data\":1}"));
   /* The id of that event: "id: <8 hex>-<seq>" right before its event: line. */
@@ -103,7 +106,8 @@ static void streams_resume_with_last_event_id(void **state) {
   char hdr[128];
   snprintf(hdr, sizeof hdr, "Last-Event-ID: %s\r\n", last);
   s = open_stream(ev, "/events?channels=news", hdr);
-  assert_true(wait_for(s, "event: resumed\ndata: {\"type\":\"resumed\",\"recovered\":true,\"replayed\":2}"));
+  assert_true(wait_for(
+      s, "event: resumed\ndata: {\"type\":\"resumed\",\"recovered\":true,\"replayed\":2}"));
   char *two = strstr(s->buf, "\"data\":2}"), *three = strstr(s->buf, "\"data\":3}");
   assert_non_null(two);
   assert_non_null(three);

@@ -124,8 +124,9 @@ static void subscribe(tws *w, const char *channel) {
 
 static void expect_event(tws *w, const char *channel, const char *event, const char *data) {
   char want[512];
-  snprintf(want, sizeof want, "{\"type\":\"event\",\"channel\":\"%s\",\"event\":\"%s\",\"data\":%s}",
-           channel, event, data);
+  snprintf(want, sizeof want,
+           "{\"type\":\"event\",\"channel\":\"%s\",\"event\":\"%s\",\"data\":%s}", channel, event,
+           data);
   char *m = tws_text(w, 3000);
   assert_non_null(m);
   assert_string_equal(m, want);
@@ -203,7 +204,8 @@ static void bad_messages_get_errors_and_the_connection_stays_usable(void **st) {
       fail_msg("for %s got %s", bad[i], m);
     free(m);
   }
-  const char *refused[] = {"{\"type\":\"subscribe\"}", "{\"type\":\"subscribe\",\"channel\":\"a b\"}",
+  const char *refused[] = {"{\"type\":\"subscribe\"}",
+                           "{\"type\":\"subscribe\",\"channel\":\"a b\"}",
                            "{\"type\":\"subscribe\",\"channel\":\"private-x\"}",
                            "{\"type\":\"subscribe\",\"channel\":\"presence-x\"}"};
   for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
@@ -240,8 +242,9 @@ static void adopted_socket_with_bytes_already_read_becomes_a_client(void **st) {
   assert_true(cfd >= 0);
   int sfd = accept(ls, NULL, NULL);
   assert_true(sfd >= 0);
-  const char req[] = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  const char req[] =
+      "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
   assert_int_equal(send_all(cfd, req, sizeof req - 1), 0);
   char got[1024];
   size_t have = 0;
@@ -522,7 +525,8 @@ static void auth_endpoint_asks_the_host_and_signs_its_answer(void **st) {
   assert_int_equal(http_post(port, "/ws/auth", "", body, resp, sizeof resp), 403);
   assert_non_null(strstr(resp, "{\"error\":\"Access denied\"}"));
   assert_int_equal(http_post(port, "/ws/auth", "", "{\"socketId\":\"a\",\"channel\":\"pub\"}", resp,
-                             sizeof resp), 403); /* the hook decides for public too */
+                             sizeof resp),
+                   403); /* the hook decides for public too */
   assert_int_equal(http_post(port, "/ws/auth", "", "{\"channel\":\"x\"}", resp, sizeof resp), 400);
   assert_int_equal(http_post(port, "/ws/auth", "", "[1]", resp, sizeof resp), 400);
   tws_free(w);
@@ -562,8 +566,10 @@ static void sse_subscribe_asks_the_authorizer_and_takes_its_member(void **st) {
   char id[33];
   tws *s = open_sse(port, id);
   char resp[2048], body[256];
-  snprintf(body, sizeof body, "{\"connectionId\":\"%s\",\"channel\":\"presence-room\","
-                              "\"member\":{\"id\":\"forged\"}}", id);
+  snprintf(body, sizeof body,
+           "{\"connectionId\":\"%s\",\"channel\":\"presence-room\","
+           "\"member\":{\"id\":\"forged\"}}",
+           id);
   assert_int_equal(http_post(port, "/events/subscribe", "", body, resp, sizeof resp), 200);
   snprintf(body, sizeof body, "{\"connectionId\":\"%s\",\"channel\":\"private-other\"}", id);
   assert_int_equal(http_post(port, "/events/subscribe", "", body, resp, sizeof resp), 403);
@@ -574,10 +580,10 @@ static void sse_subscribe_asks_the_authorizer_and_takes_its_member(void **st) {
   while (!memmem(s->buf, s->len, "]}}\n\n", 5))
     assert_true(tws_fill(s, 3000) > 0);
   s->buf[s->len] = 0;
-  assert_non_null(strstr((char *)s->buf,
-                         "event: subscription_succeeded\ndata: {\"type\":\"subscription_succeeded\","
-                         "\"channel\":\"presence-room\",\"data\":{\"members\":[{\"id\":\"u1\","
-                         "\"info\":{\"name\":\"Ann\"}}]}}\n\n"));
+  assert_non_null(strstr(
+      (char *)s->buf, "event: subscription_succeeded\ndata: {\"type\":\"subscription_succeeded\","
+                      "\"channel\":\"presence-room\",\"data\":{\"members\":[{\"id\":\"u1\","
+                      "\"info\":{\"name\":\"Ann\"}}]}}\n\n"));
   assert_null(strstr((char *)s->buf, "forged"));
   tws_free(s);
   vx_free(ev);
@@ -607,7 +613,8 @@ static void host_subscribes_an_sse_stream_directly(void **st) {
   tws *s = open_sse(port, id);
 
   assert_int_equal(vx_sse_subscribe(ev, id, "presence-x", "{\"id\":7,\"info\":{\"n\":\"seven\"}}",
-                                    status_cb, &q), 0);
+                                    status_cb, &q),
+                   0);
   uv_sem_wait(&q.sem);
   assert_int_equal(status_seen, 0);
   while (!memmem(s->buf, s->len, "]}}\n\n", 5))
@@ -616,7 +623,8 @@ static void host_subscribes_an_sse_stream_directly(void **st) {
   assert_non_null(strstr((char *)s->buf, "\"members\":[{\"id\":7,\"info\":{\"n\":\"seven\"}}]"));
   s->len = 0;
 
-  assert_int_equal(vx_sse_subscribe(ev, "ffffffffffffffffffffffffffffffff", "a", NULL, status_cb, &q), 0);
+  assert_int_equal(
+      vx_sse_subscribe(ev, "ffffffffffffffffffffffffffffffff", "a", NULL, status_cb, &q), 0);
   uv_sem_wait(&q.sem);
   assert_int_equal(status_seen, VX_ENOTFOUND);
   assert_int_equal(vx_sse_subscribe(ev, id, "presence-y", "{\"info\":1}", status_cb, &q), 0);
@@ -629,7 +637,9 @@ static void host_subscribes_an_sse_stream_directly(void **st) {
   while (!memmem(s->buf, s->len, "\n\n", 2))
     assert_true(tws_fill(s, 3000) > 0);
   s->buf[s->len] = 0;
-  assert_non_null(strstr((char *)s->buf, "event: event\ndata: {\"type\":\"event\",\"channel\":\"presence-x\",\"event\":\"hello\""));
+  assert_non_null(strstr(
+      (char *)s->buf,
+      "event: event\ndata: {\"type\":\"event\",\"channel\":\"presence-x\",\"event\":\"hello\""));
   assert_int_equal(vx_sse_unsubscribe(ev, id, "presence-x", status_cb, &q), 0);
   uv_sem_wait(&q.sem);
   assert_int_equal(status_seen, 0);

@@ -132,7 +132,9 @@ __attribute__((unused)) static int tws_send_frame(tws *c, uint8_t opcode, const 
   return r;
 }
 
-__attribute__((unused)) static int tws_send_text(tws *c, const char *s) { return tws_send_frame(c, 1, s, strlen(s)); }
+__attribute__((unused)) static int tws_send_text(tws *c, const char *s) {
+  return tws_send_frame(c, 1, s, strlen(s));
+}
 
 /* Next frame: returns opcode (payload NUL-terminated in *out, caller frees), -1 on
  * timeout, -2 on EOF. Pings are answered and skipped. */

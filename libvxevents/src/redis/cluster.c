@@ -18,9 +18,13 @@
 
 #include "scripts_lua.h"
 
-static const char *const scripts[S_COUNT] = {
-    VX_LUA_ADD,  VX_LUA_SET,  VX_LUA_SUM, VX_LUA_REAP_FN VX_LUA_BEAT, VX_LUA_REAP_FN VX_LUA_LEAVE_ALL,
-    VX_LUA_JOIN, VX_LUA_LEAVE};
+static const char *const scripts[S_COUNT] = {VX_LUA_ADD,
+                                             VX_LUA_SET,
+                                             VX_LUA_SUM,
+                                             VX_LUA_REAP_FN VX_LUA_BEAT,
+                                             VX_LUA_REAP_FN VX_LUA_LEAVE_ALL,
+                                             VX_LUA_JOIN,
+                                             VX_LUA_LEAVE};
 
 void vxr_scripts_init(vx_redis *r) {
   for (int i = 0; i < S_COUNT; i++) {
@@ -45,8 +49,8 @@ static void count_key(vx_redis *r, const char *name, size_t n, char *out, size_t
   *kl = r->prefix_len + 7 + n;
 }
 
-static int run_script_rc(vx_redis *r, int which, redisCallbackFn *cb, void *priv,
-                         const char *name, size_t n, const char *arg2) {
+static int run_script_rc(vx_redis *r, int which, redisCallbackFn *cb, void *priv, const char *name,
+                         size_t n, const char *arg2) {
   char ck[64 + 7 + VX_CHANNEL_MAX], sk[80], ik[96];
   size_t ckl;
   count_key(r, name, n, ck, &ckl);
@@ -128,8 +132,7 @@ static void on_beat(redisAsyncContext *ac, void *reply, void *priv) {
     register_instance(r, reaped);
   }
   if (rep->element[1]->type == REDIS_REPLY_INTEGER && rep->element[1]->integer > 0)
-    vx__log(r->ev, VX_LOG_INFO, "redis: reaped %lld silent instance(s)",
-            rep->element[1]->integer);
+    vx__log(r->ev, VX_LOG_INFO, "redis: reaped %lld silent instance(s)", rep->element[1]->integer);
 }
 
 void vxr_live_tick(uv_timer_t *t) {
@@ -202,8 +205,7 @@ static void on_query(redisAsyncContext *ac, void *reply, void *priv) {
     vx__log(r->ev, VX_LOG_ERROR, "redis query: %s", rep->str);
     st = VX_EUNAVAILABLE;
   }
-  if (!st && (q->kind == VX_Q_COUNT || q->kind == VX_Q_HAS) &&
-      rep->type == REDIS_REPLY_INTEGER) {
+  if (!st && (q->kind == VX_Q_COUNT || q->kind == VX_Q_HAS) && rep->type == REDIS_REPLY_INTEGER) {
     uint64_t v = rep->integer > 0 ? (uint64_t)rep->integer : 0;
     ((vx_count_cb)q->cb)(0, q->kind == VX_Q_HAS ? v > 0 : v, q->data);
   } else if (!st && q->kind == VX_Q_CHANNELS && rep->type == REDIS_REPLY_ARRAY) {
@@ -365,16 +367,19 @@ static int presence_script(vx_redis *r, int which, const char *ch, size_t cn, co
                            const char *except, bool quiet, redisCallbackFn *cb, void *priv) {
   char pm[64 + 5 + VX_CHANNEL_MAX + 260], pi[64 + 8 + VX_CHANNEL_MAX], ip[96],
       ck[64 + 4 + VX_CHANNEL_MAX], entry[VX_CHANNEL_MAX + 260], ex[40];
-  int pml = snprintf(pm, sizeof pm, "%s" VXR_K_PM "%.*s:%.*s", r->prefix, (int)cn, ch, (int)m->id_len, m->id);
+  int pml = snprintf(pm, sizeof pm, "%s" VXR_K_PM "%.*s:%.*s", r->prefix, (int)cn, ch,
+                     (int)m->id_len, m->id);
   int pil = snprintf(pi, sizeof pi, "%s" VXR_K_PINFO "%.*s", r->prefix, (int)cn, ch);
   int ipl = snprintf(ip, sizeof ip, "%s" VXR_K_IPRES "%s", r->prefix, r->origin);
   size_t ckl = vxr_channel_key(r, ch, cn, ck);
   int el = snprintf(entry, sizeof entry, "%.*s\n%.*s", (int)cn, ch, (int)m->id_len, m->id);
   int exl = except ? snprintf(ex, sizeof ex, "\"%s\"", except) : snprintf(ex, sizeof ex, "null");
-  const char *argv[13] = {"EVALSHA", r->sha[which], "4", pm, pi, ip, ck, r->origin, m->id,
-                          m->json, entry, ex, quiet ? "1" : "0"};
-  size_t lens[13] = {7, 40, 1, (size_t)pml, (size_t)pil, (size_t)ipl, ckl, 16, m->id_len,
-                     m->json_len, (size_t)el, (size_t)exl, 1};
+  const char *argv[13] = {
+      "EVALSHA", r->sha[which],    "4", pm, pi, ip, ck, r->origin, m->id, m->json, entry,
+      ex,        quiet ? "1" : "0"};
+  size_t lens[13] = {7,           40,          1,  (size_t)pml, (size_t)pil,
+                     (size_t)ipl, ckl,         16, m->id_len,   m->json_len,
+                     (size_t)el,  (size_t)exl, 1};
   if (!r->cmd.ac)
     return REDIS_ERR;
   return redisAsyncCommandArgv(r->cmd.ac, cb, priv, 13, argv, lens);
@@ -391,7 +396,7 @@ static bool presence_ready(vx_events *ev) {
  * Returns false when Redis is down (local presence only: the members known here answer at
  * once). */
 bool vxr_presence_join(vx_events *ev, const char *name, size_t n, const vx_member *m,
-                          const char *socket_id, bool new_locally) {
+                       const char *socket_id, bool new_locally) {
   vx_redis *r = ev->bp.state;
   pctx *p = presence_ready(ev) ? calloc(1, sizeof *p) : NULL;
   int rc = REDIS_ERR;
@@ -429,12 +434,17 @@ bool vxr_presence_leave(vx_events *ev, const char *name, size_t n, const vx_memb
  * saw member_removed and are owed member_added, sent to everyone, this instance's own
  * subscribers included, for each member the cluster does not have). */
 static void register_member(void *ctx, const char *channel, size_t n, const vx_member *m) {
-  struct { vx_redis *r; bool loud; } *k = ctx;
+  struct {
+    vx_redis *r;
+    bool loud;
+  } *k = ctx;
   presence_script(k->r, S_JOIN, channel, n, m, NULL, !k->loud, NULL, NULL);
 }
 
 static void register_presence(vx_redis *r, bool loud) {
-  struct { vx_redis *r; bool loud; } k = {r, loud};
+  struct {
+    vx_redis *r;
+    bool loud;
+  } k = {r, loud};
   r->ev->bp.h->each_member(r->ev, register_member, &k);
 }
-

@@ -111,7 +111,6 @@ static int rpoll_attach(redisAsyncContext *ac, uv_loop_t *loop) {
   return REDIS_OK;
 }
 
-
 /* ---- URL ---- */
 
 static int pct(const char *s, size_t n, char **out) {
@@ -202,7 +201,6 @@ int vx__redis_url_valid(const char *url) {
   return e;
 }
 
-
 /* ---- connections ---- */
 
 /* Shutdown wants the commands connection only to publish what is still in the backlog. */
@@ -252,8 +250,8 @@ static void disconnect_cb(uv_timer_t *t) {
 void vxr_leave_cluster(vx_redis *r) {
   if (!r->registered || !r->cmd.ac)
     return;
-  if (redisAsyncCommand(r->cmd.ac, NULL, NULL, "EVALSHA %s 0 %s %s", r->sha[S_LEAVE_ALL],
-                        r->prefix, r->origin) == REDIS_OK)
+  if (redisAsyncCommand(r->cmd.ac, NULL, NULL, "EVALSHA %s 0 %s %s", r->sha[S_LEAVE_ALL], r->prefix,
+                        r->origin) == REDIS_OK)
     r->registered = false;
 }
 
@@ -293,8 +291,8 @@ static void on_connect(const redisAsyncContext *cac, int status) {
   vx_redis *r = rc->r;
   if (status != REDIS_OK) {
     /* Loud once per outage, quiet on every retry after that. */
-    vx__log(r->ev, rc->backoff_ms <= 100 ? VX_LOG_WARN : VX_LOG_DEBUG, "redis %s:%d: %s",
-            r->host, r->port, ac->errstr);
+    vx__log(r->ev, rc->backoff_ms <= 100 ? VX_LOG_WARN : VX_LOG_DEBUG, "redis %s:%d: %s", r->host,
+            r->port, ac->errstr);
     rc->ac = NULL; /* hiredis frees the context after this callback */
     schedule_retry(rc);
     if (r->closing)
@@ -492,8 +490,7 @@ static void bp_stop(vx_events *ev, uint32_t grace_ms) {
   if (!r || r->closing)
     return;
   r->closing = true;
-  r->drain_deadline =
-      uv_now(&ev->loop) + (grace_ms ? grace_ms : ev->opts.redis_connect_timeout_ms);
+  r->drain_deadline = uv_now(&ev->loop) + (grace_ms ? grace_ms : ev->opts.redis_connect_timeout_ms);
   if (r->flush_scheduled) { /* a post-outage flush still waiting for its delay: now */
     r->flush_scheduled = false;
     uv_timer_stop(&r->flush_timer);
@@ -628,4 +625,3 @@ const vx_backplane_ops vx__backplane_redis = {
     .presence_leave = vxr_presence_leave,
     .query = vxr_query,
 };
-

@@ -29,7 +29,8 @@
 #define VXR_PL_X "\",\"x\":"
 #define VXR_PL_E ",\"e\":"
 #define VXR_PL_D ",\"d\":"
-#define VXR_PL_FIXED (sizeof VXR_PL_O - 1 + 16 + sizeof VXR_PL_X - 1 + sizeof VXR_PL_E - 1 + sizeof VXR_PL_D - 1 + 1)
+#define VXR_PL_FIXED                                                                               \
+  (sizeof VXR_PL_O - 1 + 16 + sizeof VXR_PL_X - 1 + sizeof VXR_PL_E - 1 + sizeof VXR_PL_D - 1 + 1)
 
 /* Its members, as read back (vx__json_field). */
 #define VXR_F_ORIGIN "o"

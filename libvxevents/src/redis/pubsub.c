@@ -58,7 +58,7 @@ static void payload_write(vx_redis *r, char *d, const char *event, size_t elen, 
 /* Any thread: reads only options that never change after vx_new. Must equal what
  * vxr_publish holds for the same broadcast. */
 size_t vxr_cost(vx_events *ev, const char *const *channels, size_t n, const char *event,
-                      size_t dlen, const char *except) {
+                size_t dlen, const char *except) {
   size_t plen = payload_len(event, strlen(event), dlen, 0, except);
   size_t pre = strlen(ev->opts.redis_prefix ? ev->opts.redis_prefix : "vx") + 4;
   size_t total = 0;
@@ -148,8 +148,8 @@ void vxr_requeue_sent(vx_redis *r) {
 }
 
 int vxr_publish(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
-                      const char *event, size_t elen, const char *data, size_t dlen,
-                      const char *cmark, size_t cmlen, const char *except, size_t reserved) {
+                const char *event, size_t elen, const char *data, size_t dlen, const char *cmark,
+                size_t cmlen, const char *except, size_t reserved) {
   vx_redis *r = ev->bp.state;
   if (!r || r->closing) {
     /* Redis never started (out of memory) or is being closed: nothing can reach it. Not
@@ -311,10 +311,9 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv) {
       xlen = vx__client_extra(extra, has_uid ? uv : NULL, has_uid ? uvl : 0);
     }
     if (cJSON_IsString(ej))
-      r->ev->bp.h->deliver(r->ev, ch->name, ch->n, ej->valuestring, strlen(ej->valuestring), d,
-                           dl, extra, xlen, cJSON_IsString(xj) ? xj->valuestring : NULL);
+      r->ev->bp.h->deliver(r->ev, ch->name, ch->n, ej->valuestring, strlen(ej->valuestring), d, dl,
+                           extra, xlen, cJSON_IsString(xj) ? xj->valuestring : NULL);
     cJSON_Delete(ej);
     cJSON_Delete(xj);
   }
 }
-

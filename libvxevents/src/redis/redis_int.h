@@ -74,7 +74,7 @@ typedef struct rchan {
   uint32_t count; /* local subscribers (what the count scripts register) */
   uint8_t state;  /* RS_* */
   size_t n;
-  char name[];    /* NUL-terminated; the key of r->chans */
+  char name[]; /* NUL-terminated; the key of r->chans */
 } rchan;
 
 struct vx_redis {
@@ -89,20 +89,20 @@ struct vx_redis {
   rconn cmd, sub;
   uv_getaddrinfo_t gai;
   bool resolving, resolved, flush_scheduled;
-  bool closing;        /* shutdown began: publish what is left, then disconnect */
-  bool forced;         /* the grace is over: give up */
+  bool closing; /* shutdown began: publish what is left, then disconnect */
+  bool forced;  /* the grace is over: give up */
   bool handles_closed;
-  bool synced;         /* `cmd` registered this instance after its first heartbeat reply:
+  bool synced;            /* `cmd` registered this instance after its first heartbeat reply:
                           queries may run */
-  bool registered;     /* this instance has been in the cluster view: leave it at close */
-  bool beating;        /* a heartbeat is on its way */
+  bool registered;        /* this instance has been in the cluster view: leave it at close */
+  bool beating;           /* a heartbeat is on its way */
   uv_timer_t flush_timer; /* the post-outage delay; at shutdown, the deferred disconnect */
   uv_timer_t live_timer;  /* heartbeats */
   uv_timer_t query_timer; /* the oldest query's deadline */
-  qmsg *qhead, *qtail; /* backlog: not sent yet */
-  qmsg *shead, *stail; /* sent, reply pending (replies arrive in this order) */
-  size_t held;         /* bytes in both lists */
-  uint64_t refused;    /* PUBLISHes answered with an error, broadcasts made after close */
+  qmsg *qhead, *qtail;    /* backlog: not sent yet */
+  qmsg *shead, *stail;    /* sent, reply pending (replies arrive in this order) */
+  size_t held;            /* bytes in both lists */
+  uint64_t refused;       /* PUBLISHes answered with an error, broadcasts made after close */
   uint64_t drain_deadline;
   rquery *queries, *queries_tail;
   vx_map chans; /* channel name -> rchan: every channel open here (channel_open) */

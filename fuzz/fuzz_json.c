@@ -12,8 +12,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
   vx__json_has_nul(p, n);
   vx__channel_valid(p, n);
   const char *err = NULL;
-  vx_member *m = vx__member_parse(p, n, &err);
-  if (m) {
+  vx_member *m = NULL;
+  if (vx__member_parse(p, n, &m, &err) == 0) {
     if (!vx__json_valid(m->json, m->json_len))
       abort(); /* a member we would send must be JSON */
     free(m);

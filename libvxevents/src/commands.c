@@ -343,9 +343,10 @@ int vx_auth_reply(vx_events *ev, uint64_t id, int authorized, const char *member
     return VX_EINVAL;
   if (authorized && member_json) {
     const char *err;
-    vx_member *m = vx__member_parse(member_json, strlen(member_json), &err);
-    if (!m)
-      return VX_EINVAL;
+    vx_member *m;
+    int r = vx__member_parse(member_json, strlen(member_json), &m, &err);
+    if (r)
+      return r;
     free(m);
   }
   vx_cmd *c = cmd_new(CMD_AUTH_REPLY);

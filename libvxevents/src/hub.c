@@ -157,29 +157,30 @@ static void sub_remove(vx_events *ev, vx_sub *s) {
   channel_drop_if_empty(ev, ch);
 }
 
-vx_member *vx__member_parse(const char *cd, size_t n, const char **err) {
+int vx__member_parse(const char *cd, size_t n, vx_member **out, const char **err) {
+  *out = NULL;
   const char *id, *info = "null";
   size_t idn, infon = 4;
   if (!vx__json_valid(cd, n) || vx__json_has_nul(cd, n)) {
     *err = "channel_data must be a JSON object without NUL characters";
-    return NULL;
+    return VX_EINVAL;
   }
   if (!vx__json_field(cd, n, "id", &id, &idn)) {
     *err = "channel_data must be a JSON object with an id";
-    return NULL;
+    return VX_EINVAL;
   }
   bool is_str = id[0] == '"';
   bool is_num = id[0] == '-' || (id[0] >= '0' && id[0] <= '9');
   if ((!is_str && !is_num) || (is_str && idn <= 2) || idn > 256) {
     *err = "channel_data id must be a non-empty string or a number (at most 256 bytes)";
-    return NULL;
+    return VX_EINVAL;
   }
   vx__json_field(cd, n, "info", &info, &infon);
   size_t jl = 6 + idn + 8 + infon + 1; /* {"id":  ,"info":  } */
   vx_member *m = malloc(sizeof *m + jl + 1);
   if (!m) {
     *err = "server out of memory";
-    return NULL;
+    return VX_ENOMEM;
   }
   char *p = m->json;
   memcpy(p, "{\"id\":", 6);
@@ -192,7 +193,8 @@ vx_member *vx__member_parse(const char *cd, size_t n, const char **err) {
   m->id = p + 6;
   m->id_len = idn;
   m->conns = 0;
-  return m;
+  *out = m;
+  return 0;
 }
 
 /* Takes ownership of `m`. The joining connection is answered by the backplane's join

@@ -117,9 +117,10 @@ int vx__node_subscribe(vx_conn *c, const char *name, size_t n, const char *membe
     *err = "presence member (channel_data) is too large";
     return VX_ETOOBIG;
   }
-  vx_member *m = vx__member_parse(member, mlen, err);
-  if (!m)
-    return VX_EINVAL;
+  vx_member *m;
+  int r = vx__member_parse(member, mlen, &m, err);
+  if (r)
+    return r;
   /* The backplane's join answers the connection, with its members (see members()). */
   return vx__hub_subscribe_presence(c, name, n, m, err);
 }

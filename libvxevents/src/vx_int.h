@@ -418,8 +418,8 @@ bool vx__auth_verify(vx_events *ev, const char *socket_id, const char *channel, 
                      const char *cdata, size_t cdlen, const char *auth, size_t alen);
 
 /* presence (hub.c) */
-/* Parse signed channel_data into a member; NULL with *err set on bad input. */
-vx_member *vx__member_parse(const char *cdata, size_t n, const char **err);
+/* Parse signed channel_data into *out: 0, or VX_EINVAL / VX_ENOMEM with *err the reason. */
+int vx__member_parse(const char *cdata, size_t n, vx_member **out, const char **err);
 /* The subscription_succeeded (with the members) comes from the backplane's join, through
  * the node's members handler; the caller sends none. */
 int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member *m,

@@ -127,9 +127,16 @@ typedef struct vx_options {
   uint32_t retry_interval_ms;         /* SSE "retry:" sent to clients; default 3000 */
   int permessage_deflate;             /* accept permessage-deflate (RFC 7692, no context takeover:
                                    a broadcast is compressed once for all); default 1 */
-  uint32_t sse_history;               /* recent broadcasts kept (at most 4 MiB) so a stream that
-                                   reconnects with Last-Event-ID gets what it missed on the
-                                   channels of its ?channels=; default 1000; 0 = off */
+  uint32_t history_size;              /* broadcasts kept per channel (its stream's history, DESIGN
+                                   §12) so a client reconnecting with recover / Last-Event-ID
+                                   gets what it missed; default 100; 0 = none (offsets are
+                                   still assigned). Replaces sse_history */
+  uint32_t history_ttl_ms;            /* how long a broadcast stays in the history; with Redis
+                                   also the expiry of an idle channel's stream; default
+                                   300000 (5 minutes) */
+  size_t history_max_bytes;           /* bytes of history in memory for all channels together;
+                                   over it the channels quiet the longest lose theirs first;
+                                   default 4 MiB */
   const char *redis_url;              /* redis://[[user]:password@]host[:port][/db]; NULL = single
                                    instance. Broadcasts then reach every instance sharing it */
   const char *redis_prefix;           /* key and channel prefix; default "vx" */
@@ -288,6 +295,8 @@ typedef struct vx_stats {
   uint64_t slow_consumer_closes; /* connections closed with 1008 */
   uint64_t ping_timeouts;        /* connections dropped for not answering pings */
   uint64_t rejected_connections; /* 503 over max_connections */
+  uint64_t history_bytes;        /* what the channels' history holds (<= history_max_bytes) */
+  uint64_t history_streams;      /* channel streams in memory (with history or subscribers) */
 } vx_stats;
 typedef void (*vx_stats_cb)(int status, const vx_stats *stats, void *data);
 

@@ -61,6 +61,8 @@ static const char *check_token(vx_conn *c, const cJSON *msg, const char *name, s
   return NULL;
 }
 
+int vx__recover_parse(const cJSON *msg, vx_recover *rec, const char **err);
+
 static void on_subscribe(vx_conn *c, const cJSON *msg) {
   const cJSON *ch = cJSON_GetObjectItemCaseSensitive(msg, "channel");
   if (!cJSON_IsString(ch)) {
@@ -83,8 +85,45 @@ static void on_subscribe(vx_conn *c, const cJSON *msg) {
       return;
     }
   }
+  vx_recover rec;
+  const char *bad = NULL;
+  int has_rec = vx__recover_parse(msg, &rec, &bad);
+  if (has_rec < 0) {
+    vx__node_sub_reply(c, name, n, bad, NULL, 0);
+    return;
+  }
   const char *member = cd ? cd->valuestring : NULL;
-  vx__node_subscribe_reply(c, name, n, member, member ? strlen(member) : 0);
+  const char *err = NULL;
+  if (vx__node_subscribe_rec(c, name, n, member, member ? strlen(member) : 0,
+                             has_rec ? &rec : NULL, &err) != 0)
+    vx__node_sub_reply(c, name, n, err, NULL, 0);
+}
+
+/* The "recover" member of a subscribe (DESIGN §12): 1 with *rec filled, 0 when absent,
+ * -1 with *err the reason when malformed. */
+int vx__recover_parse(const cJSON *msg, vx_recover *rec, const char **err) {
+  const cJSON *r = cJSON_GetObjectItemCaseSensitive(msg, "recover");
+  if (!r || cJSON_IsNull(r))
+    return 0;
+  const cJSON *off = cJSON_GetObjectItemCaseSensitive(r, "offset");
+  const cJSON *ep = cJSON_GetObjectItemCaseSensitive(r, "epoch");
+  *err = "recover must be {\"offset\": <non-negative integer>, \"epoch\": \"<epoch from "
+         "subscription_succeeded>\"}";
+  if (!cJSON_IsObject(r) || !cJSON_IsNumber(off) || !cJSON_IsString(ep))
+    return -1;
+  double v = off->valuedouble;
+  /* Integers up to 2^53 are exact in a double: larger offsets cannot be told apart. */
+  if (!(v >= 0) || v > 9007199254740992.0 || v != (double)(uint64_t)v)
+    return -1;
+  size_t el = strlen(ep->valuestring);
+  if (el == 0 || el > VX_EPOCH_MAX) {
+    *err = "recover.epoch must be a string of 1 to 32 characters";
+    return -1;
+  }
+  rec->kind = VX_REC_OFFSET;
+  rec->offset = (uint64_t)v;
+  memcpy(rec->epoch, ep->valuestring, el + 1);
+  return 1;
 }
 
 static void on_unsubscribe(vx_conn *c, const cJSON *msg) {

@@ -27,6 +27,11 @@ static vx_channel *channel_get(vx_events *ev, const char *name, size_t n, bool c
     free(ch);
     return NULL;
   }
+  /* Its stream (history.c), kept on from earlier broadcasts or new with a fresh epoch; none
+   * only out of memory (events then carry no offset). */
+  ch->st = vx__stream_get(ev, ch->name, n, true);
+  if (ch->st)
+    vx__stream_attach(ev, ch->st, ch);
   ev->bp.ops->channel_open(ev, ch->name, n); /* the backplane follows it while it is open */
   return ch;
 }
@@ -35,6 +40,8 @@ static void channel_drop_if_empty(vx_events *ev, vx_channel *ch) {
   if (ch->nsubs)
     return;
   ev->bp.ops->channel_close(ev, ch->name, ch->name_len);
+  if (ch->st)
+    vx__stream_detach(ev, ch->st);
   vx__map_del(&ev->channels, ch->name, ch->name_len);
   vx__map_free(&ch->members); /* every member went with its last subscription */
   free(ch->subs);
@@ -42,12 +49,15 @@ static void channel_drop_if_empty(vx_events *ev, vx_channel *ch) {
 }
 
 /* Queue one broadcast to every subscriber of `ch` but `skip`, each in its connection's
- * encoding (built once per encoding, shared). Never closes anything itself (slow consumers
- * are only marked), so callers may hold channel pointers across it. */
-static void channel_send(vx_channel *ch, vx_frames *f, vx_conn *skip) {
+ * encoding (built once per encoding, shared). Subscribers being replayed to (a recovery)
+ * get it later, from the stream, in order; `live` false (presence events, not part of the
+ * stream) reaches them at once. Never closes anything itself (slow consumers are only
+ * marked), so callers may hold channel pointers across it. */
+static void channel_send(vx_channel *ch, vx_frames *f, vx_conn *skip, bool live) {
+  bool held = live && ch->nreplaying;
   for (uint32_t i = 0; i < ch->nsubs; i++) {
     vx_conn *c = ch->subs[i]->conn;
-    if (c == skip)
+    if (c == skip || (held && (ch->subs[i]->flags & VXS_F_REPLAYING)))
       continue;
     vx_buf *b = vx__frames_get(f, c->enc);
     if (b)
@@ -64,7 +74,7 @@ static void member_event(vx_events *ev, vx_channel *ch, const char *event, vx_me
   if (b) {
     vx_frames f;
     vx__frames_init(&f, ev, b, 0);
-    channel_send(ch, &f, skip);
+    channel_send(ch, &f, skip, false);
     vx__frames_release(&f);
     vx__buf_unref(b);
   }
@@ -81,19 +91,40 @@ bool vx__hub_is_subscribed(vx_conn *c, const char *name, size_t n) {
   return vx__hub_sub_of(c, name, n) != NULL;
 }
 
-static vx_sub *add_sub(vx_conn *c, const char *name, size_t n, int *err);
+static vx_sub *add_sub(vx_conn *c, const char *name, size_t n, const vx_recover *rec, int *err);
+static vx_sub *add_sub_plain(vx_conn *c, const char *name, size_t n, int *err);
+
+int vx__hub_subscribe_rec(vx_conn *c, const char *name, size_t n, const vx_recover *rec) {
+  if (vx__hub_is_subscribed(c, name, n))
+    return 0; /* already live: nothing to recover */
+  int err = 0;
+  add_sub(c, name, n, rec, &err);
+  return err;
+}
 
 int vx__hub_subscribe(vx_conn *c, const char *name, size_t n) {
-  if (vx__hub_is_subscribed(c, name, n))
-    return 0;
-  int err = 0;
-  add_sub(c, name, n, &err);
-  return err;
+  return vx__hub_subscribe_rec(c, name, n, NULL);
 }
 
 /* Join `c` to channel `name` (not yet subscribed). Returns the subscription, or NULL with
  * *err = VX_EINVAL (per-connection limit) or VX_ENOMEM. */
-static vx_sub *add_sub(vx_conn *c, const char *name, size_t n, int *err) {
+static vx_sub *add_sub(vx_conn *c, const char *name, size_t n, const vx_recover *rec, int *err) {
+  vx_recover *copy = NULL;
+  if (rec && !(copy = malloc(sizeof *copy))) {
+    *err = VX_ENOMEM;
+    return NULL;
+  }
+  if (copy)
+    *copy = *rec;
+  vx_sub *s = add_sub_plain(c, name, n, err);
+  if (s)
+    s->rec = copy;
+  else
+    free(copy);
+  return s;
+}
+
+static vx_sub *add_sub_plain(vx_conn *c, const char *name, size_t n, int *err) {
   vx_events *ev = c->ev;
   if (c->nsubs >= ev->opts.max_channels_per_conn) {
     *err = VX_EINVAL;
@@ -129,7 +160,11 @@ static vx_sub *add_sub(vx_conn *c, const char *name, size_t n, int *err) {
   s->conn = c;
   s->ch = ch;
   s->member = NULL;
-  s->deferred_ack = NULL;
+  s->ack_members = NULL;
+  s->rec = NULL;
+  s->next = 0;
+  s->replay_nxt = NULL;
+  s->flags = 0;
   s->idx = ch->nsubs;
   ch->subs[ch->nsubs++] = s;
   c->subs[c->nsubs++] = s;
@@ -145,7 +180,10 @@ static void sub_remove(vx_events *ev, vx_sub *s) {
   last->idx = s->idx;
   ev->bp.ops->count(ev, ch->name, ch->name_len, -1);
   vx_member *m = s->member;
-  free(s->deferred_ack);
+  if (s->flags & VXS_F_REPLAYING)
+    vx__node_replay_stop(s);
+  free(s->ack_members);
+  free(s->rec);
   free(s);
   /* The user's last connection on the channel left: everyone else hears it once. */
   if (m && --m->conns == 0) {
@@ -200,7 +238,7 @@ int vx__member_parse(const char *cd, size_t n, vx_member **out, const char **err
 /* Takes ownership of `m`. The joining connection is answered by the backplane's join
  * (backplane.h: through the node's members handler, now or later). */
 int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member *m,
-                               const char **err) {
+                               const vx_recover *rec, const char **err) {
   vx_events *ev = c->ev;
   const vx_backplane_ops *bp = ev->bp.ops;
   if (vx__hub_is_subscribed(c, name, n)) {
@@ -218,7 +256,7 @@ int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member
     return VX_EINVAL;
   }
   int e = 0;
-  vx_sub *s = add_sub(c, name, n, &e);
+  vx_sub *s = add_sub(c, name, n, rec, &e);
   if (!s) {
     free(m);
     *err = e == VX_EINVAL ? "too many channels on this connection" : "server out of memory";
@@ -308,36 +346,68 @@ int vx__validate_broadcast(const char *const *channels, size_t n, const char *ev
   return 0;
 }
 
+/* One broadcast to one channel: its frame (carrying `offset`, 0 = none) built once, kept in
+ * the stream `st` (may be NULL) and queued to the channel's subscribers (`ch`, may be NULL). */
+static int deliver_one(vx_events *ev, vx_channel *ch, vx_stream *st, const char *name, size_t n,
+                       uint64_t offset, uint64_t seq, const char *event, size_t elen,
+                       const char *data, size_t dlen, const char *extra, size_t xlen,
+                       vx_conn *skip) {
+  vx_buf *b = vx__envelope_frame_at(name, n, event, elen, data, dlen, extra, xlen, offset);
+  if (!b)
+    return VX_ENOMEM;
+  if (st && offset)
+    vx__stream_append(ev, st, offset, seq, b);
+  if (ch) {
+    vx_frames f;
+    vx__frames_init(&f, ev, b, seq);
+    channel_send(ch, &f, skip, true);
+    vx__frames_release(&f);
+  } else if (st) {
+    vx__stream_detach(ev, st); /* nobody listens: held (or not) as history decides */
+  }
+  vx__buf_unref(b);
+  /* Slow consumers found in this walk are closed now, before any other walk. */
+  vx__conn_process_doomed(ev);
+  return 0;
+}
+
+static vx_conn *except_conn(vx_events *ev, const char *except) {
+  if (except && strlen(except) == VX_SOCKET_ID_LEN)
+    return vx__map_get(&ev->sockets, except, VX_SOCKET_ID_LEN);
+  return NULL;
+}
+
 int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                     const char *event, size_t elen, const char *data, size_t dlen,
                     const char *extra, size_t xlen, const char *except) {
-  vx_conn *skip = NULL;
-  if (except && strlen(except) == VX_SOCKET_ID_LEN)
-    skip = vx__map_get(&ev->sockets, except, VX_SOCKET_ID_LEN);
+  vx_conn *skip = except_conn(ev, except);
   bool history = vx__history_on(ev);
   for (size_t k = 0; k < n; k++) {
     vx_channel *ch = channel_get(ev, channels[k], lens[k], false);
-    if (!ch && !history)
+    /* With history on, a broadcast is kept even when nobody listens right now: the client
+     * that missed it may be reconnecting. Each channel has its own offset, so its own frame. */
+    vx_stream *st = ch ? ch->st : history ? vx__stream_get(ev, channels[k], lens[k], true) : NULL;
+    if (!ch && !st)
       continue;
-    /* With SSE history on, a broadcast is remembered even when nobody listens right now:
-     * the stream that missed it may be reconnecting. */
-    vx_buf *b = vx__envelope_frame(channels[k], lens[k], event, elen, data, dlen, extra, xlen);
-    if (!b)
-      return VX_ENOMEM;
-    uint64_t seq = ++ev->sse_seq;
-    if (history)
-      vx__history_remember(ev, channels[k], lens[k], b, seq);
-    if (ch) {
-      vx_frames f;
-      vx__frames_init(&f, ev, b, seq);
-      channel_send(ch, &f, skip);
-      vx__frames_release(&f);
-    }
-    vx__buf_unref(b);
-    /* Slow consumers found in this walk are closed now, before any other walk. */
-    vx__conn_process_doomed(ev);
+    uint64_t offset = st ? st->offset + 1 : 0;
+    int r = deliver_one(ev, ch, st, channels[k], lens[k], offset, ++ev->sse_seq, event, elen, data,
+                        dlen, extra, xlen, skip);
+    if (r)
+      return r;
   }
   return 0;
+}
+
+int vx__hub_deliver_at(vx_events *ev, const char *name, size_t n, uint64_t offset, uint64_t seq,
+                       const char *event, size_t elen, const char *data, size_t dlen,
+                       const char *extra, size_t xlen, const char *except) {
+  vx_channel *ch = channel_get(ev, name, n, false);
+  if (!ch)
+    return 0;
+  if (seq > ev->sse_seq)
+    ev->sse_seq = seq;
+  return deliver_one(ev, ch, ch->st, name, n, offset, seq, event, elen, data, dlen, extra, xlen,
+                     except_conn(ev, except));
 }
 
 vx_channel *vx__hub_channel(vx_events *ev, const char *name, size_t n) {

@@ -194,7 +194,15 @@ static void on_async(uv_async_t *a) {
  * poll; frames queued by timers (pings, deadlines) in the prepare phase, right before the
  * loop blocks. Either way nothing waits for the next wake-up. */
 static void on_check(uv_check_t *h) { vx__conn_flush_all(h->data); }
-static void on_prepare(uv_prepare_t *h) { vx__conn_flush_all(h->data); }
+static void on_prepare(uv_prepare_t *h) {
+  vx_events *ev = h->data;
+  /* Recovery replays go on as their connections' queues drain (node.c); when one made
+   * progress and the flush may empty its queue, the loop comes straight back. */
+  bool again = ev->replays && vx__node_pump(ev);
+  vx__conn_flush_all(ev);
+  if (again && !uv_is_closing((uv_handle_t *)&ev->async))
+    uv_async_send(&ev->async);
+}
 
 static void on_ping(uv_timer_t *t) { vx__conn_ping_all(t->data); }
 static void on_heartbeat(uv_timer_t *t) { vx__sse_heartbeat_all(t->data); }
@@ -231,6 +239,7 @@ static void finish_if_done(vx_events *ev) {
 static void on_sweep(uv_timer_t *t) {
   vx_events *ev = t->data;
   vx__conn_sweep(ev);
+  vx__history_sweep(ev);
   vx__http_auth_expire(ev);
   finish_if_done(ev);
 }

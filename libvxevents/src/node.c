@@ -16,62 +16,143 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void send_ack(vx_conn *c, const char *json, size_t len) {
-  c->tp->send_json(c, "subscription_succeeded", json, len);
+/* ---- acknowledgements and recovery (DESIGN §12) ---- */
+
+/* Where a recovery of `s` starts: true with *from the first offset to replay (beyond the
+ * stream's last offset: nothing missed), false when it cannot be complete (another epoch,
+ * an offset from the future, or entries it needs are no longer kept). */
+static bool recover_from(vx_events *ev, vx_stream *st, const vx_recover *r, uint64_t *from) {
+  vx__stream_from(ev, st, 0, NULL); /* the age bound first */
+  if (r->kind == VX_REC_SEQ) {
+    /* An SSE id: every event of this channel after seq r->offset must still be kept. */
+    if (strcmp(r->epoch, ev->sse_tag) != 0 || r->offset > ev->sse_seq || r->offset < st->lost_seq)
+      return false;
+    *from = st->offset + 1;
+    for (uint32_t i = st->len; i-- > 0;) {
+      const vx_hentry *e = vx__stream_at(st, i);
+      if (e->seq <= r->offset)
+        break;
+      *from = e->offset;
+    }
+    return true;
+  }
+  if (strcmp(r->epoch, st->epoch) != 0 || r->offset > st->offset || r->offset < st->lost)
+    return false;
+  *from = r->offset + 1;
+  return true;
+}
+
+/* The SSE "resumed" message once every ?channels= subscription of the stream is acked. */
+static void resume_tell(vx_conn *c) {
+  vx_resume *rs = c->resume;
+  if (!rs || rs->told || !rs->started || rs->pending)
+    return;
+  rs->told = true;
+  char msg[96];
+  int n = snprintf(msg, sizeof msg, "{\"type\":\"resumed\",\"recovered\":%s,\"replayed\":%u}",
+                   rs->ok ? "true" : "false", rs->replayed);
+  c->tp->send_json(c, "resumed", msg, (size_t)n);
+}
+
+void vx__node_resume_started(vx_conn *c) {
+  if (!c->resume)
+    return;
+  c->resume->started = true;
+  resume_tell(c);
+}
+
+/* subscription_succeeded to `c` for `s`, built now: {"type":..,"channel":..,"data":
+ * {"offset":<last>,"epoch":"<e>"[,"members":[..]]}[,"recovered":bool]}. With a recover
+ * request that can be met, the replay of what the client missed starts right after it
+ * (live events to `s` are held until the replay reaches them). */
+static void send_ack(vx_conn *c, vx_sub *s, const char *members, size_t mlen) {
+  vx_events *ev = c->ev;
+  vx_stream *st = s->ch->st;
+  vx_recover *rec = s->rec;
+  s->rec = NULL;
+  s->flags &= (uint8_t)~VXS_F_DEFERRED;
+  uint64_t from = 0;
+  bool recovered = rec && st && recover_from(ev, st, rec, &from);
+  vx_str j = {0};
+  vx__str_addz(&j, "{\"type\":\"subscription_succeeded\",\"channel\":");
+  vx__str_add_json_string(&j, s->ch->name, s->ch->name_len);
+  if (st || members) {
+    vx__str_addz(&j, ",\"data\":{");
+    if (st) {
+      char off[64];
+      snprintf(off, sizeof off, "\"offset\":%llu,\"epoch\":", (unsigned long long)st->offset);
+      vx__str_addz(&j, off);
+      vx__str_add_json_string(&j, st->epoch, strlen(st->epoch));
+    }
+    if (members) {
+      vx__str_addz(&j, st ? ",\"members\":" : "\"members\":");
+      vx__str_add(&j, members, mlen);
+    }
+    vx__str_addz(&j, "}");
+  }
+  if (rec)
+    vx__str_addz(&j, recovered ? ",\"recovered\":true" : ",\"recovered\":false");
+  vx__str_addz(&j, "}");
+  if (j.oom) {
+    vx__conn_oom(c);
+  } else {
+    c->tp->send_json(c, "subscription_succeeded", j.p, j.len);
+    if (recovered && from <= st->offset)
+      vx__node_replay(s, from);
+  }
+  vx__str_free(&j);
+  if (rec && rec->kind == VX_REC_SEQ && c->resume && !c->resume->told && c->resume->pending) {
+    vx_resume *rs = c->resume;
+    rs->pending--;
+    rs->ok = rs->ok && recovered;
+    if (recovered && from <= st->offset)
+      rs->replayed += (uint32_t)(st->offset - from + 1);
+    resume_tell(c);
+  }
+  free(rec);
 }
 
 /* The answer to a subscribe, for either transport. Without `error` it is
- * subscription_succeeded (with {"members": ...} when `members` is given, presence channels),
- * sent when the channel is ready; otherwise subscription_error, sent at once. `channel` may
- * be any client-supplied bytes: it is escaped, and a long one is echoed as a prefix cut on a
+ * subscription_succeeded (with "members" when `members` is given, presence channels), sent
+ * when the channel is ready; otherwise subscription_error, sent at once. `channel` may be
+ * any client-supplied bytes: it is escaped, and a long one is echoed as a prefix cut on a
  * character boundary. */
 void vx__node_sub_reply(vx_conn *c, const char *channel, size_t clen, const char *error,
                         const char *members, size_t mlen) {
+  if (!error) {
+    vx_sub *s = vx__hub_sub_of(c, channel, clen);
+    vx_events *ev = c->ev;
+    if (!s)
+      return;
+    /* While the backplane has not confirmed the channel yet (a Redis SUBSCRIBE on its
+     * way, the stream's position not known), the ack waits, so that nothing published
+     * after it is missed; it is built when it goes. */
+    if (!ev->bp.ops->channel_ready(ev, s->ch->name, s->ch->name_len)) {
+      char *copy = members ? vx__dupn(members, mlen) : NULL;
+      if (!members || copy) {
+        free(s->ack_members);
+        s->ack_members = copy;
+        s->flags |= VXS_F_DEFERRED;
+        return;
+      }
+    }
+    send_ack(c, s, members, mlen);
+    return;
+  }
   if (clen > 256) {
     clen = 256;
     while (clen > 0 && ((uint8_t)channel[clen] & 0xC0) == 0x80)
       clen--;
   }
   vx_str s = {0};
-  vx__str_addz(&s, error ? "{\"type\":\"subscription_error\",\"channel\":"
-                         : "{\"type\":\"subscription_succeeded\",\"channel\":");
+  vx__str_addz(&s, "{\"type\":\"subscription_error\",\"channel\":");
   vx__str_add_json_string(&s, channel, clen);
-  if (error) {
-    vx__str_addz(&s, ",\"error\":");
-    vx__str_add_json_string(&s, error, strlen(error));
-  }
-  if (members) {
-    vx__str_addz(&s, ",\"data\":{\"members\":");
-    vx__str_add(&s, members, mlen);
-    vx__str_addz(&s, "}");
-  }
+  vx__str_addz(&s, ",\"error\":");
+  vx__str_add_json_string(&s, error, strlen(error));
   vx__str_addz(&s, "}");
-  if (!s.oom) {
-    if (!error)
-      vx__node_ack(c, channel, clen, s.p, s.len);
-    else
-      c->tp->send_json(c, "subscription_error", s.p, s.len);
-  }
+  if (!s.oom)
+    c->tp->send_json(c, "subscription_error", s.p, s.len);
   vx__str_free(&s);
-}
-
-/* subscription_succeeded goes out now, or, while the backplane has not confirmed the
- * channel yet (a Redis SUBSCRIBE on its way), when it has (so that nothing published after
- * the ack is missed). */
-void vx__node_ack(vx_conn *c, const char *name, size_t n, const char *json, size_t len) {
-  vx_sub *s = vx__hub_sub_of(c, name, n);
-  vx_events *ev = c->ev;
-  if (s && !ev->bp.ops->channel_ready(ev, s->ch->name, s->ch->name_len)) {
-    char *copy = malloc(len + 1);
-    if (copy) {
-      memcpy(copy, json, len);
-      copy[len] = '\0';
-      free(s->deferred_ack);
-      s->deferred_ack = copy;
-      return;
-    }
-  }
-  send_ack(c, json, len);
 }
 
 static void channel_ready(vx_events *ev, const char *name, size_t n) {
@@ -80,13 +161,111 @@ static void channel_ready(vx_events *ev, const char *name, size_t n) {
     return;
   for (uint32_t i = 0; i < ch->nsubs; i++) {
     vx_sub *s = ch->subs[i];
-    if (s->deferred_ack) {
-      char *a = s->deferred_ack;
-      s->deferred_ack = NULL;
-      send_ack(s->conn, a, strlen(a));
-      free(a);
+    if (s->flags & VXS_F_DEFERRED) {
+      char *m = s->ack_members;
+      s->ack_members = NULL;
+      send_ack(s->conn, s, m, m ? strlen(m) : 0);
+      free(m);
     }
   }
+}
+
+/* ---- replays ---- */
+
+enum { PUMP_MORE, PUMP_DONE, PUMP_GAP };
+
+/* Replay to `s` while its connection's queue has room (a quarter of max_send_queue): never
+ * enough at once to make it look like a slow consumer. *sent counts the entries queued. */
+static int pump_one(vx_events *ev, vx_sub *s, uint32_t *sent) {
+  vx_conn *c = s->conn;
+  vx_stream *st = s->ch->st;
+  size_t budget = ev->opts.max_send_queue / 4;
+  while (s->next <= st->offset) {
+    if (c->qbytes >= budget || vx_has(c, VXC_F_CLOSED | VXC_F_DOOMED))
+      return PUMP_MORE;
+    uint32_t idx;
+    const vx_hentry *e = vx__stream_from(ev, st, s->next, &idx);
+    if (!e || e->offset != s->next)
+      return PUMP_GAP; /* dropped while the replay waited: it cannot go on without a gap */
+    for (; idx < st->len && c->qbytes < budget; idx++) {
+      e = vx__stream_at(st, idx);
+      vx_frames f;
+      vx__frames_init(&f, ev, e->frame, e->seq);
+      vx_buf *b = vx__frames_get(&f, c->enc);
+      if (b)
+        vx__conn_send(c, b);
+      else
+        vx__conn_oom(c);
+      vx__frames_release(&f);
+      s->next = e->offset + 1;
+      (*sent)++;
+    }
+  }
+  return PUMP_DONE;
+}
+
+static void replay_end(vx_sub *s) {
+  s->flags &= (uint8_t)~VXS_F_REPLAYING;
+  s->ch->nreplaying--;
+}
+
+/* Run the replay at *pp; it leaves the list when it is over. */
+static bool pump_at(vx_events *ev, vx_sub **pp) {
+  vx_sub *s = *pp;
+  uint32_t sent = 0;
+  int r = pump_one(ev, s, &sent);
+  if (r == PUMP_MORE) {
+    return sent > 0 && !vx_has(s->conn, VXC_F_WRITING);
+  }
+  *pp = s->replay_nxt;
+  s->replay_nxt = NULL;
+  replay_end(s);
+  if (r == PUMP_GAP) {
+    /* The client was told recovered:true; rather than a silent gap, it loses the
+     * subscription and hears why, and subscribes again (then recovered:false). */
+    vx_conn *c = s->conn;
+    char name[VX_CHANNEL_MAX + 1];
+    size_t n = s->ch->name_len;
+    memcpy(name, s->ch->name, n);
+    vx__hub_unsubscribe(c, name, n);
+    vx__node_sub_reply(c, name, n,
+                       "recovery fell behind the channel's history: subscribe again", NULL, 0);
+  }
+  return false;
+}
+
+void vx__node_replay(vx_sub *s, uint64_t from) {
+  vx_events *ev = s->conn->ev;
+  s->flags |= VXS_F_REPLAYING;
+  s->next = from;
+  s->ch->nreplaying++;
+  s->replay_nxt = ev->replays;
+  ev->replays = s;
+  if (pump_at(ev, &ev->replays) && !uv_is_closing((uv_handle_t *)&ev->async))
+    uv_async_send(&ev->async); /* more after the flush, without waiting for I/O */
+}
+
+void vx__node_replay_stop(vx_sub *s) {
+  vx_events *ev = s->conn->ev;
+  for (vx_sub **pp = &ev->replays; *pp; pp = &(*pp)->replay_nxt)
+    if (*pp == s) {
+      *pp = s->replay_nxt;
+      break;
+    }
+  s->replay_nxt = NULL;
+  replay_end(s);
+}
+
+bool vx__node_pump(vx_events *ev) {
+  bool again = false;
+  vx_sub **pp = &ev->replays;
+  while (*pp) {
+    vx_sub *s = *pp;
+    again = pump_at(ev, pp) || again;
+    if (*pp == s)
+      pp = &s->replay_nxt;
+  }
+  return again;
 }
 
 static const char *limit_text(int r) {
@@ -95,13 +274,36 @@ static const char *limit_text(int r) {
 
 int vx__node_subscribe(vx_conn *c, const char *name, size_t n, const char *member, size_t mlen,
                        const char **err) {
+  return vx__node_subscribe_rec(c, name, n, member, mlen, NULL, err);
+}
+
+static int subscribe(vx_conn *c, const char *name, size_t n, const char *member, size_t mlen,
+                     const vx_recover *rec, const char **err);
+
+int vx__node_subscribe_rec(vx_conn *c, const char *name, size_t n, const char *member, size_t mlen,
+                           const vx_recover *rec, const char **err) {
+  bool counted = false;
+  if (!rec && c->resume) { /* an SSE stream resuming: each of its channels recovers */
+    rec = &c->resume->rec;
+    counted = !c->resume->started && !vx__hub_is_subscribed(c, name, n);
+    if (counted)
+      c->resume->pending++;
+  }
+  int r = subscribe(c, name, n, member, mlen, rec, err);
+  if (r && counted)
+    c->resume->pending--;
+  return r;
+}
+
+static int subscribe(vx_conn *c, const char *name, size_t n, const char *member, size_t mlen,
+                     const vx_recover *rec, const char **err) {
   vx_events *ev = c->ev;
   if (!vx__channel_valid(name, n)) {
     *err = "invalid channel name (1-200 chars of A-Z a-z 0-9 _-=@,.;:/)";
     return VX_ECHANNEL;
   }
   if (vx__channel_kind(name, n) != VX_CH_PRESENCE) {
-    int r = vx__hub_subscribe(c, name, n);
+    int r = vx__hub_subscribe_rec(c, name, n, rec);
     if (r) {
       *err = limit_text(r);
       return r;
@@ -122,7 +324,7 @@ int vx__node_subscribe(vx_conn *c, const char *name, size_t n, const char *membe
   if (r)
     return r;
   /* The backplane's join answers the connection, with its members (see members()). */
-  return vx__hub_subscribe_presence(c, name, n, m, err);
+  return vx__hub_subscribe_presence(c, name, n, m, rec, err);
 }
 
 /* The members answer of a presence join: the joining connection, if it is still here and
@@ -166,6 +368,8 @@ void vx__node_subscribe_reply(vx_conn *c, const char *name, size_t n, const char
 void vx__node_left(vx_conn *c) {
   vx_events *ev = c->ev;
   vx__hub_unsubscribe_all(c);
+  free(c->resume);
+  c->resume = NULL;
   if (vx_has(c, VXC_F_ANNOUNCED)) {
     vx_clr(c, VXC_F_ANNOUNCED);
     vx__map_del(&ev->sockets, c->id, VX_SOCKET_ID_LEN);

@@ -66,10 +66,18 @@
      "compression", "compression",                                                                 \
      "accept permessage-deflate from WebSocket clients; a broadcast is compressed once for "       \
      "all of them (1 or 0)")                                                                       \
-  XX(sse_history, VX_OPT_UINT, 1000, NULL, 0, 1000000, "sse-history", "VX_SSE_HISTORY",            \
-     "sseHistory", "sse_history",                                                                  \
-     "recent broadcasts kept (at most 4 MiB) for SSE streams that reconnect with "                 \
-     "Last-Event-ID; 0 = off")                                                                     \
+  XX(history_size, VX_OPT_UINT, 100, NULL, 0, 1000000, "history-size", "VX_HISTORY_SIZE",       \
+     "historySize", "history_size",                                                                \
+     "broadcasts kept per channel so a client that reconnects gets what it missed (WebSocket "     \
+     "recover, SSE Last-Event-ID; replaces --sse-history); 0 = none")                              \
+  XX(history_ttl_ms, VX_OPT_UINT, 300000, NULL, 1000, 7 * DAY_MS, "history-ttl",                   \
+     "VX_HISTORY_TTL", "historyTtl", "history_ttl",                                                \
+     "ms a broadcast stays in its channel's history; with Redis also when an idle channel's "      \
+     "stream expires")                                                                             \
+  XX(history_max_bytes, VX_OPT_SIZE, 4 * MiB, NULL, 0, 64 * GiB, "history-max-bytes",             \
+     "VX_HISTORY_MAX_BYTES", "historyMaxBytes", "history_max_bytes",                               \
+     "bytes of history kept in memory for all channels together; over it the channels quiet "      \
+     "the longest lose theirs first")                                                              \
   XX(redis_url, VX_OPT_REDIS, 0, NULL, 0, 4096, "redis", "VX_REDIS_URL", "redis", "redis",         \
      "redis://[[user]:password@]host[:port][/db]: share broadcasts with every instance on the "    \
      "same Redis (also REDIS_URL); empty = single instance, all in memory")                        \
@@ -193,6 +201,10 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
 }
 
 static const vx_option_info *find(const char *name) {
+  /* The SSE-only history of 0.1 became the channel streams' history_size. */
+  if (strcmp(name, "sse_history") == 0 || strcmp(name, "sse-history") == 0 ||
+      strcmp(name, "sseHistory") == 0)
+    name = "history_size";
   for (size_t i = 0; i < NOPTS; i++) {
     const vx_option_info *t = &table[i];
     if (strcmp(name, t->name) == 0 || strcmp(name, t->flag) == 0 ||

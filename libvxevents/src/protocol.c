@@ -492,10 +492,28 @@ size_t vx__client_extra(char *out, const char *uid, size_t uidlen) {
 
 vx_buf *vx__envelope_frame(const char *channel, size_t clen, const char *event, size_t elen,
                            const char *data, size_t dlen, const char *extra, size_t xlen) {
+  return vx__envelope_frame_at(channel, clen, event, elen, data, dlen, extra, xlen, 0);
+}
+
+vx_buf *vx__envelope_frame_at(const char *channel, size_t clen, const char *event, size_t elen,
+                              const char *data, size_t dlen, const char *extra, size_t xlen,
+                              uint64_t offset) {
   /* Channel names are restricted to characters that need no escaping. */
+  char off[32];
+  size_t olen = 0;
+  if (offset) {
+    char digits[21];
+    size_t nd = 0;
+    for (uint64_t v = offset; v; v /= 10)
+      digits[nd++] = (char)('0' + v % 10);
+    memcpy(off, ",\"offset\":", 10);
+    olen = 10;
+    while (nd)
+      off[olen++] = digits[--nd];
+  }
   size_t eel = vx__json_escaped_len(event, elen);
   size_t plen = sizeof ENV_A - 1 + clen + sizeof ENV_B - 1 + eel + sizeof ENV_C - 1 + dlen + xlen +
-                sizeof ENV_D - 1;
+                olen + sizeof ENV_D - 1;
   uint8_t hdr[10];
   size_t hl = vx__frame_header(hdr, 0x1, plen);
   vx_buf *b = vx__buf_new(hl + plen);
@@ -518,6 +536,9 @@ vx_buf *vx__envelope_frame(const char *channel, size_t clen, const char *event, 
   if (xlen)
     memcpy(d, extra, xlen);
   d += xlen;
+  if (olen)
+    memcpy(d, off, olen);
+  d += olen;
   memcpy(d, ENV_D, sizeof ENV_D - 1);
   return b;
 }

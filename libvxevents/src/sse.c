@@ -12,38 +12,31 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Replay what the stream missed on the channels it subscribed to at connect. Then tell it
- * whether the replay is complete ("recovered": false when the id is from another instance
- * or older than the history). */
-static void resume(vx_conn *c, const char *last_id) {
-  vx_events *ev = c->ev;
-  uint64_t after = 0;
-  bool ours = strlen(last_id) > 9 && memcmp(last_id, ev->sse_tag, 8) == 0 && last_id[8] == '-';
-  if (ours) {
-    char *end;
-    after = strtoull(last_id + 9, &end, 10);
-    ours = *end == 0;
+/* A stream reconnecting with Last-Event-ID "<epoch>-<seq>": every channel it subscribes to
+ * (its ?channels= now, POST subscribe later) recovers from there on the channel streams
+ * (node.c), each subscription_succeeded saying "recovered", and once its ?channels= are
+ * acknowledged "resumed" tells the outcome for all of them. An id of another epoch (another
+ * single instance, a Redis whose history was lost) or a malformed one recovers nothing. */
+static void resume_begin(vx_conn *c, const char *last_id) {
+  vx_resume *rs = calloc(1, sizeof *rs);
+  if (!rs) {
+    vx__conn_oom(c);
+    return;
   }
-  uint32_t replayed = 0, kept = vx__history_len(ev);
-  bool on = vx__history_on(ev);
-  bool recovered =
-      ours && on && (kept == 0 ? after >= ev->sse_seq : vx__history_at(ev, 0)->seq <= after + 1);
-  for (uint32_t i = 0; ours && on && i < kept; i++) {
-    const vx_hist *h = vx__history_at(ev, i);
-    if (h->seq <= after || !vx__hub_is_subscribed(c, h->channel, h->clen))
-      continue;
-    size_t off = vx__frame_payload_offset(h->frame);
-    vx_buf *b =
-        vx__encode_sse("event", h->frame->data + off, h->frame->len - off, h->seq, ev->sse_tag);
-    if (b) {
-      vx__conn_send_owned(c, b);
-      replayed++;
-    }
+  rs->ok = true;
+  rs->rec.kind = VX_REC_SEQ;
+  const char *dash = strrchr(last_id, '-');
+  size_t tl = dash ? (size_t)(dash - last_id) : 0;
+  char *end = NULL;
+  unsigned long long seq = dash && dash[1] >= '0' && dash[1] <= '9' ? strtoull(dash + 1, &end, 10) : 0;
+  if (tl && tl <= VX_EPOCH_MAX && end && !*end) {
+    memcpy(rs->rec.epoch, last_id, tl);
+    rs->rec.epoch[tl] = '\0';
+    rs->rec.offset = seq;
+  } else {
+    memcpy(rs->rec.epoch, "?", 2); /* no stream has this epoch: recovered:false */
   }
-  char msg[96];
-  int n = snprintf(msg, sizeof msg, "{\"type\":\"resumed\",\"recovered\":%s,\"replayed\":%u}",
-                   recovered ? "true" : "false", replayed);
-  vx__sse_send_json(c, "resumed", msg, (size_t)n);
+  c->resume = rs;
 }
 
 void vx__sse_send_json(vx_conn *c, const char *type, const char *json, size_t n) {
@@ -92,16 +85,28 @@ static bool pct_decode(char *s, size_t *n) {
   return true;
 }
 
-/* ?channels=a,b — public channels only (private ones need the POST route's authorizer). */
-static void subscribe_query(vx_conn *c, const char *query, char *last, size_t last_size) {
-  const char *p = query;
-  while (p && *p) {
+static void find_last_id(const char *query, char *last, size_t last_size) {
+  for (const char *p = query; p && *p;) {
     const char *amp = strchr(p, '&');
     size_t kl = amp ? (size_t)(amp - p) : strlen(p);
     if (kl > 12 && kl - 12 < last_size && strncmp(p, "lastEventId=", 12) == 0) {
       memcpy(last, p + 12, kl - 12);
       last[kl - 12] = 0;
+      size_t n = kl - 12;
+      if (!pct_decode(last, &n))
+        n = 0;
+      last[n] = 0;
     }
+    p = amp ? amp + 1 : NULL;
+  }
+}
+
+/* ?channels=a,b — public channels only (private ones need the POST route's authorizer). */
+static void subscribe_query(vx_conn *c, const char *query) {
+  const char *p = query;
+  while (p && *p) {
+    const char *amp = strchr(p, '&');
+    size_t kl = amp ? (size_t)(amp - p) : strlen(p);
     if (kl > 9 && strncmp(p, "channels=", 9) == 0) {
       const char *v = p + 9, *end = p + kl;
       while (v < end) {
@@ -170,11 +175,14 @@ void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id) {
     ev->opts.on_connect(c->id, ev->opts.hook_data);
   char qlast[64] = "";
   if (query)
-    subscribe_query(c, query, qlast, sizeof qlast);
+    find_last_id(query, qlast, sizeof qlast);
   if (!last_event_id || !*last_event_id)
     last_event_id = qlast; /* ?lastEventId= for clients that cannot set the header */
   if (*last_event_id)
-    resume(c, last_event_id);
+    resume_begin(c, last_event_id);
+  if (query)
+    subscribe_query(c, query);
+  vx__node_resume_started(c);
 }
 
 /* ---- the SSE transport ---- */

@@ -109,6 +109,10 @@ size_t vx__frame_header(uint8_t *hdr, uint8_t opcode, uint64_t n);
  * e.g. ,"client":true,"user_id":"u1". */
 vx_buf *vx__envelope_frame(const char *channel, size_t clen, const char *event, size_t elen,
                            const char *data, size_t dlen, const char *extra, size_t xlen);
+/* The same with ,"offset":<offset> last (offset 0: none), the channel stream's position. */
+vx_buf *vx__envelope_frame_at(const char *channel, size_t clen, const char *event, size_t elen,
+                              const char *data, size_t dlen, const char *extra, size_t xlen,
+                              uint64_t offset);
 /* The `extra` of a client event: ,"client":true[,"user_id":<uid raw JSON>] into `out`
  * (room for 32 + uidlen bytes, uidlen <= 256). Returns its length. */
 size_t vx__client_extra(char *out, const char *uid, size_t uidlen);
@@ -128,18 +132,55 @@ typedef struct vx_member {
   char json[];
 } vx_member;
 
+/* A subscribe's request to recover (DESIGN §12): the offset and epoch it saw last. */
+#define VX_EPOCH_MAX 32
+enum { VX_REC_OFFSET = 0, VX_REC_SEQ };
+typedef struct vx_recover {
+  uint8_t kind;    /* VX_REC_OFFSET: a WebSocket recover {offset, epoch} of the channel;
+                      VX_REC_SEQ: an SSE Last-Event-ID "<epoch>-<seq>" (ev->sse_tag) */
+  uint64_t offset; /* the last offset (or seq) the client has */
+  char epoch[VX_EPOCH_MAX + 1];
+} vx_recover;
+
+/* An SSE stream that reconnected with Last-Event-ID: every channel it subscribes to
+ * recovers from there; "resumed" tells the outcome for its ?channels= once all are acked. */
+typedef struct vx_resume {
+  vx_recover rec;
+  uint32_t pending;  /* ?channels= subscriptions not acknowledged yet */
+  uint32_t replayed; /* events replayed to them */
+  bool ok;           /* every one recovered so far */
+  bool started;      /* the ?channels= are all subscribed */
+  bool told;         /* "resumed" went out */
+} vx_resume;
+
+/* Subscription flags (vx_sub.flags). */
+enum {
+  VXS_F_DEFERRED = 1u << 0,  /* subscription_succeeded waits for the backplane */
+  VXS_F_REPLAYING = 1u << 1, /* recovering: live events are held back (replayed from the
+                                stream in order) until the replay reaches them */
+  VXS_F_FETCHING = 1u << 2,  /* a replay waits for older entries from the backplane */
+};
+
 typedef struct vx_sub {
   vx_conn *conn;
   vx_channel *ch;
-  vx_member *member;  /* presence channels only */
-  char *deferred_ack; /* subscription_succeeded waiting for Redis to confirm */
-  uint32_t idx;       /* position in ch->subs */
+  vx_member *member;         /* presence channels only */
+  char *ack_members;         /* a deferred presence ack: its members JSON (NUL-terminated) */
+  vx_recover *rec;           /* the subscribe asked to recover (until its ack went out) */
+  uint64_t next;             /* replaying: the next offset this subscriber gets */
+  struct vx_sub *replay_nxt; /* ev->replays */
+  uint32_t idx;              /* position in ch->subs */
+  uint8_t flags;             /* VXS_F_* */
 } vx_sub;
+
+typedef struct vx_stream vx_stream;
 
 struct vx_channel {
   vx_sub **subs;
   uint32_t nsubs, cap;
-  vx_map members; /* presence channels: id -> vx_member */
+  uint32_t nreplaying; /* subs with VXS_F_REPLAYING: the fan-out checks the flag only then */
+  vx_map members;      /* presence channels: id -> vx_member */
+  vx_stream *st;       /* the channel's stream (history.c); NULL only out of memory */
   size_t name_len;
   char name[]; /* NUL-terminated */
 };
@@ -208,6 +249,7 @@ struct vx_conn {
   vx_sub **subs;
   uint32_t nsubs, subcap;
   struct vx_pending_auth *pending; /* an auth request waiting for the host */
+  vx_resume *resume;               /* SSE: reconnected with Last-Event-ID (node.c frees it) */
   double ce_tokens;                /* client-event token bucket */
   uint64_t ce_last_ms;
   char id[VX_SOCKET_ID_LEN + 1];
@@ -274,13 +316,17 @@ struct vx_events {
                                   any thread (see the Redis backplane's reserve) */
   vx_pending_auth *pending;    /* auth requests waiting for the host, oldest last */
   uint64_t next_auth_id;
-  uint64_t sse_seq;               /* id: of SSE events, one per broadcast and channel */
-  char sse_tag[9];                /* instance tag in SSE ids ("<tag>-<seq>"): ids from another
-                              instance are recognised as such on resume */
+  uint64_t sse_seq; /* the sequence of every (broadcast, channel) pair, the SSE id: this
+                       instance's own, or the cluster's (assigned by the backplane) */
+  char sse_tag[VX_EPOCH_MAX + 1]; /* epoch of the SSE ids ("<tag>-<seq>"): this instance's
+                              random tag, or the cluster's epoch from the backplane */
   struct z_stream_s *zdef, *zinf; /* permessage-deflate, reset per message */
-  struct vx_hist *hist;           /* ring of recent broadcasts (history.c) */
-  uint32_t hist_head, hist_len;
-  size_t hist_bytes;
+  /* history.c: the channel streams (DESIGN §12) */
+  vx_map streams;                /* channel name -> vx_stream, while it has history or a channel */
+  vx_stream *lru_head, *lru_tail; /* streams holding history, least recently appended first */
+  size_t hist_bytes;             /* what the kept history costs, against history_max_bytes */
+  uint64_t lost_seq;             /* the newest sse_seq dropped with a freed stream */
+  vx_sub *replays;               /* subscriptions being replayed to, paced by their queues */
   char *sse_path;
   size_t sse_path_len;
   char *sse_sub_path, *sse_unsub_path; /* sse_path + "/subscribe", "/unsubscribe" */
@@ -350,6 +396,8 @@ void vx__http_respond(vx_conn *c, int status, const char *extra_headers, const c
 
 /* hub.c */
 int vx__hub_subscribe(vx_conn *c, const char *name, size_t n); /* 0, VX_EINVAL (limit), VX_ENOMEM */
+/* The same, a new subscription carrying a copy of `rec` (may be NULL) until its ack. */
+int vx__hub_subscribe_rec(vx_conn *c, const char *name, size_t n, const vx_recover *rec);
 void vx__hub_unsubscribe(vx_conn *c, const char *name, size_t n);
 void vx__hub_unsubscribe_all(vx_conn *c);
 bool vx__hub_is_subscribed(vx_conn *c, const char *name, size_t n);
@@ -364,6 +412,10 @@ void vx__hub_channels_local(vx_events *ev, vx_channels_cb cb, void *data);
 int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                     const char *event, size_t elen, const char *data, size_t dlen,
                     const char *extra, size_t xlen, const char *except);
+/* The same for one channel whose offset and SSE seq the backplane assigned. */
+int vx__hub_deliver_at(vx_events *ev, const char *name, size_t n, uint64_t offset, uint64_t seq,
+                       const char *event, size_t elen, const char *data, size_t dlen,
+                       const char *extra, size_t xlen, const char *except);
 vx_sub *vx__hub_sub_of(vx_conn *c, const char *name, size_t n);         /* NULL: not subscribed */
 vx_channel *vx__hub_channel(vx_events *ev, const char *name, size_t n); /* NULL: none */
 void vx__hub_each_member(vx_events *ev,
@@ -386,10 +438,20 @@ void vx__node_unsubscribe(vx_conn *c, const char *name, size_t n);
 /* `c` is no longer an open client: it leaves every channel, stops counting as connected,
  * and the host hears on_disconnect, once. */
 void vx__node_left(vx_conn *c);
+/* The same with a recover request (DESIGN §12; NULL: none, or the SSE stream's resume). */
+int vx__node_subscribe_rec(vx_conn *c, const char *name, size_t n, const char *member, size_t mlen,
+                           const vx_recover *rec, const char **err);
 /* subscription_succeeded/_error to `c` (see node.c). */
 void vx__node_sub_reply(vx_conn *c, const char *channel, size_t clen, const char *error,
                         const char *members, size_t mlen);
-void vx__node_ack(vx_conn *c, const char *name, size_t n, const char *json, size_t len);
+/* Recovery replays (node.c): start one from offset `from`, stop one (its subscription
+ * goes), and replay more to each as its connection's send queue drains (loop.c, every
+ * iteration; true: progress was made and more can go at once, come back soon). */
+void vx__node_replay(vx_sub *s, uint64_t from);
+void vx__node_replay_stop(vx_sub *s);
+bool vx__node_pump(vx_events *ev);
+/* SSE: the outcome of a resume so far, for its "resumed" message (sse.c). */
+void vx__node_resume_started(vx_conn *c);
 /* The way back from the backplane (deliver, channel_ready, members): backplane.h. */
 extern const vx_backplane_handler vx__node_backplane_handler;
 int vx__node_broadcast(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
@@ -423,7 +485,7 @@ int vx__member_parse(const char *cdata, size_t n, vx_member **out, const char **
 /* The subscription_succeeded (with the members) comes from the backplane's join, through
  * the node's members handler; the caller sends none. */
 int vx__hub_subscribe_presence(vx_conn *c, const char *name, size_t n, vx_member *m,
-                               const char **err);
+                               const vx_recover *rec, const char **err);
 char *vx__hub_members_json(vx_events *ev, const char *name, size_t n, size_t *len);
 
 /* deflate.c */
@@ -438,18 +500,54 @@ void vx__deflate_free(vx_events *ev);
 /* sse.c */
 void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id);
 
-/* history.c */
-typedef struct vx_hist {
-  uint64_t seq;
-  vx_buf *frame; /* the WebSocket frame the broadcast was built as */
-  char *channel; /* NUL-terminated */
-  size_t clen;
-} vx_hist;
+/* history.c: the channel streams (DESIGN §12). A stream per channel: its last offset and
+ * epoch, and a ring of its recent broadcasts (each a reference to the WebSocket frame the
+ * broadcast was built as, which carries the offset). A stream exists while its channel
+ * has subscribers or while it keeps history; an idle channel without history has none. */
+typedef struct vx_hentry {
+  uint64_t offset;
+  uint64_t seq; /* the SSE id */
+  uint64_t ms;  /* uv_now when appended */
+  vx_buf *frame;
+} vx_hentry;
+
+struct vx_stream {
+  vx_stream *prev, *next; /* ev->lru_head..: only while it keeps history */
+  vx_hentry *ring;
+  uint32_t head, len, cap;
+  uint64_t offset;   /* the last offset of the stream (assigned here, or by the backplane) */
+  uint64_t lost;     /* the newest offset no longer kept (0: nothing lost) */
+  uint64_t lost_seq; /* the newest SSE seq no longer kept */
+  vx_channel *ch;    /* the channel, while it has subscribers */
+  uint64_t touched;  /* uv_now of its last append or of its channel's going */
+  bool lru;          /* held by history: on ev->lru_head.., counted in hist_bytes */
+  bool known;        /* offset and epoch are the backplane's (always true locally) */
+  char epoch[VX_EPOCH_MAX + 1];
+  size_t n;
+  char name[];
+};
+
+/* The stream of channel `name`, created (with a fresh epoch) if `create`; NULL if absent
+ * or out of memory. */
+vx_stream *vx__stream_get(vx_events *ev, const char *name, size_t n, bool create);
+/* `st` gets its channel / the channel is gone (the stream stays for the age bound). */
+void vx__stream_attach(vx_events *ev, vx_stream *st, vx_channel *ch);
+void vx__stream_detach(vx_events *ev, vx_stream *st);
+/* Keep `frame` (a new reference) as the entry `offset` of `st` (offset > st->offset:
+ * entries in between are lost). Bounded by history_size, history_ttl_ms and
+ * history_max_bytes; O(1) amortized. */
+void vx__stream_append(vx_events *ev, vx_stream *st, uint64_t offset, uint64_t seq, vx_buf *frame);
+/* The epoch changed under the stream (the backplane's history was lost): its entries go. */
+void vx__stream_reset(vx_events *ev, vx_stream *st, const char *epoch, uint64_t offset);
+/* The oldest kept entry with offset >= `offset`, its index into the ring (NULL: none). */
+const vx_hentry *vx__stream_from(vx_events *ev, vx_stream *st, uint64_t offset, uint32_t *idx);
+const vx_hentry *vx__stream_at(const vx_stream *st, uint32_t i); /* 0 = the oldest kept */
 bool vx__history_on(const vx_events *ev);
-void vx__history_remember(vx_events *ev, const char *channel, size_t clen, vx_buf *frame,
-                          uint64_t seq);
-uint32_t vx__history_len(const vx_events *ev);
-const vx_hist *vx__history_at(const vx_events *ev, uint32_t i); /* 0 = the oldest kept */
+/* Start replaying to `s` from offset `from`, paced by its connection's send queue. */
+void vx__history_replay(vx_sub *s, uint64_t from);
+void vx__history_replay_stop(vx_sub *s); /* the subscription goes */
+void vx__history_pump(vx_events *ev);    /* loop.c, every iteration: replay more */
+void vx__history_sweep(vx_events *ev);   /* loop.c, on its sweep: the age bound */
 void vx__history_free(vx_events *ev);
 /* Send one JSON message; `type` is its "type" (the SSE event: field). */
 void vx__sse_send_json(vx_conn *c, const char *type, const char *json, size_t n);

@@ -50,7 +50,7 @@ static void init_gives_the_documented_defaults_which_pass_the_check(void **state
   assert_int_equal(o.heartbeat_interval_ms, 15000);
   assert_int_equal(o.retry_interval_ms, 3000);
   assert_int_equal(o.permessage_deflate, 1);
-  assert_int_equal(o.sse_history, 1000);
+  assert_int_equal(o.history_size, 100);
   assert_int_equal(o.redis_backlog_max, 16 * 1024 * 1024);
   assert_int_equal(o.log_level, VX_LOG_WARN);
   assert_null(o.api_key);

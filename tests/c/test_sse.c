@@ -84,11 +84,12 @@ static void streams_resume_with_last_event_id(void **state) {
   assert_int_equal(vx_new(&ev, &o), 0);
   stream *s = open_stream(ev, "/events?channels=news", "");
   assert_true(wait_for(s, "event: subscription_succeeded\ndata: "
-                          "{\"type\":\"subscription_succeeded\",\"channel\":\"news\"}"));
+                          "{\"type\":\"subscription_succeeded\",\"channel\":\"news\",\"data\":"
+                          "{\"offset\":0,\"epoch\":\""));
   assert_non_null(
       strstr(s->buf, "event: event\ndata: {\"type\":\"event\",\"event\":\"connected\""));
   assert_int_equal(vx_broadcast(ev, "news", "n", "1", 1, NULL), 0);
-  assert_true(wait_for(s, "\"event\":\"n\",\"data\":1}"));
+  assert_true(wait_for(s, "\"event\":\"n\",\"data\":1,\"offset\":1}"));
   /* The id of that event: "id: <8 hex>-<seq>" right before its event: line. */
   char *ev_line = strstr(s->buf, "\"event\":\"n\"");
   char *id = ev_line;
@@ -108,11 +109,11 @@ static void streams_resume_with_last_event_id(void **state) {
   s = open_stream(ev, "/events?channels=news", hdr);
   assert_true(wait_for(
       s, "event: resumed\ndata: {\"type\":\"resumed\",\"recovered\":true,\"replayed\":2}"));
-  char *two = strstr(s->buf, "\"data\":2}"), *three = strstr(s->buf, "\"data\":3}");
+  char *two = strstr(s->buf, "\"data\":2,\"offset\":2}"), *three = strstr(s->buf, "\"data\":3,\"offset\":3}");
   assert_non_null(two);
   assert_non_null(three);
   assert_true(two < three);
-  assert_null(strstr(s->buf, "\"data\":9}"));
+  assert_null(strstr(s->buf, "\"data\":9,"));
   close_stream(s);
   /* An id from another instance resumes nothing and says so. */
   s = open_stream(ev, "/events?channels=news&lastEventId=deadbeef-1", "");

@@ -110,26 +110,39 @@ static tws *client(int port, char id[64]) {
   return w;
 }
 
+/* subscription_succeeded for `channel`, with the stream's position (DESIGN §12): its last
+ * offset and an epoch of 8 hex digits. */
+static void assert_ack(const char *r, const char *channel) {
+  char want[256];
+  snprintf(want, sizeof want,
+           "{\"type\":\"subscription_succeeded\",\"channel\":\"%s\",\"data\":{\"offset\":",
+           channel);
+  assert_int_equal(strncmp(r, want, strlen(want)), 0);
+  const char *p = r + strlen(want);
+  while (*p >= '0' && *p <= '9')
+    p++;
+  assert_int_equal(strncmp(p, ",\"epoch\":\"", 10), 0);
+  assert_string_equal(p + 10 + 8, "\"}}");
+}
+
 static void subscribe(tws *w, const char *channel) {
   char msg[256];
   snprintf(msg, sizeof msg, "{\"type\":\"subscribe\",\"channel\":\"%s\"}", channel);
   assert_int_equal(tws_send_text(w, msg), 0);
   char *r = tws_text(w, 3000);
   assert_non_null(r);
-  char want[256];
-  snprintf(want, sizeof want, "{\"type\":\"subscription_succeeded\",\"channel\":\"%s\"}", channel);
-  assert_string_equal(r, want);
+  assert_ack(r, channel);
   free(r);
 }
 
 static void expect_event(tws *w, const char *channel, const char *event, const char *data) {
   char want[512];
   snprintf(want, sizeof want,
-           "{\"type\":\"event\",\"channel\":\"%s\",\"event\":\"%s\",\"data\":%s}", channel, event,
-           data);
+           "{\"type\":\"event\",\"channel\":\"%s\",\"event\":\"%s\",\"data\":%s,\"offset\":",
+           channel, event, data);
   char *m = tws_text(w, 3000);
   assert_non_null(m);
-  assert_string_equal(m, want);
+  assert_int_equal(strncmp(m, want, strlen(want)), 0); /* then the channel's offset */
   free(m);
 }
 
@@ -408,7 +421,7 @@ static void fragmented_message_is_reassembled(void **st) {
   usleep(20000);
   assert_int_equal(send_all(w->fd, f2, 6 + n - h), 0);
   char *m = tws_text(w, 3000);
-  assert_string_equal(m, "{\"type\":\"subscription_succeeded\",\"channel\":\"frag\"}");
+  assert_ack(m, "frag");
   free(m);
   tws_free(w);
   vx_free(ev);
@@ -503,8 +516,11 @@ static void auth_endpoint_asks_the_host_and_signs_its_answer(void **st) {
            token);
   assert_int_equal(tws_send_text(w, sub), 0);
   char *m = tws_text(w, 3000);
-  assert_string_equal(m, "{\"type\":\"subscription_succeeded\",\"channel\":\"presence-room\","
-                         "\"data\":{\"members\":[{\"id\":\"u1\",\"info\":{\"name\":\"Ann\"}}]}}");
+  assert_int_equal(strncmp(m, "{\"type\":\"subscription_succeeded\",\"channel\":\"presence-room\","
+                              "\"data\":{\"offset\":0,\"epoch\":\"",
+                         80),
+                   0);
+  assert_non_null(strstr(m, "\",\"members\":[{\"id\":\"u1\",\"info\":{\"name\":\"Ann\"}}]}}"));
   free(m);
 
   ctx q;
@@ -580,10 +596,11 @@ static void sse_subscribe_asks_the_authorizer_and_takes_its_member(void **st) {
   while (!memmem(s->buf, s->len, "]}}\n\n", 5))
     assert_true(tws_fill(s, 3000) > 0);
   s->buf[s->len] = 0;
-  assert_non_null(strstr(
-      (char *)s->buf, "event: subscription_succeeded\ndata: {\"type\":\"subscription_succeeded\","
-                      "\"channel\":\"presence-room\",\"data\":{\"members\":[{\"id\":\"u1\","
-                      "\"info\":{\"name\":\"Ann\"}}]}}\n\n"));
+  assert_non_null(strstr((char *)s->buf, "event: subscription_succeeded\ndata: "
+                                         "{\"type\":\"subscription_succeeded\","
+                                         "\"channel\":\"presence-room\",\"data\":{\"offset\":0,"));
+  assert_non_null(strstr((char *)s->buf, "\"members\":[{\"id\":\"u1\","
+                                         "\"info\":{\"name\":\"Ann\"}}]}}\n\n"));
   assert_null(strstr((char *)s->buf, "forged"));
   tws_free(s);
   vx_free(ev);

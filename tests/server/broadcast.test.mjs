@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { api, connect, isEvent, nonce, publish, publishBatch, withServer } from './helpers.mjs';
+import { api, connect, isEvent, nonce, publish, publishBatch, withServer, plain } from './helpers.mjs';
 
 const T = { timeout: 20000 };
 
@@ -11,7 +11,7 @@ test('subscribe_answers_subscription_succeeded_with_the_channel', T, async () =>
     const c = await connect(srv);
     c.send({ type: 'subscribe', channel: 'orders' });
     const m = await c.next();
-    assert.deepEqual(m, { type: 'subscription_succeeded', channel: 'orders' });
+    assert.deepEqual(plain(m), { type: 'subscription_succeeded', channel: 'orders' });
   });
 });
 
@@ -29,7 +29,7 @@ test('broadcast_reaches_every_subscriber_exactly_once_and_nobody_else', T, async
 
     for (const s of subs) {
       const m = await s.next(isEvent(ch, 'order.created'), undefined, 'the event');
-      assert.deepEqual(m, { type: 'event', channel: ch, event: 'order.created', data });
+      assert.deepEqual(plain(m), { type: 'event', channel: ch, event: 'order.created', data });
     }
     const anyEvent = (m) => m.type === 'event';
     await Promise.all([
@@ -81,7 +81,7 @@ test('nul_characters_in_data_or_event_are_never_silently_truncated', T, async ()
       if (res.status === 400) continue;
       assert.equal(res.status, 200, res.text);
       const m = await c.next((x) => x.type === 'event', undefined, `the event for ${JSON.stringify(body)}`);
-      assert.deepEqual(m, { type: 'event', channel: ch, event: body.event, data: body.data }, `sent ${JSON.stringify(body)}`);
+      assert.deepEqual(plain(m), { type: 'event', channel: ch, event: body.event, data: body.data }, `sent ${JSON.stringify(body)}`);
     }
   });
 });
@@ -102,8 +102,8 @@ test('broadcast_to_channels_list_delivers_per_channel_in_order', T, async () => 
     await publish(srv, { channels: [a, b], event: 'multi', data: { n: 2 } });
 
     for (const n of [1, 2]) {
-      assert.deepEqual((await onA.next((m) => m.type === 'event')), { type: 'event', channel: a, event: 'multi', data: { n } });
-      assert.deepEqual((await onB.next((m) => m.type === 'event')), { type: 'event', channel: b, event: 'multi', data: { n } });
+      assert.deepEqual(plain((await onA.next((m) => m.type === 'event'))), { type: 'event', channel: a, event: 'multi', data: { n } });
+      assert.deepEqual(plain((await onB.next((m) => m.type === 'event'))), { type: 'event', channel: b, event: 'multi', data: { n } });
     }
     const both = [];
     for (let i = 0; i < 4; i++) both.push(await onBoth.next((m) => m.type === 'event'));

@@ -86,7 +86,7 @@ test('help_lists_every_flag_with_its_environment_variable_and_default', T, () =>
   const r = run(['--help']);
   assert.equal(r.status, 0, r.stderr);
   for (const [flag, env] of [['--max-member-size', 'VX_MAX_MEMBER_SIZE'], ['--max-presence-members', 'VX_MAX_PRESENCE_MEMBERS'],
-    ['--redis-backlog-max', 'VX_REDIS_BACKLOG_MAX'], ['--compression', 'VX_COMPRESSION'], ['--sse-history', 'VX_SSE_HISTORY'],
+    ['--redis-backlog-max', 'VX_REDIS_BACKLOG_MAX'], ['--compression', 'VX_COMPRESSION'], ['--history-size', 'VX_HISTORY_SIZE'], ['--history-ttl', 'VX_HISTORY_TTL'], ['--history-max-bytes', 'VX_HISTORY_MAX_BYTES'],
     ['--log-level', 'VX_LOG_LEVEL'], ['--redis', 'VX_REDIS_URL']]) {
     assert.ok(r.stdout.includes(flag), `--help does not mention ${flag}`);
     assert.ok(r.stdout.includes(env), `--help does not mention ${env}`);

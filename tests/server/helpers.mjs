@@ -953,3 +953,21 @@ export async function connectRaw(server, opts = {}) {
   if (opts.waitConnected !== false) await c.waitConnected();
   return c;
 }
+
+/**
+ * A message without its channel-stream fields (DESIGN §12): an event's "offset", and the
+ * "offset"/"epoch" of a subscription_succeeded's data (data itself goes when nothing else
+ * is left in it). For tests about something else that compare whole messages; the history
+ * tests (recovery*.test.mjs) check these fields themselves.
+ */
+export function plain(m) {
+  if (!m || typeof m !== 'object') return m;
+  const out = { ...m };
+  if (out.type === 'event') delete out.offset;
+  if (out.type === 'subscription_succeeded' && out.data && typeof out.data === 'object') {
+    const { offset, epoch, ...rest } = out.data;
+    if (Object.keys(rest).length) out.data = rest;
+    else delete out.data;
+  }
+  return out;
+}

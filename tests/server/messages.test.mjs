@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { connect, isEvent, nonce, publish, withServer } from './helpers.mjs';
+import { connect, isEvent, nonce, publish, withServer, plain } from './helpers.mjs';
 
 const T = { timeout: 20000 };
 
@@ -136,7 +136,7 @@ test('valid_channel_names_at_the_edges_are_accepted', T, async () => {
     for (const channel of good) {
       c.send({ type: 'subscribe', channel });
       const m = await c.next(isSubAnswer, undefined, `the answer to ${channel.slice(0, 30)}`);
-      assert.deepEqual(m, { type: 'subscription_succeeded', channel });
+      assert.deepEqual(plain(m), { type: 'subscription_succeeded', channel });
     }
     await publish(srv, { channel: 'a'.repeat(200), event: 'long', data: 1 });
     await c.next(isEvent('a'.repeat(200), 'long'));

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { connect, connectRaw, isEvent, ms, nonce, publish, withServer } from './helpers.mjs';
+import { connect, connectRaw, isEvent, ms, nonce, publish, withServer, plain } from './helpers.mjs';
 import { SECRET, sign } from './sign.mjs';
 
 const T = { timeout: 30000 };
@@ -27,12 +27,12 @@ test('presence_members_dedupe_users_and_member_events_fire_once', T, async () =>
     const b = await connect(srv, { label: 'bob' });
 
     let r = await join(a1, ch, alice);
-    assert.deepEqual(r, { type: 'subscription_succeeded', channel: ch, data: { members: [alice] } });
+    assert.deepEqual(plain(r), { type: 'subscription_succeeded', channel: ch, data: { members: [alice] } });
 
     r = await join(b, ch, bob);
     assert.equal(r.type, 'subscription_succeeded');
     assert.deepEqual(r.data.members.sort(byId), [alice, bob]);
-    assert.deepEqual(await a1.next(isEvent(ch, 'member_added')), { type: 'event', channel: ch, event: 'member_added', data: bob });
+    assert.deepEqual(plain(await a1.next(isEvent(ch, 'member_added'))), { type: 'event', channel: ch, event: 'member_added', data: bob });
     await b.expectNone(isEvent(ch, 'member_added'), 150, 'member_added for oneself');
 
     // Alice's second tab: not a new member, nobody hears of it.
@@ -47,7 +47,7 @@ test('presence_members_dedupe_users_and_member_events_fire_once', T, async () =>
 
     // The last tab unsubscribes: removed, once.
     a2.send({ type: 'unsubscribe', channel: ch });
-    assert.deepEqual(await b.next(isEvent(ch, 'member_removed')), { type: 'event', channel: ch, event: 'member_removed', data: alice });
+    assert.deepEqual(plain(await b.next(isEvent(ch, 'member_removed'))), { type: 'event', channel: ch, event: 'member_removed', data: alice });
     await b.expectNone(isEvent(ch, 'member_removed'), 200, 'a second member_removed');
 
     // The client's own `data` is never identity.
@@ -113,7 +113,7 @@ test('client_events_reach_others_not_sender_and_only_on_private_channels', T, as
       await c.subscribe(pub);
     }
     a.send({ type: 'message', channel: ch, event: 'typing', data: { text: 'héllo', n: [1, 2] } });
-    assert.deepEqual(await b.next(isEvent(ch, 'typing')), { type: 'event', channel: ch, event: 'typing', data: { text: 'héllo', n: [1, 2] }, client: true });
+    assert.deepEqual(plain(await b.next(isEvent(ch, 'typing'))), { type: 'event', channel: ch, event: 'typing', data: { text: 'héllo', n: [1, 2] }, client: true });
     await a.expectNone(isEvent(ch, 'typing'), 200, 'echo to the sender');
     await outsider.expectNone(isEvent(ch, 'typing'), 50, 'delivery to a non-subscriber');
 
@@ -183,11 +183,11 @@ test('client_events_cannot_forge_server_events_and_carry_the_signed_sender', T, 
     for (const event of forged) await b.expectNone(isEvent(ch, event), 20, `forged ${event}`);
     // Near misses are ordinary client events, and every client event says who sent it.
     a.send({ type: 'message', channel: ch, event: 'member_added_by_hand', data: { id: 'ceo' } });
-    assert.deepEqual(await b.next(isEvent(ch, 'member_added_by_hand')),
+    assert.deepEqual(plain(await b.next(isEvent(ch, 'member_added_by_hand'))),
       { type: 'event', channel: ch, event: 'member_added_by_hand', data: { id: 'ceo' }, client: true, user_id: 'mallory' });
     // A server broadcast carries neither mark.
     await publish(srv, { channel: ch, event: 'notice', data: 1 });
-    assert.deepEqual(await b.next(isEvent(ch, 'notice')), { type: 'event', channel: ch, event: 'notice', data: 1 });
+    assert.deepEqual(plain(await b.next(isEvent(ch, 'notice'))), { type: 'event', channel: ch, event: 'notice', data: 1 });
   });
 });
 

@@ -19,15 +19,43 @@
 typedef struct vx_events vx_events;
 struct vx_member;
 
+#define VX_BP_LOCAL_NOW 1
+
 /* The kinds of a cluster-wide query (ops->query). */
 enum { VX_Q_COUNT = 0, VX_Q_HAS, VX_Q_CHANNELS, VX_Q_MEMBERS };
 
+struct vx_buf;
+
+/* A channel stream as a backplane holds it (ops->history, DESIGN §12): its position and the
+ * entries asked for, each as the WebSocket frame of its event (which carries its offset). */
+typedef struct vx_bp_history {
+  int status;             /* 0, or VX_EUNAVAILABLE / VX_ECLOSED / VX_ENOMEM (nothing else set) */
+  const char *epoch;      /* the stream's epoch */
+  uint64_t offset;        /* its last offset */
+  uint64_t created_seq;   /* the cluster seq when the stream began (SSE resume) */
+  uint64_t last_seq;      /* the seq of its last entry */
+  const char *cluster_epoch;
+  size_t n;               /* entries, oldest first, consecutive unless some were trimmed */
+  struct vx_buf *const *frames;
+  const uint64_t *offsets, *seqs;
+} vx_bp_history;
+typedef void (*vx_bp_history_cb)(vx_events *ev, const vx_bp_history *h, void *ctx);
+
 /* The way back, registered by the node (node.c: vx__node_backplane_handler). */
 typedef struct vx_backplane_handler {
-  /* A broadcast from another instance: deliver it to the local subscribers of `channel`.
-   * `extra` is the server-set tail of the envelope (the client-event members). */
+  /* A broadcast (from any instance, with a backplane that assigns offsets: this one's
+   * too), in the channel's order: deliver it to the local subscribers of `channel`.
+   * `extra` is the server-set tail of the envelope (the client-event members); `offset`
+   * and `seq` the channel's offset and the cluster's seq (0: none). `quiet`: this instance
+   * delivered it already (without an offset, during an outage): only the stream records it. */
   int (*deliver)(vx_events *ev, const char *channel, size_t n, const char *event, size_t elen,
-                 const char *data, size_t dlen, const char *extra, size_t xlen, const char *except);
+                 const char *data, size_t dlen, const char *extra, size_t xlen, const char *except,
+                 uint64_t offset, uint64_t seq, bool quiet);
+  /* The backplane learned where `channel`'s stream is (its first read, or a new epoch):
+   * the local stream follows on from there. `cluster_epoch` (may be NULL) names the SSE ids;
+   * `channel` NULL: only that. */
+  void (*position)(vx_events *ev, const char *channel, size_t n, const char *epoch,
+                   uint64_t offset, uint64_t last_seq, const char *cluster_epoch);
   /* The backplane confirmed `channel` (or gave up on it): deferred acks go out. */
   void (*channel_ready)(vx_events *ev, const char *channel, size_t n);
   /* The answer to a presence join (ops->presence_join): the joining connection `socket_id`,
@@ -66,7 +94,9 @@ typedef struct vx_backplane_ops {
   /* One broadcast to `n` channels for the other instances (local delivery is the node's).
    * `cmark` (may be NULL) is the client-event mark ,"c":{["u":<id>]}; `reserved` what the
    * caller reserved, or 0 to check the bound here. VX_EBACKLOG: nothing was queued, and
-   * the broadcast must be delivered nowhere. */
+   * the broadcast must be delivered nowhere. VX_BP_LOCAL_NOW (with assigns_offsets): queued,
+   * but the backplane cannot deliver it here soon (its connection is down): the node
+   * delivers it locally now, without an offset, and the backplane records it quietly later. */
   int (*publish)(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                  const char *event, size_t elen, const char *data, size_t dlen, const char *cmark,
                  size_t cmlen, const char *except, size_t reserved);
@@ -96,6 +126,16 @@ typedef struct vx_backplane_ops {
    * callback always runs, now or later (the Redis one fails with VX_EUNAVAILABLE when it
    * cannot answer). */
   void (*query)(vx_events *ev, int kind, const char *name, void *cb, void *data);
+
+  /* ---- channel streams (DESIGN §12) ---- */
+  /* true: the backplane assigns offsets and delivers every broadcast, this instance's own
+   * included, through h->deliver, in order; false: the node delivers locally and the hub
+   * assigns offsets. */
+  bool assigns_offsets;
+  /* Entries of `name` from offset `from` on (at most `count`), and its position; `cb` always
+   * runs, now or later. NULL when the hub's in-memory stream is the whole history. */
+  void (*history)(vx_events *ev, const char *name, size_t n, uint64_t from, uint32_t count,
+                  vx_bp_history_cb cb, void *ctx);
 } vx_backplane_ops;
 
 typedef struct vx_backplane {

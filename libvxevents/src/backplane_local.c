@@ -117,4 +117,6 @@ const vx_backplane_ops vx__backplane_local = {
     .presence_join = presence_join,
     .presence_leave = presence_leave,
     .query = query,
+    .assigns_offsets = false,
+    .history = NULL, /* the hub's streams are all there is */
 };

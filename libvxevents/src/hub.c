@@ -400,12 +400,21 @@ int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *le
 
 int vx__hub_deliver_at(vx_events *ev, const char *name, size_t n, uint64_t offset, uint64_t seq,
                        const char *event, size_t elen, const char *data, size_t dlen,
-                       const char *extra, size_t xlen, const char *except) {
+                       const char *extra, size_t xlen, const char *except, bool send) {
   vx_channel *ch = channel_get(ev, name, n, false);
   if (!ch)
     return 0;
   if (seq > ev->sse_seq)
     ev->sse_seq = seq;
+  if (!send) { /* delivered already: the stream keeps it */
+    vx_buf *b = vx__envelope_frame_at(name, n, event, elen, data, dlen, extra, xlen, offset);
+    if (!b)
+      return VX_ENOMEM;
+    if (ch->st)
+      vx__stream_append(ev, ch->st, offset, seq, b);
+    vx__buf_unref(b);
+    return 0;
+  }
   return deliver_one(ev, ch, ch->st, name, n, offset, seq, event, elen, data, dlen, extra, xlen,
                      except_conn(ev, except));
 }

@@ -65,14 +65,16 @@ void vx__node_resume_started(vx_conn *c) {
  * {"offset":<last>,"epoch":"<e>"[,"members":[..]]}[,"recovered":bool]}. With a recover
  * request that can be met, the replay of what the client missed starts right after it
  * (live events to `s` are held until the replay reaches them). */
-static void send_ack(vx_conn *c, vx_sub *s, const char *members, size_t mlen) {
-  vx_events *ev = c->ev;
+static void fetch(vx_sub *s, uint64_t from, bool decide);
+
+/* The ack itself, `recovered` -1 (no recover asked), 0 or 1; a replay from `from` follows
+ * a recovery. Takes s->rec. */
+static void ack_send(vx_conn *c, vx_sub *s, const char *members, size_t mlen, int recovered,
+                     uint64_t from, uint64_t replayed) {
   vx_stream *st = s->ch->st;
   vx_recover *rec = s->rec;
   s->rec = NULL;
   s->flags &= (uint8_t)~VXS_F_DEFERRED;
-  uint64_t from = 0;
-  bool recovered = rec && st && recover_from(ev, st, rec, &from);
   vx_str j = {0};
   vx__str_addz(&j, "{\"type\":\"subscription_succeeded\",\"channel\":");
   vx__str_add_json_string(&j, s->ch->name, s->ch->name_len);
@@ -90,26 +92,68 @@ static void send_ack(vx_conn *c, vx_sub *s, const char *members, size_t mlen) {
     }
     vx__str_addz(&j, "}");
   }
-  if (rec)
+  if (recovered >= 0)
     vx__str_addz(&j, recovered ? ",\"recovered\":true" : ",\"recovered\":false");
   vx__str_addz(&j, "}");
-  if (j.oom) {
+  if (j.oom)
     vx__conn_oom(c);
-  } else {
+  else
     c->tp->send_json(c, "subscription_succeeded", j.p, j.len);
-    if (recovered && from <= st->offset)
-      vx__node_replay(s, from);
-  }
   vx__str_free(&j);
+  if (recovered == 1 && !(s->flags & VXS_F_REPLAYING) && from <= st->offset)
+    vx__node_replay(s, from);
   if (rec && rec->kind == VX_REC_SEQ && c->resume && !c->resume->told && c->resume->pending) {
     vx_resume *rs = c->resume;
     rs->pending--;
-    rs->ok = rs->ok && recovered;
-    if (recovered && from <= st->offset)
-      rs->replayed += (uint32_t)(st->offset - from + 1);
+    rs->ok = rs->ok && recovered == 1;
+    if (recovered == 1)
+      rs->replayed += (uint32_t)replayed;
     resume_tell(c);
   }
   free(rec);
+}
+
+/* Could the backplane's history (older than this instance's ring) meet `r`? */
+static bool backplane_may_have(vx_events *ev, const vx_stream *st, const vx_recover *r) {
+  if (!ev->bp.ops->history || !st->known)
+    return false;
+  if (r->kind == VX_REC_SEQ)
+    return strcmp(r->epoch, ev->sse_tag) == 0;
+  return strcmp(r->epoch, st->epoch) == 0 && r->offset < st->offset;
+}
+
+/* subscription_succeeded to `c` for `s`, built when it goes: {"type":..,"channel":..,
+ * "data":{"offset":<last>,"epoch":"<e>"[,"members":[..]]}[,"recovered":bool]}. With a
+ * recover request that can be met, the replay of what the client missed starts right after
+ * it (live events to `s` are held until the replay reaches them). When only the backplane's
+ * history can tell (older than the ring here), live events are held already and the ack
+ * waits for its answer. */
+static void send_ack(vx_conn *c, vx_sub *s, const char *members, size_t mlen) {
+  vx_events *ev = c->ev;
+  vx_stream *st = s->ch->st;
+  vx_recover *rec = s->rec;
+  uint64_t from = 0;
+  if (!rec || !st) {
+    ack_send(c, s, members, mlen, rec ? 0 : -1, 0, 0);
+    return;
+  }
+  if (recover_from(ev, st, rec, &from)) {
+    ack_send(c, s, members, mlen, 1, from, from <= st->offset ? st->offset - from + 1 : 0);
+    return;
+  }
+  if (!backplane_may_have(ev, st, rec)) {
+    ack_send(c, s, members, mlen, 0, 0, 0);
+    return;
+  }
+  if (members && s->ack_members != members) {
+    free(s->ack_members);
+    s->ack_members = vx__dupn(members, mlen);
+  }
+  s->flags |= VXS_F_REPLAYING;
+  s->ch->nreplaying++;
+  s->replay_nxt = ev->replays;
+  ev->replays = s;
+  fetch(s, rec->kind == VX_REC_SEQ ? 1 : rec->offset + 1, true);
 }
 
 /* The answer to a subscribe, for either transport. Without `error` it is
@@ -164,7 +208,7 @@ static void channel_ready(vx_events *ev, const char *name, size_t n) {
     if (s->flags & VXS_F_DEFERRED) {
       char *m = s->ack_members;
       s->ack_members = NULL;
-      send_ack(s->conn, s, m, m ? strlen(m) : 0);
+      send_ack(s->conn, s, m, m ? strlen(m) : 0); /* keeps its own copy if it must wait */
       free(m);
     }
   }
@@ -180,13 +224,22 @@ static int pump_one(vx_events *ev, vx_sub *s, uint32_t *sent) {
   vx_conn *c = s->conn;
   vx_stream *st = s->ch->st;
   size_t budget = ev->opts.max_send_queue / 4;
+  if (s->next > st->offset + 1)
+    return PUMP_MORE; /* the backplane's history went further than what reached this
+                         instance yet: live events are held until they catch up */
   while (s->next <= st->offset) {
     if (c->qbytes >= budget || vx_has(c, VXC_F_CLOSED | VXC_F_DOOMED))
       return PUMP_MORE;
+    if (s->flags & VXS_F_FETCHING)
+      return PUMP_MORE;
     uint32_t idx;
     const vx_hentry *e = vx__stream_from(ev, st, s->next, &idx);
-    if (!e || e->offset != s->next)
-      return PUMP_GAP; /* dropped while the replay waited: it cannot go on without a gap */
+    if (!e || e->offset != s->next) {
+      if (!ev->bp.ops->history)
+        return PUMP_GAP; /* dropped while the replay waited: it cannot go on without a gap */
+      fetch(s, s->next, false); /* older than the ring here: the backplane's history */
+      return PUMP_MORE;
+    }
     for (; idx < st->len && c->qbytes < budget; idx++) {
       e = vx__stream_at(st, idx);
       vx_frames f;
@@ -202,6 +255,18 @@ static int pump_one(vx_events *ev, vx_sub *s, uint32_t *sent) {
     }
   }
   return PUMP_DONE;
+}
+
+/* The client was told recovered:true; rather than a silent gap, it loses the subscription
+ * and hears why, and subscribes again (then recovered:false). */
+static void unsubscribe_gap(vx_sub *s) {
+  vx_conn *c = s->conn;
+  char name[VX_CHANNEL_MAX + 1];
+  size_t n = s->ch->name_len;
+  memcpy(name, s->ch->name, n);
+  vx__hub_unsubscribe(c, name, n);
+  vx__node_sub_reply(c, name, n, "recovery fell behind the channel's history: subscribe again",
+                     NULL, 0);
 }
 
 static void replay_end(vx_sub *s) {
@@ -220,18 +285,124 @@ static bool pump_at(vx_events *ev, vx_sub **pp) {
   *pp = s->replay_nxt;
   s->replay_nxt = NULL;
   replay_end(s);
-  if (r == PUMP_GAP) {
-    /* The client was told recovered:true; rather than a silent gap, it loses the
-     * subscription and hears why, and subscribes again (then recovered:false). */
-    vx_conn *c = s->conn;
-    char name[VX_CHANNEL_MAX + 1];
-    size_t n = s->ch->name_len;
-    memcpy(name, s->ch->name, n);
-    vx__hub_unsubscribe(c, name, n);
-    vx__node_sub_reply(c, name, n,
-                       "recovery fell behind the channel's history: subscribe again", NULL, 0);
-  }
+  if (r == PUMP_GAP)
+    unsubscribe_gap(s);
   return false;
+}
+
+static void replay_gap(vx_events *ev, vx_sub *s) {
+  (void)ev;
+  vx__node_replay_stop(s);
+  unsubscribe_gap(s);
+}
+
+/* ---- replays from the backplane's history ---- */
+
+typedef struct fetch_ctx {
+  uint32_t id;
+  bool decide; /* the ack waits for this answer */
+  char socket_id[VX_SOCKET_ID_LEN + 1];
+  size_t n;
+  char channel[VX_CHANNEL_MAX + 1];
+} fetch_ctx;
+
+static void send_entry(vx_events *ev, vx_conn *c, vx_buf *frame, uint64_t seq) {
+  vx_frames f;
+  vx__frames_init(&f, ev, frame, seq);
+  vx_buf *b = vx__frames_get(&f, c->enc);
+  if (b)
+    vx__conn_send(c, b);
+  else
+    vx__conn_oom(c);
+  vx__frames_release(&f);
+}
+
+/* The end of a replay that cannot go on: the subscriber is told (see pump_at). */
+static void replay_gap(vx_events *ev, vx_sub *s);
+
+static void fetched(vx_events *ev, const vx_bp_history *h, void *ctx) {
+  fetch_ctx *k = ctx;
+  vx_conn *c = vx__map_get(&ev->sockets, k->socket_id, VX_SOCKET_ID_LEN);
+  vx_sub *s = c && !vx_has(c, VXC_F_CLOSED) ? vx__hub_sub_of(c, k->channel, k->n) : NULL;
+  bool decide = k->decide;
+  uint32_t id = k->id;
+  free(k);
+  if (!s || !(s->flags & VXS_F_FETCHING) || s->fetch_id != id)
+    return; /* gone, or superseded */
+  s->flags &= (uint8_t)~VXS_F_FETCHING;
+  vx_stream *st = s->ch->st;
+  size_t i = 0;
+  bool ok = h->status == 0 && st;
+  if (ok && decide && s->rec && s->rec->kind == VX_REC_SEQ) {
+    /* Every event of the channel after seq `after` must be there: the stream has nothing
+     * after it, or it still holds one at or before it, or it lost nothing since it began
+     * (before `after`). */
+    uint64_t after = s->rec->offset;
+    ok = strcmp(h->cluster_epoch ? h->cluster_epoch : "", s->rec->epoch) == 0 &&
+         (h->last_seq <= after || (h->n && h->seqs[0] <= after) ||
+          (h->created_seq <= after && (h->n ? h->offsets[0] == 1 : h->offset == 0)));
+    while (ok && i < h->n && h->seqs[i] <= after)
+      i++;
+    s->next = i < h->n ? h->offsets[i] : h->offset + 1;
+  } else if (ok && decide) {
+    ok = s->rec && strcmp(h->epoch, s->rec->epoch) == 0 &&
+         (s->rec->offset == h->offset || (h->n && h->offsets[0] == s->rec->offset + 1));
+    s->next = s->rec ? s->rec->offset + 1 : 0;
+  } else if (ok) {
+    ok = h->n && h->offsets[0] == s->next && strcmp(h->epoch, st->epoch) == 0;
+  }
+  if (decide) {
+    char *m = s->ack_members;
+    s->ack_members = NULL;
+    if (!ok) {
+      vx__node_replay_stop(s); /* nothing held any more: live from here */
+      ack_send(c, s, m, m ? strlen(m) : 0, 0, 0, 0);
+      free(m);
+      return;
+    }
+    uint64_t last = st->offset > h->offset ? st->offset : h->offset;
+    ack_send(c, s, m, m ? strlen(m) : 0, 1, s->next, last >= s->next ? last - s->next + 1 : 0);
+    free(m);
+  } else if (!ok) {
+    replay_gap(ev, s);
+    return;
+  }
+  for (; i < h->n; i++) {
+    if (h->offsets[i] != s->next)
+      continue; /* before the replay's position (or a gap: the pump finds it) */
+    send_entry(ev, c, h->frames[i], h->seqs[i]);
+    s->next++;
+  }
+  for (vx_sub **pp = &ev->replays; *pp; pp = &(*pp)->replay_nxt)
+    if (*pp == s) {
+      pump_at(ev, pp);
+      break;
+    }
+  if (!uv_is_closing((uv_handle_t *)&ev->async))
+    uv_async_send(&ev->async);
+}
+
+static void fetch(vx_sub *s, uint64_t from, bool decide) {
+  vx_events *ev = s->conn->ev;
+  fetch_ctx *k = calloc(1, sizeof *k);
+  if (!k) {
+    vx__conn_oom(s->conn);
+    return;
+  }
+  k->id = s->fetch_id = ++ev->fetch_seq;
+  k->decide = decide;
+  memcpy(k->socket_id, s->conn->id, VX_SOCKET_ID_LEN + 1);
+  k->n = s->ch->name_len;
+  memcpy(k->channel, s->ch->name, k->n + 1);
+  s->flags |= VXS_F_FETCHING;
+  vx_stream *st = s->ch->st;
+  uint64_t want = st->offset >= from ? st->offset - from + 1 : 1;
+  uint32_t cap = ev->opts.history_size ? ev->opts.history_size : 1;
+  ev->bp.ops->history(ev, s->ch->name, s->ch->name_len, from,
+                      decide && s->rec && s->rec->kind == VX_REC_SEQ ? cap
+                      : want < cap                                  ? (uint32_t)want
+                                                                    : cap,
+                      fetched, k);
 }
 
 void vx__node_replay(vx_sub *s, uint64_t from) {
@@ -345,14 +516,40 @@ static void members(vx_events *ev, const char *socket_id, const char *channel, s
 
 static int deliver(vx_events *ev, const char *channel, size_t n, const char *event, size_t elen,
                    const char *data, size_t dlen, const char *extra, size_t xlen,
-                   const char *except) {
+                   const char *except, uint64_t offset, uint64_t seq, bool quiet) {
+  if (offset)
+    return vx__hub_deliver_at(ev, channel, n, offset, seq, event, elen, data, dlen, extra, xlen,
+                              except, !quiet);
   const char *names[1] = {channel};
   size_t lens[1] = {n};
   return vx__hub_deliver(ev, names, lens, 1, event, elen, data, dlen, extra, xlen, except);
 }
 
+static void set_cluster_epoch(vx_events *ev, const char *e) {
+  size_t el = e ? strlen(e) : 0;
+  if (el && el <= VX_EPOCH_MAX && strcmp(ev->sse_tag, e) != 0)
+    memcpy(ev->sse_tag, e, el + 1);
+}
+
+/* The backplane's stream position for `channel`: what it holds before `offset` is not here
+ * (lost, for recovery purposes, unless the backplane's history supplies it). */
+static void position(vx_events *ev, const char *channel, size_t n, const char *epoch,
+                     uint64_t offset, uint64_t last_seq, const char *cluster_epoch) {
+  set_cluster_epoch(ev, cluster_epoch);
+  if (!channel)
+    return; /* the cluster's epoch alone */
+  vx_channel *ch = vx__hub_channel(ev, channel, n);
+  vx_stream *st = ch ? ch->st : vx__stream_get(ev, channel, n, false);
+  if (!st)
+    return;
+  vx__stream_reset(ev, st, epoch, offset);
+  if (last_seq > st->lost_seq)
+    st->lost_seq = last_seq;
+}
+
 const vx_backplane_handler vx__node_backplane_handler = {
     .deliver = deliver,
+    .position = position,
     .channel_ready = channel_ready,
     .members = members,
     .each_member = vx__hub_each_member,
@@ -410,8 +607,21 @@ static int publish(vx_events *ev, const char *const *channels, const size_t *len
   size_t mlen = client ? client_mark(mark, uid, uidlen) : 0;
   int rc = ev->bp.ops->publish(ev, channels, lens, n, event, elen, data, dlen, mark, mlen, except,
                                reserved);
-  if (rc)
+  if (rc < 0)
     return rc;
+  if (rc == VX_BP_LOCAL_NOW) {
+    /* Redis is unreachable: local delivery goes on (DESIGN §7), without offsets, since only
+     * Redis assigns them; the stream records them when Redis has them. */
+    for (size_t k = 0; k < n; k++) {
+      int r = vx__hub_deliver_at(ev, channels[k], lens[k], 0, 0, event, elen, data, dlen, extra,
+                                 xlen, except, true);
+      if (r)
+        return r;
+    }
+    return 0;
+  }
+  if (ev->bp.ops->assigns_offsets)
+    return 0; /* that backplane delivers it here too, with its offset, in the channel's order */
   return vx__hub_deliver(ev, channels, lens, n, event, elen, data, dlen, extra, xlen, except);
 }
 

@@ -169,6 +169,7 @@ typedef struct vx_sub {
   vx_recover *rec;           /* the subscribe asked to recover (until its ack went out) */
   uint64_t next;             /* replaying: the next offset this subscriber gets */
   struct vx_sub *replay_nxt; /* ev->replays */
+  uint32_t fetch_id;         /* the backplane fetch its replay waits for */
   uint32_t idx;              /* position in ch->subs */
   uint8_t flags;             /* VXS_F_* */
 } vx_sub;
@@ -327,6 +328,7 @@ struct vx_events {
   size_t hist_bytes;             /* what the kept history costs, against history_max_bytes */
   uint64_t lost_seq;             /* the newest sse_seq dropped with a freed stream */
   vx_sub *replays;               /* subscriptions being replayed to, paced by their queues */
+  uint32_t fetch_seq;            /* ids of replay fetches from the backplane's history */
   char *sse_path;
   size_t sse_path_len;
   char *sse_sub_path, *sse_unsub_path; /* sse_path + "/subscribe", "/unsubscribe" */
@@ -412,10 +414,11 @@ void vx__hub_channels_local(vx_events *ev, vx_channels_cb cb, void *data);
 int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                     const char *event, size_t elen, const char *data, size_t dlen,
                     const char *extra, size_t xlen, const char *except);
-/* The same for one channel whose offset and SSE seq the backplane assigned. */
+/* The same for one channel whose offset and SSE seq the backplane assigned (0: none, not
+ * part of the stream); `send` false: only the stream records it. */
 int vx__hub_deliver_at(vx_events *ev, const char *name, size_t n, uint64_t offset, uint64_t seq,
                        const char *event, size_t elen, const char *data, size_t dlen,
-                       const char *extra, size_t xlen, const char *except);
+                       const char *extra, size_t xlen, const char *except, bool send);
 vx_sub *vx__hub_sub_of(vx_conn *c, const char *name, size_t n);         /* NULL: not subscribed */
 vx_channel *vx__hub_channel(vx_events *ev, const char *name, size_t n); /* NULL: none */
 void vx__hub_each_member(vx_events *ev,

@@ -75,7 +75,11 @@ static void publisher_only_instance_reaches_clients_of_a_listening_instance(void
   free(tws_text(w, 3000));
   assert_int_equal(tws_send_text(w, "{\"type\":\"subscribe\",\"channel\":\"jobs\"}"), 0);
   char *m = tws_text(w, 5000); /* only once Redis confirmed the SUBSCRIBE */
-  assert_string_equal(m, "{\"type\":\"subscription_succeeded\",\"channel\":\"jobs\"}");
+  /* With the channel stream's position, read from Redis (DESIGN §12). */
+  assert_int_equal(strncmp(m, "{\"type\":\"subscription_succeeded\",\"channel\":\"jobs\",\"data\":"
+                              "{\"offset\":0,\"epoch\":\"",
+                           72),
+                   0);
   free(m);
   /* The publisher may still be connecting: its broadcast waits in the backlog. */
   assert_int_equal(
@@ -83,7 +87,7 @@ static void publisher_only_instance_reaches_clients_of_a_listening_instance(void
   m = tws_text(w, 8000);
   assert_non_null(m);
   assert_string_equal(m, "{\"type\":\"event\",\"channel\":\"jobs\",\"event\":\"job.completed\","
-                         "\"data\":{\"jobId\":\"123\"}}");
+                         "\"data\":{\"jobId\":\"123\"},\"offset\":1}");
   free(m);
   char *extra = NULL;
   assert_int_equal(tws_next(w, &extra, NULL, 300), -1); /* exactly once */
@@ -334,8 +338,9 @@ static void job_pattern_100_times_each_broadcast_reaches_a_subscriber_exactly_on
     assert_non_null(m);
     char want[160];
     snprintf(want, sizeof want,
-             "{\"type\":\"event\",\"channel\":\"jobs\",\"event\":\"%s\",\"data\":{\"i\":%d}}",
-             i < 100 ? "job.completed" : "done", i);
+             "{\"type\":\"event\",\"channel\":\"jobs\",\"event\":\"%s\",\"data\":{\"i\":%d},"
+             "\"offset\":%d}",
+             i < 100 ? "job.completed" : "done", i, i + 1);
     assert_string_equal(m, want);
     free(m);
   }

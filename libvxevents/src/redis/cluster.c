@@ -24,7 +24,9 @@ static const char *const scripts[S_COUNT] = {VX_LUA_ADD,
                                              VX_LUA_REAP_FN VX_LUA_BEAT,
                                              VX_LUA_REAP_FN VX_LUA_LEAVE_ALL,
                                              VX_LUA_JOIN,
-                                             VX_LUA_LEAVE};
+                                             VX_LUA_LEAVE,
+                                             VX_LUA_PUB,
+                                             VX_LUA_HIST};
 
 void vxr_scripts_init(vx_redis *r) {
   for (int i = 0; i < S_COUNT; i++) {

@@ -596,7 +596,7 @@ static void bp_free(vx_events *ev) {
   }
   for (uint32_t i = 0; i < r->chans.cap; i++)
     if (r->chans.slots[i].key)
-      free(r->chans.slots[i].val);
+      vxr_chan_free(r->chans.slots[i].val);
   vx__map_free(&r->chans);
   free(r->user);
   free(r->password);
@@ -624,4 +624,6 @@ const vx_backplane_ops vx__backplane_redis = {
     .presence_join = vxr_presence_join,
     .presence_leave = vxr_presence_leave,
     .query = vxr_query,
+    .assigns_offsets = true,
+    .history = vxr_history,
 };

@@ -10,7 +10,11 @@
  *   <p>:pm:<channel>:<member> instances where presence member <member> is connected
  *   <p>:pinfo:<channel>       hash member id -> member JSON
  *   <p>:ipres:<id>            "<channel>\n<member>" entries of instance <id> (for reaping)
- *   <p>:seen, <p>:beat, <p>:grace, <p>:reaped:<id>   liveness (scripts.lua, BEAT) */
+ *   <p>:seen, <p>:beat, <p>:grace, <p>:reaped:<id>   liveness (scripts.lua, BEAT)
+ *   <p>:st:<channel>          a channel stream's position: epoch, last offset, seqs (PUB, HIST)
+ *   <p>:sx:<channel>          a channel stream's entries (a Redis Stream, IDs "<offset>-1")
+ *   <p>:seq, <p>:epoch        the cluster's SSE seq and its epoch
+ *   <p>:pubseq                instance id -> its last broadcast Redis ran (resends are no-ops) */
 #ifndef VX_REDIS_KEYS_H
 #define VX_REDIS_KEYS_H
 
@@ -21,7 +25,15 @@
 #define VXR_K_PM ":pm:"
 #define VXR_K_PINFO ":pinfo:"
 #define VXR_K_IPRES ":ipres:"
+#define VXR_K_ST ":st:"
+#define VXR_K_SX ":sx:"
+#define VXR_K_SEQ ":seq"
+#define VXR_K_EPOCH ":epoch"
+#define VXR_K_PUBSEQ ":pubseq"
 #define VXR_KLEN(k) (sizeof k - 1)
+/* A channel's position outlives its entries (history_ttl_ms) by this much, so that an idle
+ * channel keeps its epoch and offsets for a day, not forever. */
+#define VXR_ST_TTL_MS 86400000
 
 /* The envelope: {"o":"<origin>","x":"<except>"|null,"e":"<event>","d":<data>[,"c":{["u":<user id>]}]}
  * where "c" (the `cmark` fragment) marks a client event and carries its sender's id. */
@@ -39,5 +51,13 @@
 #define VXR_F_DATA "d"
 #define VXR_F_CLIENT "c" /* a client event: {"u":<sender's user id>} or {} */
 #define VXR_F_USER "u"
+/* Added by the PUB script: the channel's offset, the cluster's seq, the channel's epoch and
+ * the cluster's epoch. */
+#define VXR_F_OFFSET "f"
+#define VXR_F_SEQ "g"
+#define VXR_F_EPOCH "p"
+#define VXR_F_CEPOCH "q"
+/* Set by the publisher: its instance delivered it locally already (Redis was unreachable). */
+#define VXR_F_LOCAL "l"
 
 #endif

@@ -40,9 +40,18 @@ typedef struct vx_redis vx_redis;
 
 typedef struct qmsg {
   struct qmsg *next;
+  uint64_t seq; /* this instance's sequence number of it: the PUB script runs it once */
   size_t klen, plen;
   char data[]; /* key then payload */
 } qmsg;
+
+/* A message of a channel waiting for its turn (an earlier offset is being fetched). */
+typedef struct pmsg {
+  struct pmsg *next;
+  uint64_t offset;
+  size_t len;
+  char data[];
+} pmsg;
 
 typedef struct rconn {
   vx_redis *r;
@@ -64,7 +73,7 @@ typedef struct rquery {
   char name[VX_CHANNEL_MAX + 1];
 } rquery;
 
-enum { S_ADD, S_SET, S_SUM, S_BEAT, S_LEAVE_ALL, S_JOIN, S_LEAVE, S_COUNT };
+enum { S_ADD, S_SET, S_SUM, S_BEAT, S_LEAVE_ALL, S_JOIN, S_LEAVE, S_PUB, S_HIST, S_COUNT };
 
 /* What this backplane knows of a channel open on this instance: its own record, so that it
  * never reads the hub's. */
@@ -73,12 +82,25 @@ typedef struct rchan {
   uint32_t acks;  /* SUBSCRIBE replies still on their way */
   uint32_t count; /* local subscribers (what the count scripts register) */
   uint8_t state;  /* RS_* */
+  /* The channel's stream as delivered here: every message is delivered once, in offset
+   * order; an offset beyond the next one (the subscriber connection dropped, or the
+   * channel just opened) is held while the missing ones are read from the stream. */
+  bool known;        /* offset/epoch read from Redis (HIST) since the channel opened */
+  bool fetching;     /* a HIST read is on its way */
+  uint64_t offset;   /* the last offset delivered here */
+  uint32_t npending; /* messages held in phead.. (bounded by VXR_PENDING_MAX) */
+  bool overflow;     /* some were dropped from pending: read them from the stream */
+  pmsg *phead;
+  char epoch[VX_EPOCH_MAX + 1];
   size_t n;
   char name[]; /* NUL-terminated; the key of r->chans */
 } rchan;
 
+#define VXR_PENDING_MAX 4096
+
 struct vx_redis {
   vx_events *ev;
+  uint64_t pub_seq; /* the last qmsg's seq */
   char host[256];
   char ip[64];
   int port, db;
@@ -135,6 +157,10 @@ void vxr_subscribe_key(vx_redis *r, rchan *c);
 void vxr_channel_open(vx_events *ev, const char *name, size_t n);
 void vxr_channel_close(vx_events *ev, const char *name, size_t n);
 bool vxr_channel_ready(vx_events *ev, const char *name, size_t n);
+
+void vxr_history(vx_events *ev, const char *name, size_t n, uint64_t from, uint32_t count,
+                 vx_bp_history_cb cb, void *ctx);
+void vxr_chan_free(rchan *c); /* with what it holds */
 
 /* cluster.c */
 void vxr_scripts_init(vx_redis *r); /* their SHA1s */

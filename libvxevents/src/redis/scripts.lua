@@ -142,3 +142,79 @@ if redis.call('SCARD', KEYS[1]) == 0 then
   end
 end
 return 1
+
+--@ PUB
+-- A broadcast to one channel (DESIGN §12): the channel's next offset, the cluster's next
+-- seq (the SSE id), the append to the channel's stream and the PUBLISH, atomically, so every
+-- instance sees the same offsets in the same order. <prefix>:st:<channel> holds the stream's
+-- position (e epoch, o last offset, c the seq when it was created, g the seq of its last
+-- entry); <prefix>:sx:<channel> the entries (ID "<offset>-1", fields t = Redis time in ms,
+-- m = the message); <prefix>:seq the cluster's seq and <prefix>:epoch its epoch (both new
+-- after a flush); <prefix>:pubseq the last local sequence number of each publishing
+-- instance that ran, so that a broadcast sent again after a lost reply is not appended twice.
+-- KEYS: st, sx, ch, seq, epoch, pubseq; ARGV: origin, local seq, a fresh epoch (used when
+-- the channel or the cluster has none), maxlen (0: no stream), stream TTL ms, the message
+-- (its closing brace is replaced by the stream fields), st TTL ms.
+-- Returns {offset, seq, epoch, cluster epoch}, or {0} for a resend Redis had already run.
+if redis.replicate_commands then redis.replicate_commands() end
+local last = tonumber(redis.call('HGET', KEYS[6], ARGV[1]) or '0')
+if tonumber(ARGV[2]) <= last then return {0} end
+redis.call('HSET', KEYS[6], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[6], 86400000)
+local ge = redis.call('GET', KEYS[5])
+if not ge then ge = ARGV[3] redis.call('SET', KEYS[5], ge) end
+local g = redis.call('INCR', KEYS[4])
+local e = redis.call('HGET', KEYS[1], 'e')
+if not e then
+  e = ARGV[3]
+  redis.call('HSET', KEYS[1], 'e', e, 'o', 0, 'c', g - 1)
+end
+local o = redis.call('HINCRBY', KEYS[1], 'o', 1)
+redis.call('HSET', KEYS[1], 'g', g)
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+local msg = string.sub(ARGV[6], 1, -2) .. string.format(',"f":%d,"g":%d,"p":"%s","q":"%s"}', o, g, e, ge)
+if tonumber(ARGV[4]) > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], string.format('%d-1', o), 't', now, 'm', msg)
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+redis.call('PUBLISH', KEYS[3], msg)
+return {o, g, e, ge}
+
+--@ HIST
+-- A channel stream's position and entries from offset ARGV[1] on (at most ARGV[2], none
+-- older than ARGV[3] ms), creating the position when the channel has none (a fresh epoch,
+-- ARGV[4]) so that a subscriber's ack and later broadcasts agree on the epoch. KEYS: st,
+-- sx, epoch, seq; ARGV[5]: st TTL ms. Returns {epoch, last offset, created seq, last seq,
+-- cluster epoch, offset1, message1, offset2, message2, ...}.
+if redis.replicate_commands then redis.replicate_commands() end
+local ge = redis.call('GET', KEYS[3])
+if not ge then ge = ARGV[4] redis.call('SET', KEYS[3], ge) end
+local m = redis.call('HMGET', KEYS[1], 'e', 'o', 'c', 'g')
+local e, o, c, g = m[1], m[2] or '0', m[3] or '0', m[4] or '0'
+if not e then
+  e = ARGV[4]
+  c = redis.call('GET', KEYS[4]) or '0'
+  redis.call('HSET', KEYS[1], 'e', e, 'o', 0, 'c', c, 'g', 0)
+  o, g = '0', '0'
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local out = {e, o, c, g, ge}
+if tonumber(ARGV[2]) > 0 then
+  local t = redis.call('TIME')
+  local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
+  local r = redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
+  for _, x in ipairs(r) do
+    local f = x[2]
+    local tt, mm
+    for i = 1, #f, 2 do
+      if f[i] == 't' then tt = tonumber(f[i + 1]) elseif f[i] == 'm' then mm = f[i + 1] end
+    end
+    if mm and tt and tt >= oldest then
+      out[#out + 1] = string.match(x[1], '^(%d+)')
+      out[#out + 1] = mm
+    end
+  end
+end
+return out

@@ -321,6 +321,35 @@ VX_EXTERN int vx_channels(vx_events *ev, vx_channels_cb cb, void *data);
 /* Counters. Returns 0, VX_EINVAL (cb NULL), VX_ECLOSED. */
 VX_EXTERN int vx_stats_get(vx_events *ev, vx_stats_cb cb, void *data);
 
+/* ---- channel streams (DESIGN §12) ----
+ * Every broadcast to a channel gets the channel's next offset (+1 per broadcast) within an
+ * epoch (a short string that changes when the stream's history was lost); events carry
+ * "offset", subscription_succeeded carries {"offset", "epoch"}, and a client that
+ * subscribes with "recover" gets what it missed. */
+
+/* The outcome of vx_publish: status 0 with the broadcast's offset and its channel's epoch
+ * (borrowed; offset 0 and epoch "" when the channel keeps no stream: no subscribers and
+ * history_size 0, or a resend whose first reply Redis lost), or a negative code (the
+ * broadcast's own errors, VX_EUNPUBLISHED when Redis never took it, VX_ECLOSED). */
+typedef void (*vx_published_cb)(int status, uint64_t offset, const char *epoch, void *data);
+
+/* vx_broadcast to one channel that reports the offset it got. The offset is known only
+ * once the loop ran the broadcast (single instance) or Redis's script answered (with
+ * redis_url), so it comes to `cb` (may be NULL), exactly once, on the loop thread.
+ * Returns as vx_broadcast. */
+VX_EXTERN int vx_publish(vx_events *ev, const char *channel, const char *event, const char *data,
+                         size_t data_len, const char *except_id, vx_published_cb cb, void *cb_data);
+
+/* The history of `channel`: its events with offset > `since`, oldest first, at most `limit`
+ * (0: history_size), as JSON borrowed for the callback: {"channel":..,"epoch":"..","offset":
+ * <last>,"complete":bool,"events":[<the event messages as clients get them>]}. "complete"
+ * is false when events after `since` are no longer kept (then "events" starts later). With
+ * redis_url it reads the channel's Redis stream (any instance's broadcasts) and fails with
+ * VX_EUNAVAILABLE when Redis cannot answer. Returns 0, VX_EINVAL, VX_ECHANNEL, VX_ENOMEM,
+ * VX_ECLOSED. */
+VX_EXTERN int vx_history(vx_events *ev, const char *channel, uint64_t since, uint32_t limit,
+                         vx_json_cb cb, void *data);
+
 /* Close gracefully and report what could not be published.
  *
  * Stops listening, sends close 1001 ("server shutting down") to every client and gives them

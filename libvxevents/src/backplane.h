@@ -26,6 +26,14 @@ enum { VX_Q_COUNT = 0, VX_Q_HAS, VX_Q_CHANNELS, VX_Q_MEMBERS };
 
 struct vx_buf;
 
+/* Who hears the offset a one-channel broadcast got (vx_publish), exactly once: with
+ * assigns_offsets the backplane calls it when it assigned it (or failed), once publish
+ * returned 0 or VX_BP_LOCAL_NOW; otherwise the node does. */
+typedef struct vx_published {
+  void (*cb)(int status, uint64_t offset, const char *epoch, void *data);
+  void *data;
+} vx_published;
+
 /* A channel stream as a backplane holds it (ops->history, DESIGN §12): its position and the
  * entries asked for, each as the WebSocket frame of its event (which carries its offset). */
 typedef struct vx_bp_history {
@@ -99,7 +107,7 @@ typedef struct vx_backplane_ops {
    * delivers it locally now, without an offset, and the backplane records it quietly later. */
   int (*publish)(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                  const char *event, size_t elen, const char *data, size_t dlen, const char *cmark,
-                 size_t cmlen, const char *except, size_t reserved);
+                 size_t cmlen, const char *except, size_t reserved, const struct vx_published *done);
 
   /* ---- channels ---- */
   /* A channel got its first local subscriber / lost its last one. */

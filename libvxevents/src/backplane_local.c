@@ -45,9 +45,9 @@ static void release(vx_events *ev, size_t c) { (void)ev, (void)c; }
 
 static int publish(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                    const char *event, size_t elen, const char *data, size_t dlen, const char *cmark,
-                   size_t cmlen, const char *except, size_t reserved) {
+                   size_t cmlen, const char *except, size_t reserved, const vx_published *done) {
   (void)ev, (void)channels, (void)lens, (void)n, (void)event, (void)elen, (void)data;
-  (void)dlen, (void)cmark, (void)cmlen, (void)except, (void)reserved;
+  (void)dlen, (void)cmark, (void)cmlen, (void)except, (void)reserved, (void)done;
   return 0; /* nobody else to tell */
 }
 

@@ -46,6 +46,15 @@ void vx__cmd_free(vx_cmd *c) {
     free(c->u.sse.channel);
     free(c->u.sse.member);
     break;
+  case CMD_HISTORY:
+    free(c->u.history.channel);
+    break;
+  case CMD_PUBLISH:
+    free(c->u.publish.channel);
+    free(c->u.publish.event);
+    free(c->u.publish.data);
+    free(c->u.publish.except);
+    break;
   case CMD_CLOSE:
     break;
   }
@@ -112,6 +121,13 @@ void vx__cmd_cancel(vx_cmd *c) {
   case CMD_SSE_UNSUB:
     if (c->u.sse.cb)
       c->u.sse.cb(VX_ECLOSED, "instance is closed", c->u.sse.cb_data);
+    break;
+  case CMD_HISTORY:
+    c->u.history.cb(VX_ECLOSED, NULL, 0, c->u.history.cb_data);
+    break;
+  case CMD_PUBLISH:
+    if (c->u.publish.cb)
+      c->u.publish.cb(VX_ECLOSED, 0, NULL, c->u.publish.cb_data);
     break;
   default:
     break;
@@ -191,6 +207,12 @@ void vx__cmd_run(vx_events *ev, vx_cmd *c) {
   case CMD_SSE_SUB:
   case CMD_SSE_UNSUB:
     run_sse(ev, c);
+    break;
+  case CMD_HISTORY:
+    vx__history_query(ev, c);
+    break;
+  case CMD_PUBLISH:
+    vx__node_publish_cmd(ev, c);
     break;
   }
 }
@@ -294,6 +316,61 @@ int vx_broadcast(vx_events *ev, const char *channel, const char *event, const ch
                  size_t data_len, const char *except_id) {
   const char *chs[1] = {channel};
   return vx_broadcast_many(ev, chs, 1, event, data, data_len, except_id);
+}
+
+/* ---- channel streams (DESIGN §12) ---- */
+
+int vx_publish(vx_events *ev, const char *channel, const char *event, const char *data,
+               size_t data_len, const char *except_id, vx_published_cb cb, void *cb_data) {
+  if (!ev)
+    return VX_EINVAL;
+  const char *chs[1] = {channel};
+  int r = vx__validate_broadcast(chs, 1, event, data, data_len, except_id);
+  if (r)
+    return r;
+  if (data && data_len > UINT32_MAX / 2)
+    return VX_ETOOBIG;
+  size_t cost = ev->bp.ops->cost(ev, chs, 1, event, data ? data_len : 4, except_id);
+  if (!ev->bp.ops->reserve(ev, cost))
+    return VX_EBACKLOG;
+  vx_cmd *c = cmd_new(CMD_PUBLISH);
+  bool ok = c && (c->u.publish.channel = vx__dupz(channel)) && (c->u.publish.event = vx__dupz(event));
+  if (ok && data)
+    ok = (c->u.publish.data = vx__dupn(data, data_len)) != NULL;
+  if (ok && except_id)
+    ok = (c->u.publish.except = vx__dupz(except_id)) != NULL;
+  if (!ok) {
+    if (c)
+      vx__cmd_free(c);
+    ev->bp.ops->release(ev, cost);
+    return VX_ENOMEM;
+  }
+  c->u.publish.data_len = data ? data_len : 0;
+  c->u.publish.reserved = cost;
+  c->u.publish.cb = cb;
+  c->u.publish.cb_data = cb_data;
+  int r2 = submit(ev, c);
+  if (r2)
+    ev->bp.ops->release(ev, cost);
+  return r2;
+}
+
+int vx_history(vx_events *ev, const char *channel, uint64_t since, uint32_t limit, vx_json_cb cb,
+               void *data) {
+  if (!ev || !cb)
+    return VX_EINVAL;
+  if (!channel || !vx__channel_valid(channel, strlen(channel)))
+    return VX_ECHANNEL;
+  vx_cmd *c = cmd_new(CMD_HISTORY);
+  if (!c || !(c->u.history.channel = vx__dupz(channel))) {
+    free(c);
+    return VX_ENOMEM;
+  }
+  c->u.history.since = since;
+  c->u.history.limit = limit;
+  c->u.history.cb = cb;
+  c->u.history.cb_data = data;
+  return submit(ev, c);
 }
 
 static int query(vx_events *ev, vx_cmd_type type, const char *channel, void *cb, void *data) {

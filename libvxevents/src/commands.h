@@ -20,6 +20,8 @@ typedef enum {
   CMD_AUTH_REPLY,
   CMD_SSE_SUB,
   CMD_SSE_UNSUB,
+  CMD_HISTORY, /* history.c runs it */
+  CMD_PUBLISH, /* a one-channel broadcast that reports its offset (node.c runs it) */
 } vx_cmd_type;
 
 struct vx_cmd {
@@ -65,6 +67,19 @@ struct vx_cmd {
       vx_status_cb cb;
       void *cb_data;
     } sse;
+    struct { /* CMD_HISTORY: vx_json_cb */
+      char *channel;
+      uint64_t since;
+      uint32_t limit;
+      vx_json_cb cb;
+      void *cb_data;
+    } history;
+    struct { /* CMD_PUBLISH */
+      char *channel, *event, *data, *except;
+      size_t data_len, reserved;
+      vx_published_cb cb;
+      void *cb_data;
+    } publish;
     struct {
       uint32_t grace_ms;
       bool report; /* vx_shutdown: cb is a vx_shutdown_cb, else a vx_close_cb */
@@ -78,6 +93,10 @@ struct vx_cmd {
 void vx__cmd_run(vx_events *ev, vx_cmd *c);
 void vx__cmd_cancel(vx_cmd *c);
 void vx__cmd_free(vx_cmd *c);
+
+/* history.c / node.c: the channel-stream kinds. */
+void vx__history_query(vx_events *ev, vx_cmd *c);
+void vx__node_publish_cmd(vx_events *ev, vx_cmd *c);
 
 /* loop.c: the kinds the loop itself carries out. */
 void vx__loop_listen(vx_events *ev, vx_cmd *c);

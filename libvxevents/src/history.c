@@ -22,8 +22,9 @@
  *
  * Calls: the hub appends and owns the channel -> stream link; the node reads (acks,
  * replays); loop.c sweeps. Nothing here sends anything. */
-#include "vx_int.h"
+#include "commands.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -284,4 +285,94 @@ void vx__history_free(vx_events *ev) {
   vx__map_free(&ev->streams);
   ev->lru_head = ev->lru_tail = NULL;
   ev->hist_bytes = 0;
+}
+
+/* ---- vx_history: a backend reads a channel's stream ---- */
+
+typedef struct hq {
+  vx_json_cb cb;
+  void *data;
+  uint64_t since;
+  size_t n;
+  char channel[VX_CHANNEL_MAX + 1];
+} hq;
+
+/* {"channel":..,"epoch":..,"offset":..,"complete":..,"events":[...]}: each event is the
+ * payload of its WebSocket frame, the message exactly as clients get it. */
+static void answer(const hq *q, const char *epoch, uint64_t last, bool complete,
+                   vx_buf *const *frames, size_t n) {
+  vx_str s = {0};
+  char num[64];
+  vx__str_addz(&s, "{\"channel\":");
+  vx__str_add_json_string(&s, q->channel, q->n);
+  vx__str_addz(&s, ",\"epoch\":");
+  vx__str_add_json_string(&s, epoch, strlen(epoch));
+  snprintf(num, sizeof num, ",\"offset\":%llu,\"complete\":%s,\"events\":[",
+           (unsigned long long)last, complete ? "true" : "false");
+  vx__str_addz(&s, num);
+  for (size_t i = 0; i < n; i++) {
+    size_t off = vx__frame_payload_offset(frames[i]);
+    if (i)
+      vx__str_addz(&s, ",");
+    vx__str_add(&s, frames[i]->data + off, frames[i]->len - off);
+  }
+  vx__str_addz(&s, "]}");
+  if (s.oom)
+    q->cb(VX_ENOMEM, NULL, 0, q->data);
+  else
+    q->cb(0, s.p, s.len, q->data);
+  vx__str_free(&s);
+}
+
+static void from_backplane(vx_events *ev, const vx_bp_history *h, void *ctx) {
+  (void)ev;
+  hq *q = ctx;
+  if (h->status) {
+    q->cb(h->status, NULL, 0, q->data);
+  } else {
+    bool complete = h->offset <= q->since || (h->n && h->offsets[0] <= q->since + 1);
+    answer(q, h->epoch, h->offset, complete, h->frames, h->n);
+  }
+  free(q);
+}
+
+void vx__history_query(vx_events *ev, vx_cmd *c) {
+  hq q0 = {c->u.history.cb, c->u.history.cb_data, c->u.history.since, 0, ""};
+  const char *name = c->u.history.channel;
+  q0.n = strlen(name);
+  memcpy(q0.channel, name, q0.n + 1);
+  uint32_t limit = c->u.history.limit ? c->u.history.limit : ev->opts.history_size;
+  if (limit > 10000)
+    limit = 10000;
+  if (ev->bp.ops->history) { /* the cluster's stream */
+    hq *q = malloc(sizeof *q);
+    if (!q) {
+      q0.cb(VX_ENOMEM, NULL, 0, q0.data);
+      return;
+    }
+    *q = q0;
+    ev->bp.ops->history(ev, name, q0.n, q0.since + 1, limit ? limit : 1, from_backplane, q);
+    return;
+  }
+  vx_stream *st = vx__stream_get(ev, name, q0.n, false);
+  if (!st) {
+    answer(&q0, "", 0, q0.since == 0, NULL, 0);
+    return;
+  }
+  uint32_t idx = 0;
+  const vx_hentry *e = vx__stream_from(ev, st, q0.since + 1, &idx);
+  size_t n = 0;
+  vx_buf **frames = NULL;
+  if (e && limit) {
+    n = st->len - idx < limit ? st->len - idx : limit;
+    frames = malloc(n * sizeof *frames);
+    if (!frames) {
+      q0.cb(VX_ENOMEM, NULL, 0, q0.data);
+      return;
+    }
+    for (size_t i = 0; i < n; i++)
+      frames[i] = vx__stream_at(st, idx + (uint32_t)i)->frame;
+  }
+  answer(&q0, st->epoch, st->offset, q0.since >= st->lost && q0.since <= st->offset, frames, n);
+  free(frames);
 }

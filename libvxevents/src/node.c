@@ -10,7 +10,7 @@
  * node -> the connection's transport, node -> the backplane (ev->bp, backplane.h). The
  * backplane comes back through the handler registered here (vx__node_backplane_handler:
  * deliver, channel_ready, members, each_member). */
-#include "vx_int.h"
+#include "commands.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -601,12 +601,13 @@ static size_t client_mark(char *out, const char *uid, size_t uidlen) {
  * subscribers. */
 static int publish(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                    const char *event, size_t elen, const char *data, size_t dlen, bool client,
-                   const char *uid, size_t uidlen, const char *except, size_t reserved) {
+                   const char *uid, size_t uidlen, const char *except, size_t reserved,
+                   const vx_published *done) {
   char extra[32 + 256], mark[16 + 256];
   size_t xlen = client ? vx__client_extra(extra, uid, uidlen) : 0;
   size_t mlen = client ? client_mark(mark, uid, uidlen) : 0;
   int rc = ev->bp.ops->publish(ev, channels, lens, n, event, elen, data, dlen, mark, mlen, except,
-                               reserved);
+                               reserved, ev->bp.ops->assigns_offsets ? done : NULL);
   if (rc < 0)
     return rc;
   if (rc == VX_BP_LOCAL_NOW) {
@@ -622,19 +623,37 @@ static int publish(vx_events *ev, const char *const *channels, const size_t *len
   }
   if (ev->bp.ops->assigns_offsets)
     return 0; /* that backplane delivers it here too, with its offset, in the channel's order */
-  return vx__hub_deliver(ev, channels, lens, n, event, elen, data, dlen, extra, xlen, except);
+  int r = vx__hub_deliver(ev, channels, lens, n, event, elen, data, dlen, extra, xlen, except);
+  if (!r && done && done->cb) {
+    vx_stream *st = vx__stream_get(ev, channels[0], lens[0], false);
+    done->cb(0, st ? st->offset : 0, st ? st->epoch : "", done->data);
+  }
+  return r;
+}
+
+void vx__node_publish_cmd(vx_events *ev, vx_cmd *c) {
+  const char *chs[1] = {c->u.publish.channel};
+  size_t lens[1] = {strlen(chs[0])};
+  const char *data = c->u.publish.data;
+  vx_published done = {c->u.publish.cb, c->u.publish.cb_data};
+  int r = publish(ev, chs, lens, 1, c->u.publish.event, strlen(c->u.publish.event),
+                  data ? data : "null", data ? c->u.publish.data_len : 4, false, NULL, 0,
+                  c->u.publish.except, c->u.publish.reserved, &done);
+  if (r && done.cb)
+    done.cb(r, 0, "", done.data);
 }
 
 int vx__node_broadcast(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                        const char *event, size_t elen, const char *data, size_t dlen,
                        const char *except) {
-  return publish(ev, channels, lens, n, event, elen, data, dlen, false, NULL, 0, except, 0);
+  return publish(ev, channels, lens, n, event, elen, data, dlen, false, NULL, 0, except, 0, NULL);
 }
 
 int vx__node_broadcast_reserved(vx_events *ev, const char *const *channels, const size_t *lens,
                                 size_t n, const char *event, size_t elen, const char *data,
                                 size_t dlen, const char *except, size_t reserved) {
-  return publish(ev, channels, lens, n, event, elen, data, dlen, false, NULL, 0, except, reserved);
+  return publish(ev, channels, lens, n, event, elen, data, dlen, false, NULL, 0, except, reserved,
+                 NULL);
 }
 
 int vx__node_client_event(vx_conn *c, const char *name, size_t n, const char *event, size_t elen,
@@ -644,7 +663,7 @@ int vx__node_client_event(vx_conn *c, const char *name, size_t n, const char *ev
   size_t uidlen = uid ? s->member->id_len : 0;
   const char *names[1] = {name};
   size_t lens[1] = {n};
-  return publish(c->ev, names, lens, 1, event, elen, data, dlen, true, uid, uidlen, c->id, 0);
+  return publish(c->ev, names, lens, 1, event, elen, data, dlen, true, uid, uidlen, c->id, 0, NULL);
 }
 
 bool vx__event_reserved(const char *e, size_t n) {

@@ -586,6 +586,7 @@ static void bp_free(vx_events *ev) {
     while (lists[i]) {
       qmsg *m = lists[i];
       lists[i] = m->next;
+      vxr_msg_done(m, VX_EUNPUBLISHED, 0, NULL);
       free(m);
     }
   }

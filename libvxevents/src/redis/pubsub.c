@@ -102,8 +102,17 @@ void vxr_release(vx_events *ev, size_t cost) {
 
 static void on_published(redisAsyncContext *ac, void *reply, void *priv);
 
+/* vx_publish's callback, once: with the offset, or why there is none. */
+void vxr_msg_done(qmsg *m, int status, uint64_t offset, const char *epoch) {
+  if (!m->done.cb)
+    return;
+  m->done.cb(status, offset, epoch ? epoch : "", m->done.data);
+  m->done.cb = NULL;
+}
+
 static void release_msg(vx_redis *r, qmsg *m) {
   size_t b = m->klen + m->plen;
+  vxr_msg_done(m, VX_EUNPUBLISHED, 0, NULL); /* if nobody told it yet */
   r->held -= b;
   vxr_release(r->ev, b);
   free(m);
@@ -186,8 +195,13 @@ static void on_published(redisAsyncContext *ac, void *reply, void *priv) {
     r->refused++;
     vx__log(r->ev, VX_LOG_ERROR, "redis refused a broadcast: %s", rep->str);
   } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 &&
+             rep->element[0]->type == REDIS_REPLY_INTEGER &&
+             rep->element[2]->type == REDIS_REPLY_STRING &&
              rep->element[3]->type == REDIS_REPLY_STRING) {
     r->ev->bp.h->position(r->ev, NULL, 0, NULL, 0, 0, rep->element[3]->str);
+    vxr_msg_done(m, 0, (uint64_t)rep->element[0]->integer, rep->element[2]->str);
+  } else {
+    vxr_msg_done(m, 0, 0, NULL); /* a resend of one whose reply was lost: offset unknown */
   }
   release_msg(r, m);
   if (r->closing)
@@ -207,12 +221,14 @@ void vxr_requeue_sent(vx_redis *r) {
 
 int vxr_publish(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                 const char *event, size_t elen, const char *data, size_t dlen, const char *cmark,
-                size_t cmlen, const char *except, size_t reserved) {
+                size_t cmlen, const char *except, size_t reserved, const vx_published *done) {
   vx_redis *r = ev->bp.state;
   if (!r || r->closing) {
     /* Redis never started (out of memory) or is being closed: nothing can reach it. Not
      * silent: counted with what close reports. */
     vxr_release(ev, reserved);
+    if (done && done->cb)
+      done->cb(VX_EUNPUBLISHED, 0, "", done->data);
     if (r)
       r->refused += n;
     else
@@ -246,10 +262,15 @@ int vxr_publish(vx_events *ev, const char *const *channels, const size_t *lens, 
         left += r->prefix_len + 4 + lens[j] + plen;
       vxr_release(ev, left);
       vxr_backlog_flush(r);
+      if (k == 0)
+        return VX_ENOMEM; /* nothing queued: the caller reports it */
       return VX_ENOMEM;
     }
     m->next = NULL;
     m->seq = ++r->pub_seq;
+    m->done = (vx_published){NULL, NULL};
+    if (k == 0 && done)
+      m->done = *done;
     m->klen = klen;
     m->plen = plen;
     vxr_channel_key(r, channels[k], lens[k], m->data);

@@ -41,6 +41,7 @@ typedef struct vx_redis vx_redis;
 typedef struct qmsg {
   struct qmsg *next;
   uint64_t seq; /* this instance's sequence number of it: the PUB script runs it once */
+  vx_published done; /* vx_publish's callback (cb NULL: none) */
   size_t klen, plen;
   char data[]; /* key then payload */
 } qmsg;
@@ -150,7 +151,7 @@ bool vxr_reserve(vx_events *ev, size_t cost);
 void vxr_release(vx_events *ev, size_t cost);
 int vxr_publish(vx_events *ev, const char *const *channels, const size_t *lens, size_t n,
                 const char *event, size_t elen, const char *data, size_t dlen, const char *cmark,
-                size_t cmlen, const char *except, size_t reserved);
+                size_t cmlen, const char *except, size_t reserved, const vx_published *done);
 void vxr_backlog_flush(vx_redis *r); /* send the backlog in order while `cmd` takes it */
 void vxr_requeue_sent(vx_redis *r);  /* the sent list goes back to the head of the backlog */
 void vxr_subscribe_key(vx_redis *r, rchan *c);
@@ -161,6 +162,7 @@ bool vxr_channel_ready(vx_events *ev, const char *name, size_t n);
 void vxr_history(vx_events *ev, const char *name, size_t n, uint64_t from, uint32_t count,
                  vx_bp_history_cb cb, void *ctx);
 void vxr_chan_free(rchan *c); /* with what it holds */
+void vxr_msg_done(qmsg *m, int status, uint64_t offset, const char *epoch);
 
 /* cluster.c */
 void vxr_scripts_init(vx_redis *r); /* their SHA1s */

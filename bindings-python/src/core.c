@@ -227,14 +227,16 @@ static void on_stats(int status, const vx_stats *s, void *data) {
     pending_finish(p, exc_from_code(state_of(p->owner), status, NULL), 1);
   else
     pending_finish(p,
-                   Py_BuildValue("{sKsKsKsKsKsKsK}", "connections",
+                   Py_BuildValue("{sKsKsKsKsKsKsKsKsK}", "connections",
                                  (unsigned long long)s->connections, "channels",
                                  (unsigned long long)s->channels, "messages_delivered",
                                  (unsigned long long)s->messages_delivered, "bytes_written",
                                  (unsigned long long)s->bytes_written, "slow_consumer_closes",
                                  (unsigned long long)s->slow_consumer_closes, "ping_timeouts",
                                  (unsigned long long)s->ping_timeouts, "rejected_connections",
-                                 (unsigned long long)s->rejected_connections),
+                                 (unsigned long long)s->rejected_connections, "history_bytes",
+                                 (unsigned long long)s->history_bytes, "history_streams",
+                                 (unsigned long long)s->history_streams),
                    0);
   PyGILState_Release(g);
 }
@@ -300,6 +302,40 @@ static int start_channels(CoreObject *self, const char *channel, pending *p) {
 static int start_presence(CoreObject *self, const char *channel, pending *p) {
   return vx_presence_members(self->ev, channel, on_json, p);
 }
+/* The arguments of a history / publish query beyond the channel: set by the method right
+ * before run_query, read by its start function on the same thread. */
+typedef struct {
+  uint64_t since;
+  uint32_t limit;
+  const char *event, *data, *except_id;
+  size_t dlen;
+} qargs;
+static _Thread_local const qargs *cur_args;
+
+static int start_history(CoreObject *self, const char *channel, pending *p) {
+  return vx_history(self->ev, channel, cur_args->since, cur_args->limit, on_json, p);
+}
+
+static void on_published(int status, uint64_t offset, const char *epoch, void *data) {
+  pending *p = data;
+  PyGILState_STATE g;
+  if (!enter_python(&g))
+    return;
+  if (status < 0)
+    pending_finish(p, exc_from_code(state_of(p->owner), status, NULL), 1);
+  else
+    pending_finish(p,
+                   Py_BuildValue("{sKss}", "offset", (unsigned long long)offset, "epoch",
+                                 epoch ? epoch : ""),
+                   0);
+  PyGILState_Release(g);
+}
+
+static int start_publish(CoreObject *self, const char *channel, pending *p) {
+  const qargs *a = cur_args;
+  return vx_publish(self->ev, channel, a->event, a->data, a->dlen, a->except_id, on_published, p);
+}
+
 static int start_stats(CoreObject *self, const char *channel, pending *p) {
   (void)channel;
   return vx_stats_get(self->ev, on_stats, p);
@@ -330,6 +366,45 @@ static PyObject *Core_presence_members(CoreObject *self, PyObject *args, PyObjec
   if (!PyArg_ParseTupleAndKeywords(args, kw, "s|O:presence_members", kwlist, &channel, &cb))
     return NULL;
   return run_query(self, channel, cb, start_presence);
+}
+
+static PyObject *Core_history(CoreObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"channel", "since", "limit", "callback", NULL};
+  const char *channel;
+  unsigned long long since = 0;
+  unsigned int limit = 0;
+  PyObject *cb = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "s|KIO:history", kwlist, &channel, &since, &limit,
+                                   &cb))
+    return NULL;
+  qargs a = {.since = since, .limit = limit};
+  cur_args = &a;
+  PyObject *r = run_query(self, channel, cb, start_history);
+  cur_args = NULL;
+  return r;
+}
+
+static PyObject *Core_publish(CoreObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"channel", "event", "data", "except_id", "callback", NULL};
+  const char *channel, *event, *except_id = NULL;
+  PyObject *data, *cb = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "ssO|zO:publish", kwlist, &channel, &event, &data,
+                                   &except_id, &cb))
+    return NULL;
+  Py_buffer buf = {0};
+  qargs a = {.event = event, .except_id = except_id};
+  if (data != Py_None) {
+    if (PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE) < 0)
+      return NULL;
+    a.data = buf.buf;
+    a.dlen = (size_t)buf.len;
+  }
+  cur_args = &a;
+  PyObject *r = run_query(self, channel, cb, start_publish);
+  cur_args = NULL;
+  if (data != Py_None)
+    PyBuffer_Release(&buf);
+  return r;
 }
 
 static PyObject *Core_channels(CoreObject *self, PyObject *args, PyObject *kw) {
@@ -765,6 +840,10 @@ static PyMethodDef Core_methods[] = {
      METH_VARARGS | METH_KEYWORDS, "subscriber_count(channel, callback=None)"},
     {"has_subscribers", (PyCFunction)(void (*)(void))Core_has_subscribers,
      METH_VARARGS | METH_KEYWORDS, "has_subscribers(channel, callback=None)"},
+    {"history", (PyCFunction)(void (*)(void))Core_history, METH_VARARGS | METH_KEYWORDS,
+     "history(channel, since=0, limit=0, callback=None) -> JSON text"},
+    {"publish", (PyCFunction)(void (*)(void))Core_publish, METH_VARARGS | METH_KEYWORDS,
+     "publish(channel, event, data, except_id=None, callback=None) -> {offset, epoch}"},
     {"presence_members", (PyCFunction)(void (*)(void))Core_presence_members,
      METH_VARARGS | METH_KEYWORDS, "presence_members(channel, callback=None) -> JSON text"},
     {"channels", (PyCFunction)(void (*)(void))Core_channels, METH_VARARGS | METH_KEYWORDS,

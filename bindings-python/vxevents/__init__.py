@@ -145,6 +145,27 @@ class Stats(TypedDict):
     slow_consumer_closes: int
     ping_timeouts: int
     rejected_connections: int
+    history_bytes: int
+    history_streams: int
+
+
+class PublishResult(TypedDict):
+    """The offset a broadcast got in its channel's stream, and the stream's epoch."""
+
+    offset: int
+    epoch: str
+
+
+class ChannelHistory(TypedDict):
+    """A channel's stream (DESIGN §12): ``events`` are the event messages as clients get
+    them (each with its ``offset``); ``complete`` is False when some after ``since`` are no
+    longer kept."""
+
+    channel: str
+    epoch: str
+    offset: int
+    complete: bool
+    events: list[dict[str, Any]]
 
 
 AuthorizerResult = Union[bool, None, ChannelAuthResult, Mapping[str, Any]]
@@ -477,6 +498,22 @@ class Events:
     def presence_members(self, channel: str) -> list[PresenceMember]:
         return json.loads(self._core.presence_members(_check_str("channel", channel)))
 
+    def publish(self, channel: str, event: str, data: Any = None,
+                except_socket_id: Optional[str] = None, *, raw: bool = False) -> PublishResult:
+        """broadcast() to one channel that returns the offset it got in the channel's stream
+        and the stream's epoch, ``{"offset": n, "epoch": "..."}`` (DESIGN §12): it waits
+        (GIL released) until the core assigned it — the loop ran it, or with ``redis``
+        Redis's script answered."""
+        return self._core.publish(_check_str("channel", channel), _check_str("event", event),
+                                  _serialize(data, raw), except_socket_id)
+
+    def history(self, channel: str, since: int = 0, limit: int = 0) -> ChannelHistory:
+        """The channel's stream: ``{"channel", "epoch", "offset", "complete", "events"}``,
+        its events with offset > ``since`` (oldest first, at most ``limit``; 0: the history
+        size). ``complete`` is False when some after ``since`` are no longer kept."""
+        _check_history_args(since, limit)
+        return json.loads(self._core.history(_check_str("channel", channel), since, limit))
+
     def stats(self) -> Stats:
         return self._core.stats()
 
@@ -521,6 +558,20 @@ class Events:
     async def apresence_members(self, channel: str) -> list[PresenceMember]:
         fut, cb = _future_callback(asyncio.get_running_loop())
         self._core.presence_members(_check_str("channel", channel), cb)
+        return json.loads(await fut)
+
+    async def apublish(self, channel: str, event: str, data: Any = None,
+                       except_socket_id: Optional[str] = None, *,
+                       raw: bool = False) -> PublishResult:
+        fut, cb = _future_callback(asyncio.get_running_loop())
+        self._core.publish(_check_str("channel", channel), _check_str("event", event),
+                           _serialize(data, raw), except_socket_id, cb)
+        return await fut
+
+    async def ahistory(self, channel: str, since: int = 0, limit: int = 0) -> ChannelHistory:
+        _check_history_args(since, limit)
+        fut, cb = _future_callback(asyncio.get_running_loop())
+        self._core.history(_check_str("channel", channel), since, limit, cb)
         return json.loads(await fut)
 
     async def astats(self) -> Stats:
@@ -585,6 +636,16 @@ class Events:
     presenceMembers = presence_members
 
 
+def _check_history_args(since: Any, limit: Any) -> None:
+    for name, v in (("since", since), ("limit", limit)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"history {name} must be a non-negative int (got {v!r})")
+    if since >= 2 ** 64:
+        raise ValueError("history since must be below 2**64")
+    if limit > 10000:
+        raise ValueError(f"history limit must be at most 10000 (got {limit})")
+
+
 class EventsServer(Events):
     """An in-process server (``events_plugin(...)``): ``listen(host, port)`` serves
     WebSocket on ``path`` (default /ws), ``POST {path}/auth`` (the authorizer), with
@@ -615,7 +676,8 @@ def events_plugin(**options: Any) -> EventsServer:
     auth_secret, authorizer, ping_interval / heartbeat_interval / retry_interval (ms),
     max_payload (alias max_payload_size), max_send_queue, max_connections,
     max_channels_per_connection, api_key, client_events_per_sec, on_client_event,
-    max_member_size, max_presence_members, compression, sse_history, redis, redis_prefix,
+    max_member_size, max_presence_members, compression, history_size, history_ttl,
+    history_max_bytes, redis, redis_prefix,
     redis_backlog_max, redis_connect_timeout, log_level, authorizer_workers. Options are
     checked here, by the core's options table (``OPTION_TABLE``: the bounds and defaults of
     ``vxevents-server --help``): a too-short ``auth_secret`` raises VxValueError mentioning

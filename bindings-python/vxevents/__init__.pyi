@@ -58,6 +58,19 @@ class Stats(TypedDict):
     slow_consumer_closes: int
     ping_timeouts: int
     rejected_connections: int
+    history_bytes: int
+    history_streams: int
+
+class PublishResult(TypedDict):
+    offset: int
+    epoch: str
+
+class ChannelHistory(TypedDict):
+    channel: str
+    epoch: str
+    offset: int
+    complete: bool
+    events: list[dict[str, Any]]
 
 class EventsOptions(TypedDict, total=False):
     """The options of Events(), events_plugin() and get_events(): a misspelt or mistyped
@@ -87,7 +100,9 @@ class EventsOptions(TypedDict, total=False):
     max_member_size: int
     max_presence_members: int
     compression: bool
-    sse_history: int
+    history_size: int
+    history_ttl: int
+    history_max_bytes: int
     log_level: Optional[Literal["error", "warn", "info", "debug"]]
 
 class Events:
@@ -104,7 +119,8 @@ class Events:
                  max_channels_per_connection: int = ..., api_key: Optional[str] = ...,
                  client_events_per_sec: int = ..., max_member_size: int = ...,
                  max_presence_members: int = ..., compression: bool = ...,
-                 sse_history: int = ...,
+                 history_size: int = ..., history_ttl: int = ...,
+                 history_max_bytes: int = ...,
                  log_level: Optional[Literal["error", "warn", "info", "debug"]] = ...) -> None: ...
     @property
     def closed(self) -> bool: ...
@@ -118,6 +134,9 @@ class Events:
     def has_subscribers(self, channel: str) -> bool: ...
     def channels(self) -> list[str]: ...
     def presence_members(self, channel: str) -> list[PresenceMember]: ...
+    def publish(self, channel: str, event: str, data: Any = ...,
+                except_socket_id: Optional[str] = ..., *, raw: bool = ...) -> PublishResult: ...
+    def history(self, channel: str, since: int = ..., limit: int = ...) -> ChannelHistory: ...
     def stats(self) -> Stats: ...
     def sign(self, socket_id: str, channel: str, channel_data: Any = ...) -> str: ...
     def close(self, grace_ms: int = ...) -> None: ...
@@ -132,6 +151,11 @@ class Events:
     async def ahas_subscribers(self, channel: str) -> bool: ...
     async def achannels(self) -> list[str]: ...
     async def apresence_members(self, channel: str) -> list[PresenceMember]: ...
+    async def apublish(self, channel: str, event: str, data: Any = ...,
+                       except_socket_id: Optional[str] = ..., *,
+                       raw: bool = ...) -> PublishResult: ...
+    async def ahistory(self, channel: str, since: int = ...,
+                       limit: int = ...) -> ChannelHistory: ...
     async def astats(self) -> Stats: ...
     async def asign(self, socket_id: str, channel: str, channel_data: Any = ...) -> str: ...
     async def aclose(self, grace_ms: int = ...) -> None: ...

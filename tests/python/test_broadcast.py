@@ -20,7 +20,7 @@ def test_broadcast_dict_reaches_subscriber(server, client_factory):
     server.broadcast("orders", "order.created", {"orderId": 1, "name": "café"})
     msg = c.recv()
     assert msg == {"type": "event", "channel": "orders", "event": "order.created",
-                   "data": {"orderId": 1, "name": "café"}}
+                   "data": {"orderId": 1, "name": "café"}, "offset": 1}
 
 
 def test_str_data_is_a_json_string_value(server, client_factory):

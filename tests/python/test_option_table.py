@@ -61,9 +61,9 @@ def _stub_options() -> set[str]:
     raise AssertionError("the stub declares no EventsOptions")
 
 
-def test_the_table_reaches_python_with_compression_and_sse_history():
+def test_the_table_reaches_python_with_compression_and_history_size():
     names = {r["python"] for r in ROWS}
-    assert {"compression", "sse_history", "auth_secret", "redis", "log_level"} <= names
+    assert {"compression", "history_size", "history_ttl", "history_max_bytes", "auth_secret", "redis", "log_level"} <= names
 
 
 def test_every_row_with_a_python_name_is_accepted_and_declared():
@@ -127,9 +127,9 @@ def _sse_messages_until(sock, pred, what: str, buf: list[bytes], timeout: float 
         buf.append(sock.recv(65536))
 
 
-@pytest.mark.parametrize("sse_history, replayed", [(None, 1), (0, 0)])
-def test_sse_history_reaches_the_core(sse_history, replayed):
-    options = {} if sse_history is None else {"sse_history": sse_history}
+@pytest.mark.parametrize("history_size, replayed", [(None, 1), (0, 0)])
+def test_history_size_reaches_the_core(history_size, replayed):
+    options = {} if history_size is None else {"history_size": history_size}
     with vxevents.events_plugin(ping_interval=0, sse_path="/events", **options) as srv:
         port = srv.listen("127.0.0.1", 0)
         req = b"GET /events?channels=h HTTP/1.1\r\nHost: x\r\n"

@@ -126,10 +126,14 @@ export interface EventsPluginOptions {
    */
   compression?: boolean;
   /**
-   * Recent broadcasts kept (at most 4 MiB) so an SSE stream that reconnects with Last-Event-ID
-   * gets what it missed (default 1000; 0 = off).
+   * Broadcasts kept per channel so a client that reconnects (WebSocket `recover`, SSE
+   * `Last-Event-ID`) gets what it missed (default 100; 0 = none). Replaces `sseHistory`.
    */
-  sseHistory?: number;
+  historySize?: number;
+  /** How long (ms) a broadcast stays in its channel's history (default 300000). */
+  historyTtl?: number;
+  /** Bytes of history for all channels together (default 4 MiB). */
+  historyMaxBytes?: number;
   /** Runs when a WebSocket connection opened (after `connected` was sent). */
   onConnect?: (socketId: string) => void | Promise<void>;
   /** Runs when a connection is gone. */
@@ -180,6 +184,44 @@ export interface EventsStats {
   slowConsumerCloses: number;
   pingTimeouts: number;
   rejectedConnections: number;
+  /** Bytes the channels' history holds (at most historyMaxBytes). */
+  historyBytes: number;
+  /** Channel streams in memory. */
+  historyStreams: number;
+}
+
+/** The offset a broadcast got in its channel's stream, and the stream's epoch. */
+export interface PublishResult {
+  offset: number;
+  epoch: string;
+}
+
+export interface HistoryOptions {
+  /** Events with an offset greater than this (default 0: all kept). */
+  since?: number;
+  /** At most this many (default 0: the history size; at most 10000). */
+  limit?: number;
+}
+
+/** An event as clients receive it, with its offset in the channel's stream. */
+export interface StreamEvent<T = unknown> {
+  type: 'event';
+  channel: string;
+  event: string;
+  data: T;
+  offset: number;
+  client?: true;
+  user_id?: string | number;
+}
+
+/** A channel's stream (DESIGN §12). `complete` is false when events after `since` are no
+ * longer kept (then `events` starts later). */
+export interface ChannelHistory {
+  channel: string;
+  epoch: string;
+  offset: number;
+  complete: boolean;
+  events: StreamEvent[];
 }
 
 /** One broadcast: `data` goes to every subscriber of `channel` (but `except`) as event `event`. */
@@ -309,6 +351,10 @@ export interface EventsManager {
   /** Channels with at least one subscriber. */
   channels(): Promise<string[]>;
   presenceMembers(channel: string): Promise<PresenceMember[]>;
+  /** A broadcast to one channel resolving to the offset it got (DESIGN §12). */
+  publish(channel: string, event: string, data?: unknown, except?: string | null): Promise<PublishResult>;
+  /** The channel's recent events after `since` (its stream). */
+  history(channel: string, options?: HistoryOptions): Promise<ChannelHistory>;
   stats(): Promise<EventsStats>;
   /**
    * Close every client with 1001 and free the instance. Idempotent. With `redis`, every

@@ -75,6 +75,30 @@ class EventsManager {
     return JSON.parse(await this.#native.presenceMembers(str(channel, 'channel')));
   }
 
+  /**
+   * A broadcast to one channel that resolves to the offset it got in the channel's stream
+   * and the stream's epoch ({offset, epoch}, DESIGN §12) — once the core assigned it: after
+   * the loop ran it, or with Redis when Redis's script answered.
+   */
+  async publish(channel, event, data, except) {
+    return this.#native.publish(str(channel, 'channel'), str(event, 'event'), json(data), exceptId(except));
+  }
+
+  /**
+   * The channel's stream: {channel, epoch, offset, complete, events}, its events with
+   * offset > since (oldest first, at most limit; 0: the history size). complete is false
+   * when some after `since` are no longer kept.
+   */
+  async history(channel, options = {}) {
+    if (options === null || typeof options !== 'object') throw optionError('history options must be an object {since, limit}');
+    const { since = 0, limit = 0 } = options;
+    for (const [k, v] of [['since', since], ['limit', limit]]) {
+      if (!Number.isSafeInteger(v) || v < 0) throw optionError(`history ${k} must be a non-negative integer (got ${v})`);
+    }
+    if (limit > 10000) throw optionError(`history limit must be at most 10000 (got ${limit})`);
+    return JSON.parse(await this.#native.history(str(channel, 'channel'), since, limit));
+  }
+
   /** Core counters: connections, channels, messagesDelivered, ... */
   async stats() {
     return this.#native.stats();

@@ -27,7 +27,7 @@ class Events;
 // One pending loop-thread answer. Allocated on the JS thread, filled on the loop thread,
 // consumed and freed on the JS thread (or freed unread when the environment is gone).
 struct Op {
-  enum Kind { kCount, kHas, kChannels, kJson, kStats, kClose, kConnect, kDisconnect, kClientEvent, kLog, kAuth, kStatus } kind;
+  enum Kind { kCount, kHas, kChannels, kJson, kStats, kClose, kConnect, kDisconnect, kClientEvent, kLog, kAuth, kStatus, kPublished } kind;
   napi_deferred deferred = nullptr;
   napi_threadsafe_function tsfn = nullptr;
   int status = 0;
@@ -88,6 +88,15 @@ void OnJson(int status, const char* json, size_t len, void* data) {
   Op* op = static_cast<Op*>(data);
   op->status = status;
   if (status == 0 && json) op->json.assign(json, len);
+  Post(op);
+}
+
+// vx_publish: the offset in `count`, the epoch in `a`.
+void OnPublished(int status, uint64_t offset, const char* epoch, void* data) {
+  Op* op = static_cast<Op*>(data);
+  op->status = status;
+  op->count = offset;
+  if (epoch) op->a = epoch;
   Post(op);
 }
 
@@ -289,6 +298,8 @@ class Events : public Napi::ObjectWrap<Events> {
                            InstanceMethod<&Events::Channels>("channels"),
                            InstanceMethod<&Events::PresenceMembers>("presenceMembers"),
                            InstanceMethod<&Events::Stats>("stats"),
+                           InstanceMethod<&Events::Publish>("publish"),
+                           InstanceMethod<&Events::History>("history"),
                            InstanceMethod<&Events::Sign>("sign"),
                            InstanceMethod<&Events::AuthReply>("authReply"),
                            InstanceMethod<&Events::Close>("close"),
@@ -509,6 +520,13 @@ class Events : public Napi::ObjectWrap<Events> {
       case Op::kJson:
         v = Napi::String::New(env, op->json);
         break;
+      case Op::kPublished: {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("offset", (double)op->count);
+        o.Set("epoch", op->a);
+        v = o;
+        break;
+      }
       case Op::kStats: {
         Napi::Object s = Napi::Object::New(env);
         s.Set("connections", (double)op->stats.connections);
@@ -518,6 +536,8 @@ class Events : public Napi::ObjectWrap<Events> {
         s.Set("slowConsumerCloses", (double)op->stats.slow_consumer_closes);
         s.Set("pingTimeouts", (double)op->stats.ping_timeouts);
         s.Set("rejectedConnections", (double)op->stats.rejected_connections);
+        s.Set("historyBytes", (double)op->stats.history_bytes);
+        s.Set("historyStreams", (double)op->stats.history_streams);
         v = s;
         break;
       }
@@ -640,6 +660,38 @@ class Events : public Napi::ObjectWrap<Events> {
     napi_value promise;
     Op* op = Begin(env, Op::kJson, &promise);
     int r = vx_presence_members(ev_, channel.c_str(), OnJson, op);
+    if (r < 0) Refused(env, op, r);
+    return Napi::Value(env, promise);
+  }
+
+  // publish(channel, event, dataJson | null, exceptId | null) -> Promise<{offset, epoch}>,
+  // settled once the offset is assigned (DESIGN §12).
+  Napi::Value Publish(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Ready(env)) return env.Undefined();
+    std::string channel = Str(info[0]), event = Str(info[1]);
+    std::string data, except;
+    bool has_data = info[2].IsString(), has_except = info[3].IsString();
+    if (has_data) data = Str(info[2]);
+    if (has_except) except = Str(info[3]);
+    napi_value promise;
+    Op* op = Begin(env, Op::kPublished, &promise);
+    int r = vx_publish(ev_, channel.c_str(), event.c_str(), has_data ? data.data() : nullptr,
+                       data.size(), has_except ? except.c_str() : nullptr, OnPublished, op);
+    if (r < 0) Refused(env, op, r);
+    return Napi::Value(env, promise);
+  }
+
+  // history(channel, since, limit) -> Promise<string> (JSON text; parsed in lib/).
+  Napi::Value History(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Ready(env)) return env.Undefined();
+    std::string channel = Str(info[0]);
+    double since = info[1].As<Napi::Number>().DoubleValue();
+    double limit = info[2].As<Napi::Number>().DoubleValue();
+    napi_value promise;
+    Op* op = Begin(env, Op::kJson, &promise);
+    int r = vx_history(ev_, channel.c_str(), (uint64_t)since, (uint32_t)limit, OnJson, op);
     if (r < 0) Refused(env, op, r);
     return Napi::Value(env, promise);
   }

@@ -43,6 +43,7 @@ describe('eventsPlugin on the app port', () => {
       channel: 'announcements',
       event: 'new-feature',
       data: { title: 'Dark Mode Released!' },
+      offset: 1, // the channel stream's position (DESIGN §12)
     });
     await c.close();
   });

@@ -62,9 +62,9 @@ function declaredOptions() {
   return new Set([...body[1].matchAll(/^ {2}([A-Za-z]+)\?:/gm)].map((m) => m[1]));
 }
 
-test('the_table_reaches_node_with_compression_and_sseHistory', () => {
+test('the_table_reaches_node_with_compression_and_historySize', () => {
   const names = NODE_ROWS.map((r) => r.node);
-  for (const n of ['compression', 'sseHistory', 'authSecret', 'redis', 'maxPayloadSize']) assert.ok(names.includes(n), n);
+  for (const n of ['compression', 'historySize', 'historyTtl', 'historyMaxBytes', 'authSecret', 'redis', 'maxPayloadSize']) assert.ok(names.includes(n), n);
 });
 
 test('every_row_with_a_node_name_is_accepted_and_declared', () => {
@@ -107,10 +107,10 @@ test('the_tables_bounds_are_enforced_naming_the_option', () => {
 });
 
 test('getEvents_refuses_out_of_bounds_with_the_cores_message', async () => {
-  const row = NODE_ROWS.find((r) => r.node === 'sseHistory');
-  await assert.rejects(getEvents({ sseHistory: row.max + 1 }), (err) => {
+  const row = NODE_ROWS.find((r) => r.node === 'historySize');
+  await assert.rejects(getEvents({ historySize: row.max + 1 }), (err) => {
     assert.equal(err.code, 'EINVAL');
-    assert.match(err.message, new RegExp(`option sseHistory must be ${row.min} to ${row.max}`));
+    assert.match(err.message, new RegExp(`option historySize must be ${row.min} to ${row.max}`));
     return true;
   });
   await closeEvents();
@@ -171,8 +171,8 @@ function messagesWhen(sock, pred, what, ms = 3000) {
   });
 }
 
-test('sseHistory_reaches_the_core', async () => {
-  for (const [options, replayed] of [[{}, 1], [{ sseHistory: 0 }, 0]]) {
+test('historySize_reaches_the_core', async () => {
+  for (const [options, replayed] of [[{}, 1], [{ historySize: 0 }, 0]]) {
     const ctx = await startApp({ sse: true, ...options });
     try {
       const s1 = await sseStream(ctx.port, '/events?channels=h');

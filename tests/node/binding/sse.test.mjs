@@ -61,7 +61,7 @@ describe("driver 'sse' on the app port", () => {
       assert.deepEqual(res.body, { success: true });
       await ctx.app.events.broadcast('orders', 'order.created', { orderId: 1 });
       const got = await es.next((m) => m.name === 'order.created', 'order.created');
-      assert.deepEqual(got.data, { type: 'event', channel: 'orders', event: 'order.created', data: { orderId: 1 } });
+      assert.deepEqual(got.data, { type: 'event', channel: 'orders', event: 'order.created', data: { orderId: 1 }, offset: 1 });
       assert.deepEqual(es.mismatches, []);
       assert.equal(await ctx.app.events.subscriberCount('orders'), 1);
       const un = await postJson(`${ctx.base}/events/unsubscribe`, { connectionId: id, channel: 'orders' });

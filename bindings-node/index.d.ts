@@ -110,6 +110,14 @@ export interface EventsPluginOptions {
   retryInterval?: number;
   /** Unsent bytes per connection before it is closed with 1008 (default 1 MiB). */
   maxSendQueue?: number;
+  /** Flow control: unsent bytes of the clients past which broadcasts wait (default 16 MiB). */
+  flowHighWater?: number;
+  /** Flow control: waiting broadcasts go on once the unsent bytes drained to this (default 0: half of flowHighWater). */
+  flowLowWater?: number;
+  /** Bytes of broadcasts accepted and not yet sent out; past it broadcast() stays pending (default 8 MiB). */
+  maxCommandQueue?: number;
+  /** ms in total one client may hold broadcasts back before it stops pacing them (default 500). */
+  slowConsumerMs?: number;
   /** Connections beyond this get 503 (default 100000). */
   maxConnections?: number;
   /** Subscriptions per connection (default 100). */
@@ -180,6 +188,20 @@ export interface EventsStats {
   slowConsumerCloses: number;
   pingTimeouts: number;
   rejectedConnections: number;
+  /** ms queued broadcasts waited for the clients' send queues to drain (flow control). */
+  flowPausedMs: number;
+  /** ms callers waited for capacity (pending broadcast() Promises, parked publish requests). */
+  flowWaitMs: number;
+  /** Broadcasts that found the core's queue full and had to wait. */
+  flowWaits: number;
+  /** Publish API requests answered 503 after waiting publishWait ms. */
+  flowRefused: number;
+  /** Clients that held broadcasts back past slowConsumerMs and stopped pacing them. */
+  flowLagging: number;
+  /** Broadcast bytes accepted and not yet sent out (now). */
+  commandQueueBytes: number;
+  /** Unsent bytes of the clients that pace broadcasts (now). */
+  unsentBytes: number;
 }
 
 /** One broadcast: `data` goes to every subscriber of `channel` (but `except`) as event `event`. */
@@ -293,7 +315,11 @@ export type ClientMessage = SubscribeMessage | UnsubscribeMessage | PingMessage 
 
 /** Broadcasting and queries. Every method returns a Promise. */
 export interface EventsManager {
-  /** Send `event` with `data` (JSON-serialized once) to every subscriber of `channel`. */
+  /**
+   * Send `event` with `data` (JSON-serialized once, at the call) to every subscriber of
+   * `channel`. Resolves when the core accepted it: at once while it has room, later while
+   * clients are slower than the producer (flow control), so `await` in a loop paces itself.
+   */
   broadcast(channel: string, event: string, data?: unknown, except?: string): Promise<void>;
   /** The same event to several channels (1..100). */
   broadcastToMany(channels: string[], event: string, data?: unknown, except?: string): Promise<void>;

@@ -145,6 +145,13 @@ class Stats(TypedDict):
     slow_consumer_closes: int
     ping_timeouts: int
     rejected_connections: int
+    flow_paused_ms: int
+    flow_wait_ms: int
+    flow_waits: int
+    flow_refused: int
+    flow_lagging: int
+    command_queue_bytes: int
+    unsent_bytes: int
 
 
 AuthorizerResult = Union[bool, None, ChannelAuthResult, Mapping[str, Any]]
@@ -330,6 +337,7 @@ class Events:
         client_event = (_weak_hook(self, "_dispatch_client_event")
                         if on_client_event is not None else None)
 
+        self._alock: Optional[asyncio.Lock] = None  # abroadcast: waiting for capacity, in order
         self._core = _core.Core(options=settings, authorize=dispatch, log=_core_log,
                                 on_client_event=client_event)
         _live.add(self)
@@ -440,7 +448,9 @@ class Events:
     def broadcast(self, channel: str, event: str, data: Any = None,
                   except_socket_id: Optional[str] = None, *, raw: bool = False) -> None:
         """Send ``event`` with ``data`` to every subscriber of ``channel`` (except the
-        connection ``except_socket_id``). Queues and returns; thread-safe."""
+        connection ``except_socket_id``). Returns once the core accepted it; thread-safe.
+        While the clients are slower than the producer (flow control) it blocks, with the
+        GIL released, until the core has room, so a loop of broadcasts paces itself."""
         self._core.broadcast(_check_str("channel", channel), _check_str("event", event),
                              _serialize(data, raw), except_socket_id)
 
@@ -490,18 +500,45 @@ class Events:
 
     # ---- asyncio twins ----------------------------------------------------------------
 
+    async def _asend(self, channels: Any, event: str, data: Optional[bytes],
+                     except_socket_id: Optional[str]) -> None:
+        # Accepted at once while the core has room; else this task waits (without blocking
+        # the event loop) for capacity, behind every abroadcast that began waiting before it.
+        lock = self._alock
+        if (lock is None or not lock.locked()) and self._core.broadcast(
+                channels, event, data, except_socket_id, wait=False):
+            return
+        if lock is None:
+            lock = self._alock = asyncio.Lock()
+        async with lock:
+            while not self._core.broadcast(channels, event, data, except_socket_id, wait=False):
+                fut, cb = _future_callback(asyncio.get_running_loop())
+                self._core.capacity(cb)
+                await fut
+
     async def abroadcast(self, channel: str, event: str, data: Any = None,
                          except_socket_id: Optional[str] = None, *, raw: bool = False) -> None:
-        self.broadcast(channel, event, data, except_socket_id, raw=raw)
+        """broadcast() for asyncio: awaits capacity instead of blocking the event loop."""
+        await self._asend(_check_str("channel", channel), _check_str("event", event),
+                          _serialize(data, raw), except_socket_id)
 
     async def abroadcast_to_many(self, channels: Sequence[str], event: str, data: Any = None,
                                  except_socket_id: Optional[str] = None, *,
                                  raw: bool = False) -> None:
-        self.broadcast_to_many(channels, event, data, except_socket_id, raw=raw)
+        if isinstance(channels, str):
+            raise TypeError("channels must be a list of str (use abroadcast() for one channel)")
+        names = list(channels)
+        for c in names:
+            _check_str("channel", c)
+        if not names:
+            raise ValueError("channels must not be empty")
+        await self._asend(names, _check_str("event", event), _serialize(data, raw),
+                          except_socket_id)
 
     async def abroadcast_except(self, channel: str, event: str, data: Any,
                                 except_socket_id: str, *, raw: bool = False) -> None:
-        self.broadcast_except(channel, event, data, except_socket_id, raw=raw)
+        _check_str("except_socket_id", except_socket_id)
+        await self.abroadcast(channel, event, data, except_socket_id, raw=raw)
 
     async def asubscriber_count(self, channel: str) -> int:
         fut, cb = _future_callback(asyncio.get_running_loop())

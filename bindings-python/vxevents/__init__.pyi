@@ -58,6 +58,13 @@ class Stats(TypedDict):
     slow_consumer_closes: int
     ping_timeouts: int
     rejected_connections: int
+    flow_paused_ms: int
+    flow_wait_ms: int
+    flow_waits: int
+    flow_refused: int
+    flow_lagging: int
+    command_queue_bytes: int
+    unsent_bytes: int
 
 class EventsOptions(TypedDict, total=False):
     """The options of Events(), events_plugin() and get_events(): a misspelt or mistyped
@@ -88,6 +95,11 @@ class EventsOptions(TypedDict, total=False):
     max_presence_members: int
     compression: bool
     sse_history: int
+    flow_high_water: int
+    flow_low_water: int
+    max_command_queue: int
+    slow_consumer_ms: int
+    publish_wait: int
     log_level: Optional[Literal["error", "warn", "info", "debug"]]
 
 class Events:
@@ -104,7 +116,9 @@ class Events:
                  max_channels_per_connection: int = ..., api_key: Optional[str] = ...,
                  client_events_per_sec: int = ..., max_member_size: int = ...,
                  max_presence_members: int = ..., compression: bool = ...,
-                 sse_history: int = ...,
+                 sse_history: int = ..., flow_high_water: int = ...,
+                 flow_low_water: int = ..., max_command_queue: int = ...,
+                 slow_consumer_ms: int = ..., publish_wait: int = ...,
                  log_level: Optional[Literal["error", "warn", "info", "debug"]] = ...) -> None: ...
     @property
     def closed(self) -> bool: ...

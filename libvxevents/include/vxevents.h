@@ -143,12 +143,13 @@ typedef struct vx_options {
                                    outside 1 .. 3600000 vx_new returns VX_EINVAL */
   size_t flow_high_water;             /* unsent bytes of the connections past which queued
                                    broadcasts wait; default 16 MiB (see vx_wait_capacity) */
-  size_t flow_low_water;              /* ... until they drained to this; default 8 MiB */
+  size_t flow_low_water;              /* ... until they drained to this; default 0: half of
+                                   flow_high_water */
   size_t max_command_queue;           /* bytes of broadcasts accepted and not yet run; past it
                                    vx_broadcast returns VX_EAGAIN; default 8 MiB */
   uint32_t slow_consumer_ms;          /* how long in total a connection may hold producers back
                                    before it stops counting (and is closed at max_send_queue);
-                                   default 500 */
+                                   default 3000 */
   uint32_t publish_wait_ms;           /* how long a publish API request waits for capacity
                                    before 503 + Retry-After; default 5000 */
   vx_connect_cb on_connect;           /* optional */

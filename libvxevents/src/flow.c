@@ -12,13 +12,17 @@
  *   (at most publish_wait_ms, then 503 + Retry-After).
  * - Each connection's max_send_queue: over it a client is closed with 1008.
  *
- * The slow-consumer rule: while commands wait, a tick (TICK_MS) blames every counted
- * connection that makes no progress (the kernel took nothing for STALL_MS), or holds more
- * than four times what the others hold on average (and at least HOG_MIN bytes). One blamed
- * for slow_consumer_ms in total since its queue was last empty is *lagging*: it stops
- * counting, so the others go on at their own pace; it still gets every message, and either
- * catches up (its queue empties: it counts again) or reaches max_send_queue and is closed
- * with 1008. Clients that are all slow together are not blamed: the producer just waits. */
+ * The slow-consumer rule: while commands wait, a tick (TICK_MS) looks at every counted
+ * connection with bytes queued. One that is a *hog* (congested, holding more than HOG_RATIO
+ * times what the others hold on average: the producer waits for it alone) is blamed for the
+ * tick; every tick it is not forgives one, and an empty queue forgives all. Blamed for
+ * slow_consumer_ms it is *lagging*: it stops counting, so the others go on at their own
+ * pace; it still gets every message, and either catches up (its queue empties: it counts
+ * again) or reaches max_send_queue and is closed with 1008. Clients that are slow together
+ * are not blamed: the producer just waits for them. A peer that stops reading altogether
+ * becomes a hog as soon as the others drain; the only client there is is never one (it is
+ * waited for until its keep-alive fails). Kernel socket buffers are not seen: a client is
+ * judged by what the core holds for it. */
 #include "flow.h"
 
 #include "commands.h"
@@ -27,8 +31,7 @@
 #include <stdlib.h>
 
 #define TICK_MS 50
-#define STALL_MS 1000
-#define HOG_MIN (64u * 1024)
+#define HOG_RATIO 32
 
 typedef struct vx_capacity_req {
   vx_capacity_cb cb;
@@ -123,7 +126,9 @@ void vx__flow_check(vx_events *ev) {
   if (!ev->flow.paused) {
     if (over(ev))
       pause_now(ev);
-  } else if (ev->flow.ncongested == 0 && ev->flow.bytes <= ev->opts.flow_low_water) {
+  } else if (ev->flow.ncongested == 0 &&
+             ev->flow.bytes <= (ev->opts.flow_low_water ? ev->opts.flow_low_water
+                                                        : ev->opts.flow_high_water / 2)) {
     go_on(ev);
   }
 }
@@ -132,21 +137,22 @@ static void on_tick(uv_timer_t *t) {
   vx_events *ev = t->data;
   if (!ev->flow.paused)
     return;
-  uint64_t now = uv_now(&ev->loop);
   uint32_t n = ev->flow.nclients;
   vx_conn *next;
   for (vx_conn *c = ev->conns; c; c = next) {
     next = c->next;
     if (!vx_has(c, VXC_F_COUNTED) || c->qbytes == 0)
       continue;
-    bool stalled = now - c->progress_at >= STALL_MS;
+    /* a hog: past half its bound, with HOG_RATIO times what the others hold on average */
     bool hog = false;
-    if (n > 1 && c->qbytes >= HOG_MIN) {
+    if (n > 1 && vx_has(c, VXC_F_CONGESTED)) {
       size_t others = (ev->flow.bytes - c->qbytes) / (n - 1);
-      hog = c->qbytes > 4 * others;
+      hog = c->qbytes > HOG_RATIO * others;
     }
-    if (!stalled && !hog)
+    if (!hog) { /* a straggler that keeps up again is forgiven as fast as it was blamed */
+      c->blame_ms = c->blame_ms > TICK_MS ? c->blame_ms - TICK_MS : 0;
       continue;
+    }
     c->blame_ms += TICK_MS;
     if (c->blame_ms >= ev->opts.slow_consumer_ms)
       lag(c);

@@ -34,6 +34,7 @@ void vx__cmd_free(vx_cmd *c) {
   case CMD_CHANNELS:
   case CMD_STATS:
   case CMD_MEMBERS:
+  case CMD_METRICS:
     free(c->u.query.channel);
     break;
   case CMD_AUTH_REPLY:
@@ -108,6 +109,9 @@ void vx__cmd_cancel(vx_cmd *c) {
   case CMD_MEMBERS:
     ((vx_json_cb)c->u.query.cb)(VX_ECLOSED, NULL, 0, c->u.query.cb_data);
     break;
+  case CMD_METRICS:
+    ((vx_text_cb)c->u.query.cb)(VX_ECLOSED, NULL, 0, c->u.query.cb_data);
+    break;
   case CMD_SSE_SUB:
   case CMD_SSE_UNSUB:
     if (c->u.sse.cb)
@@ -179,6 +183,14 @@ void vx__cmd_run(vx_events *ev, vx_cmd *c) {
     st.connections = ev->nws;
     st.channels = ev->channels.len;
     ((vx_stats_cb)c->u.query.cb)(0, &st, c->u.query.cb_data);
+    break;
+  }
+  case CMD_METRICS: {
+    vx_str s = {0};
+    vx__metrics_render(ev, &s);
+    ((vx_text_cb)c->u.query.cb)(s.oom ? VX_ENOMEM : 0, s.oom ? NULL : s.p, s.oom ? 0 : s.len,
+                                c->u.query.cb_data);
+    vx__str_free(&s);
     break;
   }
   case CMD_CLOSE:
@@ -335,6 +347,10 @@ int vx_channels(vx_events *ev, vx_channels_cb cb, void *data) {
 
 int vx_stats_get(vx_events *ev, vx_stats_cb cb, void *data) {
   return query(ev, CMD_STATS, NULL, (void *)cb, data);
+}
+
+int vx_metrics(vx_events *ev, vx_text_cb cb, void *data) {
+  return query(ev, CMD_METRICS, NULL, (void *)cb, data);
 }
 
 int vx_auth_reply(vx_events *ev, uint64_t id, int authorized, const char *member_json,

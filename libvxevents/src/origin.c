@@ -63,9 +63,14 @@ static bool split(const char *s, size_t n, bool entry, parts *p) {
     p->plen = (size_t)(end - p->port);
     if (!p->plen || p->plen > 5)
       return false;
-    for (size_t i = 0; i < p->plen; i++)
+    unsigned long v = 0;
+    for (size_t i = 0; i < p->plen; i++) {
       if (!isdigit((unsigned char)p->port[i]))
         return false;
+      v = v * 10 + (unsigned long)(p->port[i] - '0');
+    }
+    if (v == 0 || v > 65535)
+      return false;
   }
   size_t start = 0;
   if (entry && p->hlen > 2 && h[0] == '*' && h[1] == '.')

@@ -6,33 +6,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { EventSource } from 'eventsource';
-import parsePrometheus from 'parse-prometheus-text-format';
 import { api, connect, isEvent, ms, nonce, randomKey, waitFor, withServer } from './helpers.mjs';
+import { scrape, value } from './prometheus.mjs';
 import { startRedis } from './redis.mjs';
 import { SECRET } from './sign.mjs';
 
 const T = { timeout: 30000 };
-
-/** GET /metrics with `token` (default: the server's API key), parsed. */
-export async function scrape(srv, token = srv.apiKey) {
-  const res = await fetch(`${srv.url}/metrics`, {
-    headers: token ? { authorization: `Bearer ${token}` } : {},
-    signal: AbortSignal.timeout(ms(5000)),
-  });
-  const text = await res.text();
-  assert.equal(res.status, 200, text);
-  assert.equal(res.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
-  return { text, families: parsePrometheus(text) };
-}
-
-/** The value of `name` with exactly these labels (a number), or undefined. */
-export function value(families, name, labels = {}) {
-  const fam = families.find((f) => f.name === name);
-  if (!fam) return undefined;
-  const want = JSON.stringify(Object.entries(labels).sort());
-  const m = fam.metrics.find((x) => JSON.stringify(Object.entries(x.labels || {}).sort()) === want);
-  return m ? Number(m.value) : undefined;
-}
 
 function family(families, name) {
   const f = families.find((x) => x.name === name);

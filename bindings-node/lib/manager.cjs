@@ -76,6 +76,10 @@ class EventsManager {
   }
 
   /** Core counters: connections, channels, messagesDelivered, ... */
+  async metrics() {
+    return this.#native.metrics();
+  }
+
   async stats() {
     return this.#native.stats();
   }

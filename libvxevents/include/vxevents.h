@@ -172,6 +172,16 @@ typedef struct vx_options {
   const char *metrics_token;   /* bearer token of GET /metrics; NULL = the api_key */
   int landing_page;            /* serve the demo page at GET / (and GET {path} without an
                                   upgrade when path is "/"); default 0 (vxevents-server: 1) */
+  size_t flow_high_water;             /* unsent bytes of the connections past which queued
+                                   broadcasts wait; default 16 MiB (see vx_wait_capacity) */
+  size_t flow_low_water;              /* ... until they drained to this; default 8 MiB */
+  size_t max_command_queue;           /* bytes of broadcasts accepted and not yet run; past it
+                                   vx_broadcast returns VX_EAGAIN; default 8 MiB */
+  uint32_t slow_consumer_ms;          /* how long in total a connection may hold producers back
+                                   before it stops counting (and is closed at max_send_queue);
+                                   default 500 */
+  uint32_t publish_wait_ms;           /* how long a publish API request waits for capacity
+                                   before 503 + Retry-After; default 5000 */
   vx_connect_cb on_connect;           /* optional */
   vx_disconnect_cb on_disconnect;     /* optional */
   vx_log_cb on_log;                   /* optional; NULL logs nothing */
@@ -256,7 +266,8 @@ VX_EXTERN int vx_adopt(vx_events *ev, int fd, const char *bytes, size_t len);
  * published as soon as the Redis connection is up (one made before that waits for it), and
  * kept until Redis acknowledged it; vx_shutdown reports any that never were.
  * Returns 0, VX_ECHANNEL (bad channel name), VX_EINVAL (event empty or over 200 bytes,
- * except_id too long), VX_EJSON (data not JSON), VX_ETOOBIG, VX_EBACKLOG (the broadcasts
+ * except_id too long), VX_EJSON (data not JSON), VX_ETOOBIG, VX_EAGAIN (no capacity now:
+ * see vx_wait_capacity; nothing was queued), VX_EBACKLOG (the broadcasts
  * Redis has not acknowledged yet would exceed redis_backlog_max: Redis unreachable or
  * stalled; the broadcast is then delivered nowhere, this instance included), VX_ENOMEM,
  * VX_ECLOSED. */
@@ -268,6 +279,28 @@ VX_EXTERN int vx_broadcast(vx_events *ev, const char *channel, const char *event
 VX_EXTERN int vx_broadcast_many(vx_events *ev, const char *const *channels, size_t n,
                                 const char *event, const char *data, size_t data_len,
                                 const char *except_id);
+
+/* Flow control. A broadcast is accepted into a bounded queue (max_command_queue bytes);
+ * the loop thread takes broadcasts from it only while the unsent bytes of the connections
+ * stay under flow_high_water and none of them is past half its max_send_queue, and goes on
+ * once they drained under flow_low_water. So a producer faster than its clients fills
+ * the queue, and then vx_broadcast / vx_broadcast_many return VX_EAGAIN without queuing
+ * anything (never blocking): the caller waits for capacity with one of the two calls below
+ * and tries again. A connection that keeps the queue waiting longer than slow_consumer_ms
+ * (in total, since its send queue was last empty) stops counting; it still gets every
+ * message, and is closed with 1008 once it holds more than max_send_queue.
+ *
+ * vx_wait_capacity blocks the calling thread until the queue has room again (it is at most
+ * half full), at most `timeout_ms` (0 = do not wait, just tell). Returns 0 (room),
+ * VX_EAGAIN (still full after timeout_ms), VX_ECLOSED (the instance closed meanwhile or
+ * before), VX_EINVAL (called on the loop thread, that is from a callback).
+ *
+ * vx_on_capacity runs `cb` once, on the loop thread, when the queue has room (soon after the
+ * call if it has room already), or with status VX_ECLOSED when the instance closes first.
+ * Returns 0, VX_EINVAL (cb NULL), VX_ENOMEM, VX_ECLOSED (cb then never runs). */
+VX_EXTERN int vx_wait_capacity(vx_events *ev, uint32_t timeout_ms);
+typedef void (*vx_capacity_cb)(int status, void *data);
+VX_EXTERN int vx_on_capacity(vx_events *ev, vx_capacity_cb cb, void *data);
 
 /* 1 when `id` (`len` bytes) is a socket id the core accepts (what vx_sign and the auth and
  * SSE subscribe routes take: 1 to 64 of A-Z a-z 0-9 . - _), else 0. For the bindings, which
@@ -320,6 +353,16 @@ typedef struct vx_stats {
   uint64_t slow_consumer_closes; /* connections closed with 1008 */
   uint64_t ping_timeouts;        /* connections dropped for not answering pings */
   uint64_t rejected_connections; /* 503 over max_connections */
+  /* flow control (see vx_wait_capacity) */
+  uint64_t flow_paused_ms;     /* time queued commands waited for the send queues to drain */
+  uint64_t flow_wait_ms;       /* time callers waited for capacity (vx_wait_capacity, the
+                                  bindings' pending broadcasts, parked publish requests) */
+  uint64_t flow_waits;         /* broadcasts that found no capacity (VX_EAGAIN) */
+  uint64_t flow_refused;       /* publish API requests answered 503 after publish_wait_ms */
+  uint64_t flow_lagging;       /* connections that held producers back past slow_consumer_ms
+                                  and stopped pacing them */
+  uint64_t command_queue_bytes; /* broadcast bytes accepted and not yet run (now) */
+  uint64_t unsent_bytes;        /* unsent bytes of the connections that pace producers (now) */
 } vx_stats;
 typedef void (*vx_stats_cb)(int status, const vx_stats *stats, void *data);
 

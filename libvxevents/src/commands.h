@@ -26,6 +26,7 @@ typedef enum {
 struct vx_cmd {
   struct vx_cmd *next;
   vx_cmd_type type;
+  size_t cost; /* bytes it counts in ev->cmd_bytes (broadcasts; 0 for the rest) */
   union {
     struct { /* vx_listen waits on `sem` for `*result` */
       uv_sem_t *sem;

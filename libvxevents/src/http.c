@@ -7,6 +7,7 @@
  * answered in order. The parser is paused at the end of each message so the request is
  * handled outside its callbacks. */
 #include "http_int.h"
+#include "flow.h"
 
 #include "landing_html.h" /* generated from page/landing.html */
 
@@ -204,6 +205,7 @@ void vx__http_free(vx_conn *c) {
     vx__str_free(&c->req->body);
     vx__str_free(&c->req->raw_headers);
     vx__str_free(&c->req->ext);
+    vx__str_free(&c->req->rest);
   }
   free(c->req);
   free(c->hp);
@@ -517,6 +519,13 @@ void vx__http_on_read(vx_conn *c, const uint8_t *p, size_t n) {
       handle_request(c, NULL, 0);
       p += used;
       n -= used;
+      if (vx_has(c, VXC_F_PARKED)) { /* waits for capacity: the rest is parsed after it */
+        if (n)
+          vx__str_add(&c->req->rest, (const char *)p, n);
+        if (c->req->rest.oom)
+          vx__conn_oom(c);
+        return;
+      }
       continue;
     }
     if (e != HPE_OK) {
@@ -529,10 +538,28 @@ void vx__http_on_read(vx_conn *c, const uint8_t *p, size_t n) {
   }
 }
 
+/* A parked publish request was answered: what arrived after it is parsed now, and the
+ * socket read again (unless the answer closes the connection). */
+void vx__http_resume(vx_conn *c) {
+  if (vx_has(c, VXC_F_CLOSED) || c->kind != VXK_HTTP || !c->req ||
+      vx_has(c, VXC_F_CLOSE_AFTER_FLUSH))
+    return;
+  vx_str rest = c->req->rest;
+  c->req->rest = (vx_str){0};
+  c->req->stop = false;
+  if (rest.len)
+    vx__http_on_read(c, (const uint8_t *)rest.p, rest.len);
+  vx__str_free(&rest);
+  if (!vx_has(c, VXC_F_CLOSED) && c->kind == VXK_HTTP && !vx_has(c, VXC_F_PARKED) &&
+      !vx_has(c, VXC_F_READ_PAUSED) && !vx_has(c, VXC_F_LINGERING) && vx__conn_read_start(c) != 0)
+    vx__conn_terminate(c);
+}
+
 /* A connection in its HTTP phase: it reads requests; it is never a client, so it has no
  * messages, close handshake or ping of its own (vx__conn_close cuts it). */
 static void http_release(vx_conn *c) {
   vx__http_auth_detach(c); /* an authorizer answer coming later finds no connection */
+  vx__flow_unpark(c);      /* nor does capacity */
   vx__http_free(c);
 }
 

@@ -42,7 +42,9 @@ struct vx_http_req {
   int error_status;
   bool complete, keep_alive, stop;
   bool api; /* a publish API request: its answer is counted by status (metrics.c) */
+  bool batch; /* a parked publish request is /api/batch */
   int method;
+  vx_str rest; /* input read after a parked request, parsed once it is answered */
 };
 
 /* An answer with its own Content-Type and a body of `blen` bytes (`head_only`: the headers
@@ -72,6 +74,8 @@ bool vx__ws_deflate_negotiate(const char *v, size_t n, bool *echo_smwb);
 /* Route handlers, called with the whole request in c->req. */
 void vx__ws_handshake(vx_conn *c, const uint8_t *extra, size_t extra_len); /* GET {path} */
 void vx__api_handle(vx_conn *c, bool batch);         /* POST /api/broadcast, /api/batch */
+/* http.c: a parked request was answered: parse what came after it and read again. */
+void vx__http_resume(vx_conn *c);
 void vx__routes_auth(vx_conn *c);                    /* POST {path}/auth */
 void vx__routes_sse_sub(vx_conn *c, bool subscribe); /* POST {sse_path}/(un)subscribe */
 void vx__metrics_route(vx_conn *c);                  /* GET /metrics (metrics.c) */

@@ -6,6 +6,7 @@
  * Calls: loop -> conn.c / http.c (new connections), loop -> the backplane's lifetime ops
  * (ev->bp: start, stop, done, overdue, force, unpublished, free), loop -> commands.c. */
 #include "commands.h"
+#include "flow.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -176,19 +177,8 @@ void vx__loop_begin_shutdown(vx_events *ev, vx_cmd *cmd) {
   finish_if_done(ev);
 }
 
-static void on_async(uv_async_t *a) {
-  vx_events *ev = a->data;
-  uv_mutex_lock(&ev->mu);
-  vx_cmd *c = ev->cmd_head;
-  ev->cmd_head = ev->cmd_tail = NULL;
-  uv_mutex_unlock(&ev->mu);
-  while (c) {
-    vx_cmd *next = c->next;
-    vx__cmd_run(ev, c);
-    vx__cmd_free(c);
-    c = next;
-  }
-}
+/* Commands run in order while flow control lets them (flow.c). */
+static void on_async(uv_async_t *a) { vx__flow_run_commands(a->data); }
 
 /* Frames queued by I/O callbacks and commands are flushed in the check phase, right after
  * poll; frames queued by timers (pings, deadlines) in the prepare phase, right before the
@@ -225,6 +215,7 @@ static void finish_if_done(vx_events *ev) {
     uv_close((uv_handle_t *)&ev->ping_timer, NULL);
     uv_close((uv_handle_t *)&ev->heartbeat_timer, NULL);
     uv_close((uv_handle_t *)&ev->sweep_timer, NULL);
+    vx__flow_close(ev);
   }
 }
 
@@ -232,6 +223,7 @@ static void on_sweep(uv_timer_t *t) {
   vx_events *ev = t->data;
   vx__conn_sweep(ev);
   vx__http_auth_expire(ev);
+  vx__flow_expire(ev);
   finish_if_done(ev);
 }
 
@@ -262,6 +254,7 @@ static void thread_main(void *arg) {
     vx__cmd_free(c);
     c = next;
   }
+  vx__flow_teardown(ev);
   uv_loop_close(&ev->loop);
   uint64_t lost = ev->bp.ops->unpublished(ev);
   if (lost)
@@ -393,6 +386,7 @@ int vx_new(vx_events **out, const vx_options *opts) {
   uv_timer_init(&ev->loop, &ev->sweep_timer);
   ev->sweep_timer.data = ev;
   uv_timer_start(&ev->sweep_timer, on_sweep, 250, 250);
+  vx__flow_init(ev);
   if (uv_thread_create(&ev->thread, thread_main, ev) != 0) {
     uv_close((uv_handle_t *)&ev->async, NULL);
     uv_close((uv_handle_t *)&ev->check, NULL);
@@ -400,9 +394,11 @@ int vx_new(vx_events **out, const vx_options *opts) {
     uv_close((uv_handle_t *)&ev->ping_timer, NULL);
     uv_close((uv_handle_t *)&ev->heartbeat_timer, NULL);
     uv_close((uv_handle_t *)&ev->sweep_timer, NULL);
+    vx__flow_close(ev);
     uv_run(&ev->loop, UV_RUN_DEFAULT);
     uv_loop_close(&ev->loop);
     uv_mutex_destroy(&ev->mu);
+    uv_cond_destroy(&ev->room);
     free_copies(ev);
     free(ev);
     return VX_ETHREAD;
@@ -428,6 +424,7 @@ void vx_free(vx_events *ev) {
   vx__history_free(ev);
   vx__deflate_free(ev);
   uv_mutex_destroy(&ev->mu);
+  uv_cond_destroy(&ev->room);
   while (ev->pending) {
     vx_pending_auth *p = ev->pending;
     ev->pending = p->next;

@@ -60,9 +60,7 @@ typedef struct {
 
 static void take(vx_events *ev, snap *s) {
   memset(s, 0, sizeof *s);
-  s->st = ev->stats;
-  s->st.connections = ev->nws;
-  s->st.channels = ev->channels.len;
+  vx__stats_fill(ev, &s->st);
   s->m = ev->m;
   for (vx_conn *c = ev->conns; c; c = c->next) {
     if (vx_has(c, VXC_F_CLOSED))
@@ -182,6 +180,17 @@ static void f_fanout(const snap *s, vx_str *o, const char *name) {
     "status code", f_api)                                                                          \
   F(auth_refusals_total, "counter", "Private and presence subscriptions and auth requests "        \
     "refused, by reason", f_auth)                                                                  \
+  V(flow_paused_seconds_total, "counter",                                                          \
+    "Time queued broadcasts waited for the send queues to drain (flow control)",                  \
+    s->st.flow_paused_ms / 1e3)                                                                    \
+  V(flow_wait_seconds_total, "counter", "Time producers waited for capacity", s->st.flow_wait_ms / 1e3) \
+  V(flow_waits_total, "counter", "Broadcasts that found no capacity (EAGAIN)", s->st.flow_waits)  \
+  V(flow_refused_total, "counter", "Publish API requests answered 503 after publish_wait",         \
+    s->st.flow_refused)                                                                            \
+  V(flow_lagging_total, "counter", "Connections that stopped pacing producers (slow_consumer_ms)", \
+    s->st.flow_lagging)                                                                            \
+  V(command_queue_bytes, "gauge", "Broadcast bytes accepted and not yet run", s->st.command_queue_bytes) \
+  V(unsent_bytes, "gauge", "Unsent bytes of the connections that pace producers", s->st.unsent_bytes) \
   F(broadcast_fanout_seconds, "histogram",                                                         \
     "Time to hand one broadcast to every local recipient (framing and queueing, on the loop)",    \
     f_fanout)                                                                                      \

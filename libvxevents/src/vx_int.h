@@ -157,6 +157,12 @@ enum {
   VXC_F_LINGERING = 1u << 8,         /* write side shut down, input discarded until EOF */
   VXC_F_READ_PAUSED = 1u << 9,       /* HTTP: reading stopped while answers exceed the bound */
   VXC_F_OOM = 1u << 10,              /* doomed because memory for it ran out (1011) */
+  /* flow control (flow.c) */
+  VXC_F_COUNTED = 1u << 11,   /* its unsent bytes count in ev->flow.bytes (it paces producers) */
+  VXC_F_CONGESTED = 1u << 12, /* counted, and its queue passed half of max_send_queue */
+  VXC_F_LAGGING = 1u << 13,   /* held producers back too long: no longer counted until it
+                                 catches up (an empty queue) or is closed at the bound */
+  VXC_F_PARKED = 1u << 14,    /* HTTP: a publish request waits for capacity (ev->flow.parked) */
 };
 #define vx_has(c, f) (((c)->flags & (f)) != 0)
 #define vx_set(c, f) ((c)->flags |= (uint16_t)(f))
@@ -204,6 +210,10 @@ struct vx_conn {
   size_t qoff;
   size_t qbytes;    /* unsent bytes in the queue */
   uv_write_t *wreq; /* allocated the first time the kernel is full, then kept */
+  uint64_t progress_at; /* uv_now when the kernel last took bytes (or the queue was empty) */
+  uint32_t blame_ms;    /* time it held producers back since its queue was last empty */
+  vx_conn *parked_next; /* ev->flow.parked */
+  uint64_t parked_until;
 
   vx_sub **subs;
   uint32_t nsubs, subcap;
@@ -293,6 +303,28 @@ struct vx_events {
   uv_mutex_t mu;
   vx_cmd *cmd_head, *cmd_tail;
   bool closing_requested;
+  size_t cmd_bytes;         /* bytes of the broadcast commands queued (max_command_queue) */
+  uv_cond_t room;           /* signalled when cmd_bytes falls to half the bound, or on close */
+  uint32_t room_waiters;    /* threads in vx_wait_capacity */
+  struct vx_capacity_req *capacity; /* vx_on_capacity callbacks, run on the loop thread */
+  uint64_t flow_wait_us;    /* stats: time callers spent waiting for capacity */
+  uint64_t flow_waits;      /* stats: broadcasts refused with VX_EAGAIN / waits begun */
+
+  /* flow control, loop thread (flow.c) */
+  struct {
+    size_t bytes;        /* unsent bytes of the counted connections */
+    uint32_t ncongested; /* counted connections past half their bound */
+    uint32_t nclients;   /* counted connections */
+    bool paused;         /* commands stay queued until the queues drain */
+    bool timer_on;
+    uint64_t paused_at;
+    uint64_t paused_ms;   /* stats: total time commands stayed queued for capacity */
+    uint64_t lagging;     /* stats: connections that stopped counting */
+    uint64_t refused;     /* stats: publish requests answered 503 after the wait */
+    uv_timer_t timer;     /* the blame tick, while paused */
+    vx_conn *parked, *parked_tail; /* HTTP publish requests waiting, oldest first */
+    vx_conn *resuming;             /* the parked request being answered now */
+  } flow;
 
   /* loop thread */
   bool shutting_down;
@@ -352,6 +384,8 @@ void vx__log_at(vx_events *ev, int level, const char *socket_id, const char *cha
 /* One broadcast's local fan-out took `ns`: one bucket search, no allocation. */
 void vx__metrics_fanout(vx_events *ev, uint64_t ns);
 void vx__metrics_api_status(vx_events *ev, int status);
+/* commands.c: what vx_stats_get reports, filled on the loop thread. */
+void vx__stats_fill(vx_events *ev, vx_stats *out);
 /* The whole exposition text into `out` (out->oom on failure). */
 void vx__metrics_render(vx_events *ev, vx_str *out);
 

@@ -138,6 +138,14 @@ export interface EventsPluginOptions {
    * gets what it missed (default 1000; 0 = off).
    */
   sseHistory?: number;
+  /**
+   * Origins whose pages may open a WebSocket or an event stream handed to the core, e.g.
+   * `['https://app.example.com', '*.example.com', 'http://localhost:5173']` (or one comma
+   * list). Another Origin gets 403 before the upgrade; requests without an Origin header
+   * (programs, not browsers) are allowed. Unset: every origin. The app's own Fastify routes
+   * (the auth route included) are not covered: guard them in the app.
+   */
+  allowedOrigins?: string | string[];
   /** Runs when a WebSocket connection opened (after `connected` was sent). */
   onConnect?: (socketId: string) => void | Promise<void>;
   /** Runs when a connection is gone. */
@@ -336,6 +344,12 @@ export interface EventsManager {
   channels(): Promise<string[]>;
   presenceMembers(channel: string): Promise<PresenceMember[]>;
   stats(): Promise<EventsStats>;
+  /**
+   * This instance's metrics in Prometheus text format 0.0.4 (what `vxevents-server` serves
+   * at GET /metrics), to expose on a route of the app's own:
+   * `app.get('/metrics', async (req, reply) => reply.type('text/plain; version=0.0.4').send(await app.events.metrics()))`.
+   */
+  metrics(): Promise<string>;
   /**
    * Close every client with 1001 and free the instance. Idempotent. With `redis`, every
    * broadcast accepted before is published first (waiting for the connection and Redis's

@@ -154,6 +154,10 @@ class EventsManager {
   }
 
   /** Core counters: connections, channels, messagesDelivered, ... */
+  async metrics() {
+    return this.#native.metrics();
+  }
+
   async stats() {
     return this.#native.stats();
   }

@@ -296,6 +296,7 @@ class Events : public Napi::ObjectWrap<Events> {
                            InstanceMethod<&Events::Channels>("channels"),
                            InstanceMethod<&Events::PresenceMembers>("presenceMembers"),
                            InstanceMethod<&Events::Stats>("stats"),
+                           InstanceMethod<&Events::Metrics>("metrics"),
                            InstanceMethod<&Events::Sign>("sign"),
                            InstanceMethod<&Events::AuthReply>("authReply"),
                            InstanceMethod<&Events::Close>("close"),
@@ -695,6 +696,17 @@ class Events : public Napi::ObjectWrap<Events> {
     napi_value promise;
     Op* op = Begin(env, Op::kStats, &promise);
     int r = vx_stats_get(ev_, OnStats, op);
+    if (r < 0) Refused(env, op, r);
+    return Napi::Value(env, promise);
+  }
+
+  // metrics() -> Promise<string>: the Prometheus text GET /metrics serves.
+  Napi::Value Metrics(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Ready(env)) return env.Undefined();
+    napi_value promise;
+    Op* op = Begin(env, Op::kJson, &promise);
+    int r = vx_metrics(ev_, OnJson, op);
     if (r < 0) Refused(env, op, r);
     return Napi::Value(env, promise);
   }

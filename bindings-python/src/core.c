@@ -312,6 +312,11 @@ static int start_stats(CoreObject *self, const char *channel, pending *p) {
   return vx_stats_get(self->ev, on_stats, p);
 }
 
+static int start_metrics(CoreObject *self, const char *channel, pending *p) {
+  (void)channel;
+  return vx_metrics(self->ev, on_json, p); /* vx_text_cb: the same shape as vx_json_cb */
+}
+
 static PyObject *Core_subscriber_count(CoreObject *self, PyObject *args, PyObject *kw) {
   static char *kwlist[] = {"channel", "callback", NULL};
   const char *channel;
@@ -353,6 +358,14 @@ static PyObject *Core_stats(CoreObject *self, PyObject *args, PyObject *kw) {
   if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:stats", kwlist, &cb))
     return NULL;
   return run_query(self, NULL, cb, start_stats);
+}
+
+static PyObject *Core_metrics(CoreObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"callback", NULL};
+  PyObject *cb = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:metrics", kwlist, &cb))
+    return NULL;
+  return run_query(self, NULL, cb, start_metrics);
 }
 
 /* ---- broadcast ---------------------------------------------------------------------- */
@@ -836,6 +849,8 @@ static PyMethodDef Core_methods[] = {
      "capacity(callback=None): wait (or call back) until broadcasts have room again"},
     {"stats", (PyCFunction)(void (*)(void))Core_stats, METH_VARARGS | METH_KEYWORDS,
      "stats(callback=None)"},
+    {"metrics", (PyCFunction)(void (*)(void))Core_metrics, METH_VARARGS | METH_KEYWORDS,
+     "metrics(callback=None): the Prometheus text of GET /metrics"},
     {"sign", (PyCFunction)(void (*)(void))Core_sign, METH_VARARGS | METH_KEYWORDS,
      "sign(socket_id, channel, channel_data=None) -> token"},
     {"auth_reply", (PyCFunction)(void (*)(void))Core_auth_reply, METH_VARARGS | METH_KEYWORDS,

@@ -282,6 +282,13 @@ def _core_text(row: dict[str, Any], value: Any) -> str:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int, not {type(value).__name__}")
         return str(value)
+    if name == "allowed_origins" and isinstance(value, (list, tuple)):
+        # A list of origins and patterns, or the core's comma list as is.
+        for o in value:
+            if not isinstance(o, str) or "," in o or not o.strip():
+                raise ValueError("allowed_origins must be a list of origins like "
+                                 f"'https://app.example.com' or '*.example.com', not {o!r}")
+        return ",".join(value)
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, not {type(value).__name__}")
     return value
@@ -490,6 +497,11 @@ class Events:
     def stats(self) -> Stats:
         return self._core.stats()
 
+    def metrics(self) -> str:
+        """This instance's metrics in Prometheus text format 0.0.4 (what GET /metrics of
+        vxevents-server serves), to expose on a route of the application's own."""
+        return self._core.metrics()
+
     def sign(self, socket_id: str, channel: str, channel_data: Any = None) -> str:
         """The auth token for (socket_id, channel[, channel_data]). ``channel_data`` may be a
         str (JSON text, signed as is) or any JSON-serializable value."""
@@ -563,6 +575,11 @@ class Events:
     async def astats(self) -> Stats:
         fut, cb = _future_callback(asyncio.get_running_loop())
         self._core.stats(cb)
+        return await fut
+
+    async def ametrics(self) -> str:
+        fut, cb = _future_callback(asyncio.get_running_loop())
+        self._core.metrics(cb)
         return await fut
 
     async def asign(self, socket_id: str, channel: str, channel_data: Any = None) -> str:

@@ -79,6 +79,24 @@ typedef void (*vx_log_cb)(int level, const char *message, void *data);
 #define VX_LOG_INFO 2
 #define VX_LOG_DEBUG 3
 
+/* One log line with its fields, for hosts that write structured logs (on_log_record). Every
+ * string is borrowed for the call; a field the line does not have is NULL. */
+typedef struct vx_log_record {
+  int level;             /* VX_LOG_* */
+  const char *message;   /* the same text on_log receives */
+  const char *socket_id; /* the connection the line is about */
+  const char *channel;   /* the channel the line is about */
+} vx_log_record;
+typedef void (*vx_log_record_cb)(const vx_log_record *rec, void *data);
+
+/* Format `rec` as one line ending in "\n" into `out` (always NUL-terminated when outlen > 0):
+ * with `json` 0, "PROGRAM: LEVEL: MESSAGE" (PROGRAM omitted when NULL); with `json` 1, one JSON
+ * object {"level","time" (RFC 3339, UTC, milliseconds),"message", then "socket_id" and
+ * "channel" when set, and "program" when given}. A line longer than `outlen` is cut (a JSON
+ * line stays valid: the message is shortened). Thread-safe. Returns the length written. */
+VX_EXTERN size_t vx_log_format(const vx_log_record *rec, int json, const char *program, char *out,
+                               size_t outlen);
+
 /* A client event ({"type":"message"} on a private/presence channel the socket is
  * subscribed to), after the core accepted and rebroadcast it. `data` is JSON text. */
 typedef void (*vx_client_event_cb)(const char *socket_id, const char *channel, const char *event,
@@ -141,6 +159,19 @@ typedef struct vx_options {
                                    VX_EUNAVAILABLE; also the grace vx_close gives Redis when
                                    called with grace_ms 0. Default 5000; with redis_url,
                                    outside 1 .. 3600000 vx_new returns VX_EINVAL */
+  /* operations: the Origin policy, metrics, the landing page */
+  const char *allowed_origins; /* comma list of origins ("https://app.example.com",
+                                  "http://localhost:5173") and patterns ("*.example.com", also
+                                  with a scheme or a port; "*" = all); a request whose Origin
+                                  header matches none gets 403 (WebSocket upgrade, SSE, the
+                                  auth, subscribe and publish routes). NULL = every origin.
+                                  Requests without Origin (non-browser clients) are allowed */
+  int metrics;                 /* serve GET /metrics (Prometheus text); default 1. It needs
+                                  'Authorization: Bearer <metrics_token, or api_key when no
+                                  metrics_token>'; with neither set it answers 404 */
+  const char *metrics_token;   /* bearer token of GET /metrics; NULL = the api_key */
+  int landing_page;            /* serve the demo page at GET / (and GET {path} without an
+                                  upgrade when path is "/"); default 0 (vxevents-server: 1) */
   size_t flow_high_water;             /* unsent bytes of the connections past which queued
                                    broadcasts wait; default 16 MiB (see vx_wait_capacity) */
   size_t flow_low_water;              /* ... until they drained to this; default 0: half of
@@ -155,6 +186,7 @@ typedef struct vx_options {
   vx_connect_cb on_connect;           /* optional */
   vx_disconnect_cb on_disconnect;     /* optional */
   vx_log_cb on_log;                   /* optional; NULL logs nothing */
+  vx_log_record_cb on_log_record;     /* optional; used instead of on_log when set */
   int log_level;                      /* messages up to this level reach on_log; default WARN */
   void *hook_data;                    /* passed to every hook above */
 } vx_options;
@@ -355,6 +387,14 @@ VX_EXTERN int vx_presence_members(vx_events *ev, const char *channel, vx_json_cb
 VX_EXTERN int vx_channels(vx_events *ev, vx_channels_cb cb, void *data);
 /* Counters. Returns 0, VX_EINVAL (cb NULL), VX_ECLOSED. */
 VX_EXTERN int vx_stats_get(vx_events *ev, vx_stats_cb cb, void *data);
+
+/* This instance's metrics as Prometheus text exposition format 0.0.4: the same text GET
+ * /metrics serves, for hosts that expose it on a route of their own. `text` is borrowed for
+ * the callback, which runs once on the loop thread (status VX_ECLOSED, text NULL, when the
+ * instance closed first; VX_ENOMEM when the text could not be built).
+ * Returns 0, VX_EINVAL (cb NULL), VX_ENOMEM, VX_ECLOSED. */
+typedef void (*vx_text_cb)(int status, const char *text, size_t len, void *data);
+VX_EXTERN int vx_metrics(vx_events *ev, vx_text_cb cb, void *data);
 
 /* Close gracefully and report what could not be published.
  *

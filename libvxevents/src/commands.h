@@ -20,6 +20,7 @@ typedef enum {
   CMD_AUTH_REPLY,
   CMD_SSE_SUB,
   CMD_SSE_UNSUB,
+  CMD_METRICS, /* query, no channel: vx_text_cb */
 } vx_cmd_type;
 
 struct vx_cmd {

@@ -32,6 +32,8 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   vx_conn *c = s->data;
   if (nread > 0)
+    c->ev->m.bytes_in += (uint64_t)nread; /* metrics.c */
+  if (nread > 0)
     c->tp->read(c, (const uint8_t *)buf->base, (size_t)nread);
   else if (nread < 0)
     vx__conn_terminate(c);
@@ -364,7 +366,8 @@ void vx__conn_process_doomed(vx_events *ev) {
     bool oom = vx_has(c, VXC_F_OOM);
     if (!oom) {
       ev->stats.slow_consumer_closes++;
-      vx__log(ev, VX_LOG_INFO, "closing slow consumer %s (%zu bytes queued)", c->id, c->qbytes);
+      vx__log_at(ev, VX_LOG_INFO, c->id, NULL, "closing slow consumer %s (%zu bytes queued)", c->id,
+                 c->qbytes);
     }
     uint32_t keep = vx_has(c, VXC_F_WRITING) ? c->qinflight : (c->qoff ? 1 : 0);
     c->pong = NULL;
@@ -473,7 +476,7 @@ void vx__conn_ping_all(vx_events *ev) {
       continue;
     if (!vx_has(c, VXC_F_ALIVE)) {
       ev->stats.ping_timeouts++;
-      vx__log(ev, VX_LOG_INFO, "dropping %s: no answer to ping", c->id);
+      vx__log_at(ev, VX_LOG_INFO, c->id, NULL, "dropping %s: no answer to ping", c->id);
       vx__conn_terminate(c);
       continue;
     }

@@ -287,6 +287,9 @@ static void free_copies(vx_events *ev) {
   ev->redis_url = ev->redis_prefix = NULL;
   ev->auth_secret = ev->auth_path = ev->sse_path = ev->sse_sub_path = ev->sse_unsub_path = NULL;
   ev->heartbeat = NULL;
+  vx__origins_free(ev);
+  free(ev->metrics_token);
+  ev->metrics_token = NULL;
 }
 
 int vx_new(vx_events **out, const vx_options *opts) {
@@ -337,6 +340,12 @@ int vx_new(vx_events **out, const vx_options *opts) {
     memcpy(ev->heartbeat->data, ": heartbeat\n\n", 13);
   ev->opts.path = ev->path;
   ev->opts.api_key = ev->api_key;
+  /* operations: the Origin list (split once), the metrics token */
+  sse_ok = sse_ok && vx__origins_load(ev, o.allowed_origins) == 0;
+  ev->opts.allowed_origins = NULL; /* ev->origins is what is read */
+  ev->metrics_token = o.metrics_token && *o.metrics_token ? vx__dupz(o.metrics_token) : NULL;
+  ev->opts.metrics_token = ev->metrics_token;
+  sse_ok = sse_ok && (!o.metrics_token || !*o.metrics_token || ev->metrics_token);
   ev->ping_frame = vx__buf_new(2);
   ev->pong_msg = vx__frame_text("{\"type\":\"pong\"}", 15);
   if (!ev->path || (o.api_key && *o.api_key && !ev->api_key) || !ev->ping_frame || !ev->pong_msg ||

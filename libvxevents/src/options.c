@@ -101,7 +101,20 @@
      "publishWait", "publish_wait",                                                                \
      "ms a publish API request waits for capacity before 503 with Retry-After")                    \
   XX(log_level, VX_OPT_LEVEL, VX_LOG_WARN, NULL, 0, 3, "log-level", "VX_LOG_LEVEL", NULL,          \
-     "log_level", "error, warn, info or debug")
+     "log_level", "error, warn, info or debug")                                                    \
+  /* operations: the Origin policy, metrics, the landing page (origin.c, metrics.c, http.c) */    \
+  XX(allowed_origins, VX_OPT_STRING, 0, NULL, 0, 65536, "allowed-origins", "VX_ALLOWED_ORIGINS",   \
+     "allowedOrigins", "allowed_origins",                                                          \
+     "comma list of origins (https://app.example.com, http://localhost:5173) and patterns "        \
+     "(*.example.com) whose pages may connect; others get 403; requests without Origin are "       \
+     "allowed; empty = every origin")                                                              \
+  XX(metrics, VX_OPT_BOOL, 1, NULL, 0, 1, "metrics", "VX_METRICS", NULL, "metrics",                \
+     "serve GET /metrics (Prometheus text) to 'Authorization: Bearer' the metrics token, or the "  \
+     "API key when there is none; without either it answers 404 (1 or 0)")                        \
+  XX(metrics_token, VX_OPT_STRING, 0, NULL, 0, 4096, "metrics-token", "VX_METRICS_TOKEN", NULL,    \
+     "metrics_token", "bearer token of GET /metrics; empty = the API key")                         \
+  XX(landing_page, VX_OPT_BOOL, 0, NULL, 0, 1, "landing-page", "VX_LANDING_PAGE", NULL, NULL,      \
+     "serve a demo page at GET / (connection state, subscribe, event log, publish) (1 or 0)")
 
 static const vx_option_info table[] = {
 #define ROW(field, type, dnum, dstr, lo, hi, flag, env, node, py, help)                            \
@@ -307,6 +320,9 @@ int vx_options_check(const vx_options *o, char *err, size_t errlen) {
     if (r)
       return r;
   }
+  int ro = vx__origins_check(o->allowed_origins, err, errlen);
+  if (ro)
+    return ro;
   if (o->flow_low_water && o->flow_low_water >= o->flow_high_water)
     return fail(err, errlen, VX_EINVAL, "flow_low_water (%zu) must be below flow_high_water (%zu)",
                 o->flow_low_water, o->flow_high_water);

@@ -129,7 +129,10 @@ static void subscribe_query(vx_conn *c, const char *query, char *last, size_t la
 void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id) {
   vx_events *ev = c->ev;
   if (ev->nws >= ev->opts.max_connections || ev->shutting_down) {
-    ev->stats.rejected_connections++;
+    if (ev->shutting_down)
+      ev->m.rejected[VX_RJ_SHUTTING_DOWN]++;
+    else
+      ev->stats.rejected_connections++;
     vx__http_respond(c, 503, "Retry-After: 5\r\n",
                      ev->shutting_down ? "{\"error\":\"server shutting down\"}"
                                        : "{\"error\":\"too many connections\"}",

@@ -175,7 +175,7 @@ typedef struct vx_options {
   size_t flow_high_water;             /* unsent bytes of the connections past which queued
                                    broadcasts wait; default 16 MiB (see vx_wait_capacity) */
   size_t flow_low_water;              /* ... until they drained to this; default 0: half of
-                                   flow_high_water */
+                                   flow_high_water (so is any value not below it) */
   size_t max_command_queue;           /* bytes of broadcasts accepted and not yet run; past it
                                    vx_broadcast returns VX_EAGAIN; default 8 MiB */
   uint32_t slow_consumer_ms;          /* how long in total a connection may hold producers back

@@ -118,6 +118,11 @@ static void go_on(vx_events *ev) {
     uv_async_send(&ev->async);
 }
 
+static size_t low_water(const vx_events *ev) {
+  size_t lo = ev->opts.flow_low_water, hi = ev->opts.flow_high_water;
+  return lo && lo < hi ? lo : hi / 2;
+}
+
 static bool over(const vx_events *ev) {
   return ev->flow.ncongested > 0 || ev->flow.bytes >= ev->opts.flow_high_water;
 }
@@ -126,9 +131,7 @@ void vx__flow_check(vx_events *ev) {
   if (!ev->flow.paused) {
     if (over(ev))
       pause_now(ev);
-  } else if (ev->flow.ncongested == 0 &&
-             ev->flow.bytes <= (ev->opts.flow_low_water ? ev->opts.flow_low_water
-                                                        : ev->opts.flow_high_water / 2)) {
+  } else if (ev->flow.ncongested == 0 && ev->flow.bytes <= low_water(ev)) {
     go_on(ev);
   }
 }

@@ -89,7 +89,7 @@
   XX(flow_low_water, VX_OPT_SIZE, 0, NULL, 0, 1024 * GiB, "flow-low-water", "VX_FLOW_LOW_WATER",    \
      "flowLowWater", "flow_low_water",                                                             \
      "waiting broadcasts go on once the unsent bytes drained to this (below flow-high-water); "    \
-     "0 = half of flow-high-water")                                                                \
+     "0 (or not below flow-high-water) = half of flow-high-water")                                 \
   XX(max_command_queue, VX_OPT_SIZE, 8 * MiB, NULL, 64 * KiB, 1024 * GiB, "max-command-queue",     \
      "VX_MAX_COMMAND_QUEUE", "maxCommandQueue", "max_command_queue",                               \
      "bytes of broadcasts accepted and not yet sent out; past it a broadcast waits for room")       \
@@ -97,8 +97,8 @@
      "VX_SLOW_CONSUMER_MS", "slowConsumerMs", "slow_consumer_ms",                                  \
      "ms in total a connection may hold broadcasts back before it stops pacing them (it is then "  \
      "closed with 1008 at max-send-queue unless it catches up)")                                   \
-  XX(publish_wait_ms, VX_OPT_UINT, 5000, NULL, 0, 600000, "publish-wait", "VX_PUBLISH_WAIT",       \
-     "publishWait", "publish_wait",                                                                \
+  XX(publish_wait_ms, VX_OPT_UINT, 5000, NULL, 0, 600000, "publish-wait", "VX_PUBLISH_WAIT", NULL, \
+     "publish_wait",                                                                               \
      "ms a publish API request waits for capacity before 503 with Retry-After")                    \
   XX(log_level, VX_OPT_LEVEL, VX_LOG_WARN, NULL, 0, 3, "log-level", "VX_LOG_LEVEL", NULL,          \
      "log_level", "error, warn, info or debug")                                                    \
@@ -323,9 +323,6 @@ int vx_options_check(const vx_options *o, char *err, size_t errlen) {
   int ro = vx__origins_check(o->allowed_origins, err, errlen);
   if (ro)
     return ro;
-  if (o->flow_low_water && o->flow_low_water >= o->flow_high_water)
-    return fail(err, errlen, VX_EINVAL, "flow_low_water (%zu) must be below flow_high_water (%zu)",
-                o->flow_low_water, o->flow_high_water);
   if (o->sse_path && strcmp(o->sse_path, o->path) == 0)
     return fail(err, errlen, VX_EINVAL, "sse_path must differ from path ('%s')", o->path);
   return 0;

@@ -178,14 +178,10 @@ static void water_marks_are_checked(void **st) {
   assert_int_equal(o.flow_low_water, 0); /* half of flow_high_water */
   assert_int_equal(o.max_command_queue, 8u << 20);
   assert_int_equal(o.slow_consumer_ms, 3000);
-  o.flow_low_water = o.flow_high_water / 2;
-  assert_int_equal(vx_options_check(&o, NULL, 0), 0);
-  o.flow_low_water = o.flow_high_water;
+  o.flow_high_water = 32; /* below its bound */
   char err[256];
   assert_int_equal(vx_options_check(&o, err, sizeof err), VX_EINVAL);
-  assert_non_null(strstr(err, "flow_low_water"));
-  vx_events *ev = NULL;
-  assert_int_equal(vx_new(&ev, &o), VX_EINVAL);
+  assert_non_null(strstr(err, "flow_high_water"));
   assert_int_equal(vx_wait_capacity(NULL, 0), VX_EINVAL);
   assert_int_equal(vx_on_capacity(NULL, capacity_cb, NULL), VX_EINVAL);
 }

@@ -116,8 +116,10 @@ export interface EventsPluginOptions {
   flowLowWater?: number;
   /** Bytes of broadcasts accepted and not yet sent out; past it broadcast() stays pending (default 8 MiB). */
   maxCommandQueue?: number;
-  /** ms in total one client may hold broadcasts back before it stops pacing them (default 500). */
+  /** ms in total one client may hold broadcasts back before it stops pacing them (default 10000). */
   slowConsumerMs?: number;
+  /** Kernel send buffer per client socket in bytes (default 262144; 0 = the kernel's autotuned one). */
+  socketSendBuffer?: number;
   /** Connections beyond this get 503 (default 100000). */
   maxConnections?: number;
   /** Subscriptions per connection (default 100). */

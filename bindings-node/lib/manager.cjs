@@ -186,7 +186,7 @@ class EventsManager {
   close(graceMs = 0) {
     if (this.#closing === null) {
       // Broadcasts still waiting for capacity are sent first (they were called before the
-      // close); the ones the core refuses reject on their own.
+      // close); those still waiting when the core closes reject with ECLOSED.
       const waiting = this.#waiting.map(
         (w) => new Promise((done) => {
           const { resolve, reject } = w;
@@ -194,7 +194,13 @@ class EventsManager {
           w.reject = (e) => { reject(e); done(); };
         }),
       );
-      this.#closing = Promise.all(waiting).then(() => this.#native.close(graceMs));
+      // At most the grace period (or 2 s): a client that never reads must not hold close.
+      let timer;
+      const bound = new Promise((done) => { timer = setTimeout(done, graceMs || 2000); });
+      this.#closing = Promise.race([Promise.all(waiting), bound]).then(() => {
+        clearTimeout(timer);
+        return this.#native.close(graceMs);
+      });
     }
     return this.#closing;
   }

@@ -99,6 +99,7 @@ class EventsOptions(TypedDict, total=False):
     flow_low_water: int
     max_command_queue: int
     slow_consumer_ms: int
+    socket_send_buffer: int
     publish_wait: int
     allowed_origins: Union[str, Sequence[str], None]
     metrics: bool
@@ -121,7 +122,8 @@ class Events:
                  max_presence_members: int = ..., compression: bool = ...,
                  sse_history: int = ..., flow_high_water: int = ...,
                  flow_low_water: int = ..., max_command_queue: int = ...,
-                 slow_consumer_ms: int = ..., publish_wait: int = ...,
+                 slow_consumer_ms: int = ..., socket_send_buffer: int = ...,
+                 publish_wait: int = ...,
                  allowed_origins: Union[str, Sequence[str], None] = ...,
                  metrics: bool = ..., metrics_token: Optional[str] = ...,
                  log_level: Optional[Literal["error", "warn", "info", "debug"]] = ...) -> None: ...

@@ -178,9 +178,13 @@ typedef struct vx_options {
                                    flow_high_water (so is any value not below it) */
   size_t max_command_queue;           /* bytes of broadcasts accepted and not yet run; past it
                                    vx_broadcast returns VX_EAGAIN; default 8 MiB */
+  size_t socket_send_buffer;          /* SO_SNDBUF of client sockets: what the kernel holds per
+                                   connection beyond the send queue (a copy per connection,
+                                   where the queue shares one frame between all); default
+                                   256 KiB; 0 = the kernel's autotuned default */
   uint32_t slow_consumer_ms;          /* how long in total a connection may hold producers back
                                    before it stops counting (and is closed at max_send_queue);
-                                   default 3000 */
+                                   default 10000 */
   uint32_t publish_wait_ms;           /* how long a publish API request waits for capacity
                                    before 503 + Retry-After; default 5000 */
   vx_connect_cb on_connect;           /* optional */

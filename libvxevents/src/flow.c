@@ -14,15 +14,16 @@
  *
  * The slow-consumer rule: while commands wait, a tick (TICK_MS) looks at every counted
  * connection with bytes queued. One that is a *hog* (congested, holding more than HOG_RATIO
- * times what the others hold on average: the producer waits for it alone) is blamed for the
- * tick; every tick it is not forgives one, and an empty queue forgives all. Blamed for
+ * times what the others hold on average: the producer waits for it alone; and reading so
+ * slowly that draining a quarter of its bound would take longer than slow_consumer_ms)
+ * is blamed for the tick; every tick it is not forgives one, and an empty queue forgives all. Blamed for
  * slow_consumer_ms it is *lagging*: it stops counting, so the others go on at their own
  * pace; it still gets every message, and either catches up (its queue empties: it counts
- * again) or reaches max_send_queue and is closed with 1008. Clients that are slow together
- * are not blamed: the producer just waits for them. A peer that stops reading altogether
- * becomes a hog as soon as the others drain; the only client there is is never one (it is
- * waited for until its keep-alive fails). Kernel socket buffers are not seen: a client is
- * judged by what the core holds for it. */
+ * again) or reaches max_send_queue and is closed with 1008. A peer that took nothing at all
+ * for slow_consumer_ms (stalled) is lagging at once, when the stalled ones are at most a
+ * tenth of the clients (or it is the only one). Clients that are slow together are not blamed:
+ * the producer just waits for them. Kernel socket buffers are not seen: a client is judged
+ * by what the core holds for it. */
 #include "flow.h"
 
 #include "commands.h"
@@ -136,21 +137,41 @@ void vx__flow_check(vx_events *ev) {
   }
 }
 
+static bool stalled(const vx_events *ev, const vx_conn *c, uint64_t now) {
+  return vx_has(c, VXC_F_COUNTED) && c->qbytes && now - c->progress_at >= ev->opts.slow_consumer_ms;
+}
+
 static void on_tick(uv_timer_t *t) {
   vx_events *ev = t->data;
   if (!ev->flow.paused)
     return;
-  uint32_t n = ev->flow.nclients;
+  uint64_t now = uv_now(&ev->loop);
+  uint32_t n = ev->flow.nclients, nstalled = 0;
+  for (vx_conn *c = ev->conns; c; c = c->next)
+    nstalled += stalled(ev, c, now);
+  /* stalled peers are cut loose when they are a small minority (a tenth at most) or the
+   * only client: when many are stalled together, the producer is simply faster than they
+   * are (or their host is busy), and they are waited for */
+  bool cut_stalled = nstalled && (n == 1 || nstalled * 10 <= n);
   vx_conn *next;
   for (vx_conn *c = ev->conns; c; c = next) {
     next = c->next;
     if (!vx_has(c, VXC_F_COUNTED) || c->qbytes == 0)
       continue;
-    /* a hog: past half its bound, with HOG_RATIO times what the others hold on average */
+    if (cut_stalled && stalled(ev, c, now)) {
+      c->blame_ms = (uint32_t)(now - c->progress_at);
+      lag(c);
+      continue;
+    }
+    /* a hog: past half its bound, with HOG_RATIO times what the others hold on average,
+     * and reading too slowly to drain a quarter of its bound within slow_consumer_ms */
+    uint32_t took = c->sent - c->sent_tick;
+    c->sent_tick = c->sent;
     bool hog = false;
     if (n > 1 && vx_has(c, VXC_F_CONGESTED)) {
       size_t others = (ev->flow.bytes - c->qbytes) / (n - 1);
-      hog = c->qbytes > HOG_RATIO * others;
+      uint64_t enough = (uint64_t)ev->opts.max_send_queue / 4 * TICK_MS / ev->opts.slow_consumer_ms;
+      hog = c->qbytes > HOG_RATIO * others && took < enough;
     }
     if (!hog) { /* a straggler that keeps up again is forgiven as fast as it was blamed */
       c->blame_ms = c->blame_ms > TICK_MS ? c->blame_ms - TICK_MS : 0;
@@ -215,38 +236,56 @@ static void run_ready(vx_events *ev, vx_capacity_req *r, int status) {
 
 static void run_parked(vx_events *ev);
 
+/* Broadcasts (and a close behind them) wait while paused, in order; everything else
+ * (queries, listen, adopted sockets, auth answers, SSE subscriptions) runs at once, so a
+ * stats() or a subscriber count answers however slow the clients are. Once close is
+ * requested nothing waits any more: the clients are going away, and the broadcasts
+ * accepted before the close are still delivered (or published) first. */
 void vx__flow_run_commands(vx_events *ev) {
   run_parked(ev);
   uv_mutex_lock(&ev->mu);
-  vx_cmd *c = ev->flow.paused ? NULL : ev->cmd_head;
-  vx_cmd *tail = ev->cmd_tail;
-  if (c)
-    ev->cmd_head = ev->cmd_tail = NULL;
+  vx_cmd *c = ev->cmd_head;
+  bool closing = ev->closing_requested;
+  ev->cmd_head = ev->cmd_tail = NULL;
   uv_mutex_unlock(&ev->mu);
+  vx_cmd *kept = NULL, *kept_tail = NULL;
   size_t done = 0;
-  while (c && !ev->flow.paused) {
+  while (c) {
     vx_cmd *next = c->next;
-    done += c->cost;
-    vx__cmd_run(ev, c);
-    vx__cmd_free(c);
+    c->next = NULL;
+    bool held = c->type == CMD_BROADCAST || c->type == CMD_CLOSE;
+    if (held && (kept || (ev->flow.paused && !closing))) {
+      if (kept_tail)
+        kept_tail->next = c;
+      else
+        kept = c;
+      kept_tail = c;
+    } else {
+      done += c->cost;
+      vx__cmd_run(ev, c);
+      vx__cmd_free(c);
+      if (held)
+        vx__flow_check(ev);
+    }
     c = next;
-    if (c && c->type == CMD_BROADCAST)
-      vx__flow_check(ev);
   }
   uv_mutex_lock(&ev->mu);
-  if (c) { /* paused: the rest goes back in front of what arrived meanwhile */
-    tail->next = ev->cmd_head;
+  if (kept) { /* paused: they go back in front of what arrived meanwhile */
+    kept_tail->next = ev->cmd_head;
     if (!ev->cmd_head)
-      ev->cmd_tail = tail;
-    ev->cmd_head = c;
+      ev->cmd_tail = kept_tail;
+    ev->cmd_head = kept;
   }
   ev->cmd_bytes -= done;
   if ((room(ev) || ev->closing_requested) && ev->room_waiters)
     uv_cond_broadcast(&ev->room);
-  bool closing = ev->closing_requested;
+  closing = ev->closing_requested;
   vx_capacity_req *ready = take_ready(ev);
   uv_mutex_unlock(&ev->mu);
   run_ready(ev, ready, closing && !room(ev) ? VX_ECLOSED : 0);
+  /* close was requested while broadcasts waited: they go now (see above) */
+  if (kept && closing && !uv_is_closing((uv_handle_t *)&ev->async))
+    uv_async_send(&ev->async);
 }
 
 void vx__flow_teardown(vx_events *ev) {

@@ -28,8 +28,10 @@ void vx__flow_rejoin(vx_conn *c); /* flow.c: a lagging connection caught up */
 static inline void vx__flow_sub(vx_conn *c, size_t n, bool sent) {
   vx_events *ev = c->ev;
   c->qbytes -= n;
-  if (sent && n)
+  if (sent && n) {
     c->progress_at = uv_now(&ev->loop);
+    c->sent += (uint32_t)n;
+  }
   if (vx_has(c, VXC_F_COUNTED)) {
     ev->flow.bytes -= n;
     if (vx_has(c, VXC_F_CONGESTED) && c->qbytes <= ev->opts.max_send_queue / 4) {

@@ -36,6 +36,10 @@ static void conn_begin(vx_events *ev, vx_conn *c, const uint8_t *bytes, size_t n
   c->tcp.data = c;
   vx__conn_accepted(ev, c);
   uv_tcp_nodelay(&c->tcp, 1);
+  if (ev->opts.socket_send_buffer) { /* what the kernel holds per connection, see options.c */
+    int v = (int)ev->opts.socket_send_buffer;
+    uv_send_buffer_size((uv_handle_t *)&c->tcp, &v);
+  }
   if (ev->shutting_down || vx__http_start(c) != 0 || vx__conn_read_start(c) != 0) {
     vx__conn_terminate(c);
     return;

@@ -93,7 +93,11 @@
   XX(max_command_queue, VX_OPT_SIZE, 8 * MiB, NULL, 64 * KiB, 1024 * GiB, "max-command-queue",     \
      "VX_MAX_COMMAND_QUEUE", "maxCommandQueue", "max_command_queue",                               \
      "bytes of broadcasts accepted and not yet sent out; past it a broadcast waits for room")       \
-  XX(slow_consumer_ms, VX_OPT_UINT, 3000, NULL, 10, 600000, "slow-consumer-ms",                     \
+  XX(socket_send_buffer, VX_OPT_SIZE, 256 * KiB, NULL, 0, 64 * MiB, "socket-send-buffer",          \
+     "VX_SOCKET_SEND_BUFFER", "socketSendBuffer", "socket_send_buffer",                            \
+     "kernel send buffer per connection (SO_SNDBUF); 0 = the kernel's own, autotuned (up to "      \
+     "several MiB per connection, unseen by flow control)")                                        \
+  XX(slow_consumer_ms, VX_OPT_UINT, 10000, NULL, 10, 600000, "slow-consumer-ms",                     \
      "VX_SLOW_CONSUMER_MS", "slowConsumerMs", "slow_consumer_ms",                                  \
      "ms in total a connection may hold broadcasts back before it stops pacing them (it is then "  \
      "closed with 1008 at max-send-queue unless it catches up)")                                   \

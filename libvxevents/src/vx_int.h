@@ -212,6 +212,7 @@ struct vx_conn {
   uv_write_t *wreq; /* allocated the first time the kernel is full, then kept */
   uint64_t progress_at; /* uv_now when the kernel last took bytes (or the queue was empty) */
   uint32_t blame_ms;    /* time it held producers back since its queue was last empty */
+  uint32_t sent, sent_tick; /* bytes the kernel took (wrapping), and at the last flow tick */
   vx_conn *parked_next; /* ev->flow.parked */
   uint64_t parked_until;
 

@@ -377,7 +377,8 @@ static PyObject *Core_metrics(CoreObject *self, PyObject *args, PyObject *kw) {
  * once accepted. */
 static int wait_room(CoreObject *self, int *rc) {
   int w;
-  Py_BEGIN_ALLOW_THREADS w = vx_wait_capacity(self->ev, 200);
+  vx_events *ev = self->ev; /* freed only by the Core's dealloc, never while this runs */
+  Py_BEGIN_ALLOW_THREADS w = vx_wait_capacity(ev, 200);
   Py_END_ALLOW_THREADS
   if (PyErr_CheckSignals() < 0)
     return -1;

@@ -423,6 +423,15 @@ void vx_free(vx_events *ev) {
     vx_close(ev, 0, NULL, NULL); /* VX_ECLOSED if already requested: fine */
     uv_thread_join(&ev->thread);
   }
+  /* threads still leaving vx_wait_capacity (woken by the close) are let out first */
+  uv_mutex_lock(&ev->mu);
+  while (ev->room_waiters) {
+    uv_cond_broadcast(&ev->room);
+    uv_mutex_unlock(&ev->mu);
+    uv_sleep(1);
+    uv_mutex_lock(&ev->mu);
+  }
+  uv_mutex_unlock(&ev->mu);
   vx__hub_free(ev);
   ev->bp.ops->free(ev);
   vx__history_free(ev);

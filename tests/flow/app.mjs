@@ -1,6 +1,6 @@
 // A Fastify app with the vxevents plugin for the flow-control tests: prints {"port":P},
-// then on a line "go N PAD" on stdin awaits app.events.broadcast('bench', 'e', {i, pad})
-// N times in a loop and prints {"ms":..,"hwmMiB":..,"stats":{..}} (hwm: the process's
+// then on a line "go N PAD [stamp]" on stdin awaits app.events.broadcast('bench', 'e',
+// {i, pad}) N times in a loop (with "stamp": {i, t: Date.now(), pad}) and prints {"ms":..,"hwmMiB":..,"stats":{..}} (hwm: the process's
 // peak RSS, VmHWM). Extra plugin options come as JSON in argv[2].
 import Fastify from 'fastify';
 import { readFileSync } from 'node:fs';
@@ -16,11 +16,12 @@ process.stdout.write(JSON.stringify({ port: app.server.address().port }) + '\n')
 const hwm = () => Number(/VmHWM:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))[1]) / 1024;
 
 for await (const line of createInterface({ input: process.stdin })) {
-  const [cmd, n, padLen] = line.split(' ');
+  const [cmd, n, padLen, stamp] = line.split(' ');
   if (cmd === 'go') {
     const pad = 'x'.repeat(Number(padLen));
     const t0 = performance.now();
-    for (let i = 0; i < Number(n); i++) await app.events.broadcast('bench', 'e', { i, pad });
+    if (stamp) for (let i = 0; i < Number(n); i++) await app.events.broadcast('bench', 'e', { i, t: Date.now(), pad });
+    else for (let i = 0; i < Number(n); i++) await app.events.broadcast('bench', 'e', { i, pad });
     const ms = Math.round(performance.now() - t0);
     const stats = await app.events.stats();
     process.stdout.write(JSON.stringify({ ms, hwmMiB: Math.round(hwm()), stats }) + '\n');

@@ -7,7 +7,9 @@
 //   node subscribers.mjs URL CHANNEL COUNT EXPECT
 //
 // Messages are checked without JSON.parse (the i is found in the raw frame text) so that a
-// 100-million-delivery run is bounded by the server, not by this process.
+// 100-million-delivery run is bounded by the server, not by this process. When events carry
+// "t" (Date.now() at the broadcast call), the outcome has latency percentiles of a sample
+// (every 16th event of every connection).
 import WebSocket from 'ws';
 
 const [url, channel, count, expect] = [process.argv[2], process.argv[3], Number(process.argv[4]), Number(process.argv[5])];
@@ -32,6 +34,7 @@ function report(reason) {
     outOfOrder: clients.reduce((a, c) => a + c.bad, 0),
     closed: clients.filter((c) => c.closeCode !== null).map((c) => c.closeCode),
     ms: firstAt ? Date.now() - firstAt : 0,
+    ...latency(),
     rssMiB: Math.round(process.memoryUsage().rss / 1048576),
   };
   process.stdout.write(JSON.stringify(out) + '\n');
@@ -41,6 +44,25 @@ function report(reason) {
 
 const EVENT = Buffer.from('"type":"event"');
 const I = Buffer.from('"i":');
+const T = Buffer.from('"t":');
+const lat = [];
+
+function latency() {
+  if (!lat.length) return {};
+  lat.sort((a, b) => a - b);
+  const p = (q) => lat[Math.min(lat.length - 1, Math.floor(q * lat.length))];
+  return { p50: p(0.5), p99: p(0.99), max: lat[lat.length - 1] };
+}
+
+function numberAt(buf, at) {
+  let n = 0;
+  for (let p = at; p < buf.length; p++) {
+    const d = buf[p] - 48;
+    if (d < 0 || d > 9) break;
+    n = n * 10 + d;
+  }
+  return n;
+}
 
 for (let k = 0; k < count; k++) {
   const ws = new WebSocket(url, { perMessageDeflate: false });
@@ -58,12 +80,10 @@ for (let k = 0; k < count; k++) {
     }
     if (buf.indexOf(EVENT) < 0) return;
     if (!firstAt) firstAt = Date.now();
-    const at = buf.indexOf(I);
-    let n = 0;
-    for (let p = at + 4; p < buf.length; p++) {
-      const d = buf[p] - 48;
-      if (d < 0 || d > 9) break;
-      n = n * 10 + d;
+    const n = numberAt(buf, buf.indexOf(I) + 4);
+    if ((n & 15) === 0) {
+      const t = buf.indexOf(T);
+      if (t >= 0) lat.push(Date.now() - numberAt(buf, t + 4));
     }
     if (n !== c.next) c.bad++;
     c.next = n + 1;

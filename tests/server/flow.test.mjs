@@ -75,7 +75,7 @@ test('api_batch_2000x100_reaches_500_subscribers_all_in_order_none_closed', { ti
 
 test('a_client_that_stops_reading_among_200_is_closed_1008_and_the_others_get_everything', { timeout: 300_000 }, async () => {
   const readers = ASAN ? 50 : 200;
-  const requests = ASAN ? 50 : 300;
+  const requests = ASAN ? 150 : 300;
   await withServer({ args: ['--slow-consumer-ms', '1000'] }, async (srv) => {
     // the same stream twice, to the same readers: first with nobody stalled (the baseline)
     const fleet = child('node', [SUBSCRIBERS, srv.wsUrl, 'firehose', String(readers), String(2 * requests * 100)]);

@@ -24,7 +24,8 @@ function ping(port, tlsOpts) {
     const sock = tlsOpts
       ? tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: readFileSync(tlsOpts.ca),
         cert: tlsOpts.clientCert && readFileSync(tlsOpts.clientCert),
-        key: tlsOpts.clientKey && readFileSync(tlsOpts.clientKey) }, () => sock.write('PING\r\n'))
+        key: tlsOpts.clientKey && readFileSync(tlsOpts.clientKey),
+        checkServerIdentity: () => undefined /* readiness only: the names are the test's */ }, () => sock.write('PING\r\n'))
       : net.connect({ host: '127.0.0.1', port }, () => sock.write('PING\r\n'));
     sock.on('data', (d) => { sock.destroy(); resolve(d.toString().startsWith('+PONG')); });
     sock.on('error', () => resolve(false));

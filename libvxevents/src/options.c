@@ -244,8 +244,8 @@ static int check_one(const vx_options *o, const vx_option_info *t, const char *s
     /* The URL is not echoed: it may hold a password. */
     if (t->type == VX_OPT_REDIS && vx__redis_url_valid(s) != 0)
       return fail(err, errlen, VX_EINVAL,
-                  "%s must look like redis[s]://[[user]:password@]host[:port][/db]; the value "
-                  "given (not shown) does not",
+                  "%s must look like redis://[[user]:password@]host[:port][/db] (rediss:// for "
+                  "TLS); the value given (not shown) does not",
                   shown);
     return 0;
   }

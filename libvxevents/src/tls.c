@@ -308,7 +308,8 @@ int vx__tls_check(const vx_options *o, char *err, size_t errlen) {
                 o->tls_cert ? "tls_key" : "tls_cert");
   if (o->tls_ca && !o->tls_cert)
     return fail(err, errlen, "tls_ca needs tls_cert and tls_key");
-  if (!o->redis_tls_cert != !o->redis_tls_key)
+  /* The redis_tls_* options matter only with a rediss:// URL. */
+  if (redis_tls(o) && !o->redis_tls_cert != !o->redis_tls_key)
     return fail(err, errlen, "redis_tls_cert and redis_tls_key go together (%s is missing)",
                 o->redis_tls_cert ? "redis_tls_key" : "redis_tls_cert");
   if (o->tls_cert) {

@@ -774,6 +774,8 @@ static void pump_app_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     return;
   }
   pump_tcp_out(p);
+  if (!p->dead && p->tcp_wr) /* Redis is slow to take it: hiredis waits (its socket fills) */
+    uv_read_stop((uv_stream_t *)&p->app);
 }
 
 static void pump_tcp_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {

@@ -10,7 +10,7 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import tls from 'node:tls';
 import { certDir, makeCa, makeCert } from './certs.mjs';
-import { connect, isEvent, ms, nonce, startServer, withServer, withTimeout } from './helpers.mjs';
+import { connect, isEvent, ms, nonce, startServer, waitFor, withServer, withTimeout } from './helpers.mjs';
 
 let d;
 let ca;
@@ -221,6 +221,32 @@ describe('TLS listener', () => {
       await waitStderr(server, /TLS handshake failed/g, 3);
       // The stalled one is cut at the HTTP deadline like a slow request.
       await closedBy(stalled, 'the close of the stalled handshake', ms(15000));
+    });
+  });
+
+  test('a TLS client that stops reading is a slow consumer like any other; the others get everything', async () => {
+    await withServer({ args: [...tlsArgs(), '--max-send-queue', '65536', '--log-level', 'info'] }, async (server) => {
+      const ch = `slow-${nonce()}`;
+      // No permessage-deflate: the padding must cost its size on the wire.
+      const plainWs = { wsOptions: { ca: readFileSync(ca.cert), perMessageDeflate: false } };
+      const slow = await connect(server, plainWs);
+      const fast = await connect(server, plainWs);
+      await slow.subscribe(ch);
+      await fast.subscribe(ch);
+      slow.ws.pause(); // the kernel buffers fill, then the server's queue
+      const data = 'z'.repeat(60000);
+      // Past what the kernel can buffer for the paused socket (its largest receive buffer
+      // plus the server's largest send buffer), the rest waits in the server's queue.
+      const maxOf = (f) => Number(readFileSync(f, 'utf8').trim().split(/\s+/)[2]);
+      const ceiling = maxOf('/proc/sys/net/ipv4/tcp_rmem') + maxOf('/proc/sys/net/ipv4/tcp_wmem');
+      for (let i = 0; i < ceiling / 60000 + 100; i++) {
+        assert.equal((await curlPublish(server, { channel: ch, event: 'n', data: { i, data } })).status, 200);
+        await fast.next(isEvent(ch, 'n', { i, data }), ms(5000), `event ${i} to the reading client`);
+        if (/closing slow consumer/.test(server.stderr())) break;
+      }
+      assert.match(server.stderr(), /closing slow consumer/);
+      await waitFor(async () => JSON.parse((await curl(`${server.url}/health`)).body).connections,
+        (n) => n === 1, ms(5000), 'the slow consumer to leave');
     });
   });
 

@@ -133,6 +133,14 @@ export interface EventsPluginOptions {
   retryInterval?: number;
   /** Unsent bytes per connection before it is closed with 1008 (default 1 MiB). */
   maxSendQueue?: number;
+  /** Flow control: unsent bytes of the clients past which broadcasts wait (default 16 MiB). */
+  flowHighWater?: number;
+  /** Flow control: waiting broadcasts go on once the unsent bytes drained to this (default 0: half of flowHighWater). */
+  flowLowWater?: number;
+  /** Bytes of broadcasts accepted and not yet sent out; past it broadcast() stays pending (default 8 MiB). */
+  maxCommandQueue?: number;
+  /** ms in total one client may hold broadcasts back before it stops pacing them (default 500). */
+  slowConsumerMs?: number;
   /** Connections beyond this get 503 (default 100000). */
   maxConnections?: number;
   /** Subscriptions per connection (default 100). */
@@ -153,6 +161,14 @@ export interface EventsPluginOptions {
    * gets what it missed (default 1000; 0 = off).
    */
   sseHistory?: number;
+  /**
+   * Origins whose pages may open a WebSocket or an event stream handed to the core, e.g.
+   * `['https://app.example.com', '*.example.com', 'http://localhost:5173']` (or one comma
+   * list). Another Origin gets 403 before the upgrade; requests without an Origin header
+   * (programs, not browsers) are allowed. Unset: every origin. The app's own Fastify routes
+   * (the auth route included) are not covered: guard them in the app.
+   */
+  allowedOrigins?: string | string[];
   /** Runs when a WebSocket connection opened (after `connected` was sent). */
   onConnect?: (socketId: string) => void | Promise<void>;
   /** Runs when a connection is gone. */
@@ -203,6 +219,20 @@ export interface EventsStats {
   slowConsumerCloses: number;
   pingTimeouts: number;
   rejectedConnections: number;
+  /** ms queued broadcasts waited for the clients' send queues to drain (flow control). */
+  flowPausedMs: number;
+  /** ms callers waited for capacity (pending broadcast() Promises, parked publish requests). */
+  flowWaitMs: number;
+  /** Broadcasts that found the core's queue full and had to wait. */
+  flowWaits: number;
+  /** Publish API requests answered 503 after waiting publishWait ms. */
+  flowRefused: number;
+  /** Clients that held broadcasts back past slowConsumerMs and stopped pacing them. */
+  flowLagging: number;
+  /** Broadcast bytes accepted and not yet sent out (now). */
+  commandQueueBytes: number;
+  /** Unsent bytes of the clients that pace broadcasts (now). */
+  unsentBytes: number;
   /** TLS connections cut for a failed handshake or a bad record (plaintext to the TLS port, say). */
   tlsErrors: number;
 }
@@ -318,7 +348,11 @@ export type ClientMessage = SubscribeMessage | UnsubscribeMessage | PingMessage 
 
 /** Broadcasting and queries. Every method returns a Promise. */
 export interface EventsManager {
-  /** Send `event` with `data` (JSON-serialized once) to every subscriber of `channel`. */
+  /**
+   * Send `event` with `data` (JSON-serialized once, at the call) to every subscriber of
+   * `channel`. Resolves when the core accepted it: at once while it has room, later while
+   * clients are slower than the producer (flow control), so `await` in a loop paces itself.
+   */
   broadcast(channel: string, event: string, data?: unknown, except?: string): Promise<void>;
   /** The same event to several channels (1..100). */
   broadcastToMany(channels: string[], event: string, data?: unknown, except?: string): Promise<void>;
@@ -335,6 +369,12 @@ export interface EventsManager {
   channels(): Promise<string[]>;
   presenceMembers(channel: string): Promise<PresenceMember[]>;
   stats(): Promise<EventsStats>;
+  /**
+   * This instance's metrics in Prometheus text format 0.0.4 (what `vxevents-server` serves
+   * at GET /metrics), to expose on a route of the app's own:
+   * `app.get('/metrics', async (req, reply) => reply.type('text/plain; version=0.0.4').send(await app.events.metrics()))`.
+   */
+  metrics(): Promise<string>;
   /**
    * Close every client with 1001 and free the instance. Idempotent. With `redis`, every
    * broadcast accepted before is published first (waiting for the connection and Redis's

@@ -38,6 +38,15 @@ function coreText(row, value) {
       if (typeof value !== 'boolean') throw optionError(`option ${row.node} must be true or false (got ${typeof value})`);
       return value ? '1' : '0';
     default:
+      // allowedOrigins: an array of origins or patterns, or the core's comma list as is.
+      if (row.name === 'allowed_origins' && Array.isArray(value)) {
+        for (const o of value) {
+          if (typeof o !== 'string' || o.includes(',') || !o.trim()) {
+            throw optionError(`option allowedOrigins must be an array of origins like 'https://app.example.com' or '*.example.com' (got ${JSON.stringify(o)})`);
+          }
+        }
+        return value.join(',');
+      }
       if (typeof value !== 'string') throw optionError(`option ${row.node} must be a string (got ${typeof value})`);
       return value;
   }

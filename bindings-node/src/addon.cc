@@ -27,7 +27,7 @@ class Events;
 // One pending loop-thread answer. Allocated on the JS thread, filled on the loop thread,
 // consumed and freed on the JS thread (or freed unread when the environment is gone).
 struct Op {
-  enum Kind { kCount, kHas, kChannels, kJson, kStats, kClose, kConnect, kDisconnect, kClientEvent, kLog, kAuth, kStatus } kind;
+  enum Kind { kCount, kHas, kChannels, kJson, kStats, kClose, kConnect, kDisconnect, kClientEvent, kLog, kAuth, kStatus, kCapacity } kind;
   napi_deferred deferred = nullptr;
   napi_threadsafe_function tsfn = nullptr;
   int status = 0;
@@ -101,6 +101,12 @@ void OnStats(int status, const vx_stats* stats, void* data) {
   Op* op = static_cast<Op*>(data);
   op->status = status;
   if (status == 0 && stats) op->stats = *stats;
+  Post(op);
+}
+
+void OnCapacity(int status, void* data) {
+  Op* op = static_cast<Op*>(data);
+  op->status = status;
   Post(op);
 }
 
@@ -291,11 +297,13 @@ class Events : public Napi::ObjectWrap<Events> {
                            InstanceMethod<&Events::Adopt>("adopt"),
                            InstanceMethod<&Events::Broadcast>("broadcast"),
                            InstanceMethod<&Events::BroadcastMany>("broadcastMany"),
+                           InstanceMethod<&Events::Capacity>("capacity"),
                            InstanceMethod<&Events::SubscriberCount>("subscriberCount"),
                            InstanceMethod<&Events::HasSubscribers>("hasSubscribers"),
                            InstanceMethod<&Events::Channels>("channels"),
                            InstanceMethod<&Events::PresenceMembers>("presenceMembers"),
                            InstanceMethod<&Events::Stats>("stats"),
+                           InstanceMethod<&Events::Metrics>("metrics"),
                            InstanceMethod<&Events::Sign>("sign"),
                            InstanceMethod<&Events::AuthReply>("authReply"),
                            InstanceMethod<&Events::Close>("close"),
@@ -525,6 +533,13 @@ class Events : public Napi::ObjectWrap<Events> {
         s.Set("slowConsumerCloses", (double)op->stats.slow_consumer_closes);
         s.Set("pingTimeouts", (double)op->stats.ping_timeouts);
         s.Set("rejectedConnections", (double)op->stats.rejected_connections);
+        s.Set("flowPausedMs", (double)op->stats.flow_paused_ms);
+        s.Set("flowWaitMs", (double)op->stats.flow_wait_ms);
+        s.Set("flowWaits", (double)op->stats.flow_waits);
+        s.Set("flowRefused", (double)op->stats.flow_refused);
+        s.Set("flowLagging", (double)op->stats.flow_lagging);
+        s.Set("commandQueueBytes", (double)op->stats.command_queue_bytes);
+        s.Set("unsentBytes", (double)op->stats.unsent_bytes);
         s.Set("tlsErrors", (double)op->stats.tls_errors);
         v = s;
         break;
@@ -601,8 +616,21 @@ class Events : public Napi::ObjectWrap<Events> {
     if (has_except) except = Str(info[3]);
     int r = vx_broadcast(ev_, channel.c_str(), event.c_str(), has_data ? data.data() : nullptr,
                          data.size(), has_except ? except.c_str() : nullptr);
+    if (r == VX_EAGAIN) return Napi::Boolean::New(env, false);  // no capacity: wait, try again
     if (r < 0) VxError(env, r).ThrowAsJavaScriptException();
-    return env.Undefined();
+    return Napi::Boolean::New(env, true);
+  }
+
+  // capacity() -> Promise resolved once the core's command queue has room again (rejected
+  // with ECLOSED when the instance closes first).
+  Napi::Value Capacity(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Ready(env)) return env.Undefined();
+    napi_value promise;
+    Op* op = Begin(env, Op::kCapacity, &promise);
+    int r = vx_on_capacity(ev_, OnCapacity, op);
+    if (r < 0) Refused(env, op, r);
+    return Napi::Value(env, promise);
   }
 
   // broadcastMany(channels[], event, dataJson | null, exceptId | null)
@@ -623,8 +651,9 @@ class Events : public Napi::ObjectWrap<Events> {
     int r = vx_broadcast_many(ev_, ptrs.data(), ptrs.size(), event.c_str(),
                               has_data ? data.data() : nullptr, data.size(),
                               has_except ? except.c_str() : nullptr);
+    if (r == VX_EAGAIN) return Napi::Boolean::New(env, false);
     if (r < 0) VxError(env, r).ThrowAsJavaScriptException();
-    return env.Undefined();
+    return Napi::Boolean::New(env, true);
   }
 
   Napi::Value SubscriberCount(const Napi::CallbackInfo& info) {
@@ -694,6 +723,17 @@ class Events : public Napi::ObjectWrap<Events> {
     napi_value promise;
     Op* op = Begin(env, Op::kStats, &promise);
     int r = vx_stats_get(ev_, OnStats, op);
+    if (r < 0) Refused(env, op, r);
+    return Napi::Value(env, promise);
+  }
+
+  // metrics() -> Promise<string>: the Prometheus text GET /metrics serves.
+  Napi::Value Metrics(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Ready(env)) return env.Undefined();
+    napi_value promise;
+    Op* op = Begin(env, Op::kJson, &promise);
+    int r = vx_metrics(ev_, OnJson, op);
     if (r < 0) Refused(env, op, r);
     return Napi::Value(env, promise);
   }

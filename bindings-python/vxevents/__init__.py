@@ -146,6 +146,13 @@ class Stats(TypedDict):
     slow_consumer_closes: int
     ping_timeouts: int
     rejected_connections: int
+    flow_paused_ms: int
+    flow_wait_ms: int
+    flow_waits: int
+    flow_refused: int
+    flow_lagging: int
+    command_queue_bytes: int
+    unsent_bytes: int
     tls_errors: int
 
 
@@ -277,6 +284,13 @@ def _core_text(row: dict[str, Any], value: Any) -> str:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int, not {type(value).__name__}")
         return str(value)
+    if name == "allowed_origins" and isinstance(value, (list, tuple)):
+        # A list of origins and patterns, or the core's comma list as is.
+        for o in value:
+            if not isinstance(o, str) or "," in o or not o.strip():
+                raise ValueError("allowed_origins must be a list of origins like "
+                                 f"'https://app.example.com' or '*.example.com', not {o!r}")
+        return ",".join(value)
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, not {type(value).__name__}")
     return value
@@ -332,6 +346,7 @@ class Events:
         client_event = (_weak_hook(self, "_dispatch_client_event")
                         if on_client_event is not None else None)
 
+        self._alock: Optional[asyncio.Lock] = None  # abroadcast: waiting for capacity, in order
         self._core = _core.Core(options=settings, authorize=dispatch, log=_core_log,
                                 on_client_event=client_event)
         _live.add(self)
@@ -442,7 +457,9 @@ class Events:
     def broadcast(self, channel: str, event: str, data: Any = None,
                   except_socket_id: Optional[str] = None, *, raw: bool = False) -> None:
         """Send ``event`` with ``data`` to every subscriber of ``channel`` (except the
-        connection ``except_socket_id``). Queues and returns; thread-safe."""
+        connection ``except_socket_id``). Returns once the core accepted it; thread-safe.
+        While the clients are slower than the producer (flow control) it blocks, with the
+        GIL released, until the core has room, so a loop of broadcasts paces itself."""
         self._core.broadcast(_check_str("channel", channel), _check_str("event", event),
                              _serialize(data, raw), except_socket_id)
 
@@ -482,6 +499,11 @@ class Events:
     def stats(self) -> Stats:
         return self._core.stats()
 
+    def metrics(self) -> str:
+        """This instance's metrics in Prometheus text format 0.0.4 (what GET /metrics of
+        vxevents-server serves), to expose on a route of the application's own."""
+        return self._core.metrics()
+
     def sign(self, socket_id: str, channel: str, channel_data: Any = None) -> str:
         """The auth token for (socket_id, channel[, channel_data]). ``channel_data`` may be a
         str (JSON text, signed as is) or any JSON-serializable value."""
@@ -492,18 +514,45 @@ class Events:
 
     # ---- asyncio twins ----------------------------------------------------------------
 
+    async def _asend(self, channels: Any, event: str, data: Optional[bytes],
+                     except_socket_id: Optional[str]) -> None:
+        # Accepted at once while the core has room; else this task waits (without blocking
+        # the event loop) for capacity, behind every abroadcast that began waiting before it.
+        lock = self._alock
+        if (lock is None or not lock.locked()) and self._core.broadcast(
+                channels, event, data, except_socket_id, wait=False):
+            return
+        if lock is None:
+            lock = self._alock = asyncio.Lock()
+        async with lock:
+            while not self._core.broadcast(channels, event, data, except_socket_id, wait=False):
+                fut, cb = _future_callback(asyncio.get_running_loop())
+                self._core.capacity(cb)
+                await fut
+
     async def abroadcast(self, channel: str, event: str, data: Any = None,
                          except_socket_id: Optional[str] = None, *, raw: bool = False) -> None:
-        self.broadcast(channel, event, data, except_socket_id, raw=raw)
+        """broadcast() for asyncio: awaits capacity instead of blocking the event loop."""
+        await self._asend(_check_str("channel", channel), _check_str("event", event),
+                          _serialize(data, raw), except_socket_id)
 
     async def abroadcast_to_many(self, channels: Sequence[str], event: str, data: Any = None,
                                  except_socket_id: Optional[str] = None, *,
                                  raw: bool = False) -> None:
-        self.broadcast_to_many(channels, event, data, except_socket_id, raw=raw)
+        if isinstance(channels, str):
+            raise TypeError("channels must be a list of str (use abroadcast() for one channel)")
+        names = list(channels)
+        for c in names:
+            _check_str("channel", c)
+        if not names:
+            raise ValueError("channels must not be empty")
+        await self._asend(names, _check_str("event", event), _serialize(data, raw),
+                          except_socket_id)
 
     async def abroadcast_except(self, channel: str, event: str, data: Any,
                                 except_socket_id: str, *, raw: bool = False) -> None:
-        self.broadcast_except(channel, event, data, except_socket_id, raw=raw)
+        _check_str("except_socket_id", except_socket_id)
+        await self.abroadcast(channel, event, data, except_socket_id, raw=raw)
 
     async def asubscriber_count(self, channel: str) -> int:
         fut, cb = _future_callback(asyncio.get_running_loop())
@@ -528,6 +577,11 @@ class Events:
     async def astats(self) -> Stats:
         fut, cb = _future_callback(asyncio.get_running_loop())
         self._core.stats(cb)
+        return await fut
+
+    async def ametrics(self) -> str:
+        fut, cb = _future_callback(asyncio.get_running_loop())
+        self._core.metrics(cb)
         return await fut
 
     async def asign(self, socket_id: str, channel: str, channel_data: Any = None) -> str:

@@ -59,6 +59,13 @@ class Stats(TypedDict):
     slow_consumer_closes: int
     ping_timeouts: int
     rejected_connections: int
+    flow_paused_ms: int
+    flow_wait_ms: int
+    flow_waits: int
+    flow_refused: int
+    flow_lagging: int
+    command_queue_bytes: int
+    unsent_bytes: int
     tls_errors: int
 
 class _TlsRequired(TypedDict):
@@ -102,6 +109,14 @@ class EventsOptions(TypedDict, total=False):
     max_presence_members: int
     compression: bool
     sse_history: int
+    flow_high_water: int
+    flow_low_water: int
+    max_command_queue: int
+    slow_consumer_ms: int
+    publish_wait: int
+    allowed_origins: Union[str, Sequence[str], None]
+    metrics: bool
+    metrics_token: Optional[str]
     log_level: Optional[Literal["error", "warn", "info", "debug"]]
 
 class Events:
@@ -120,7 +135,11 @@ class Events:
                  max_channels_per_connection: int = ..., api_key: Optional[str] = ...,
                  client_events_per_sec: int = ..., max_member_size: int = ...,
                  max_presence_members: int = ..., compression: bool = ...,
-                 sse_history: int = ...,
+                 sse_history: int = ..., flow_high_water: int = ...,
+                 flow_low_water: int = ..., max_command_queue: int = ...,
+                 slow_consumer_ms: int = ..., publish_wait: int = ...,
+                 allowed_origins: Union[str, Sequence[str], None] = ...,
+                 metrics: bool = ..., metrics_token: Optional[str] = ...,
                  log_level: Optional[Literal["error", "warn", "info", "debug"]] = ...) -> None: ...
     @property
     def closed(self) -> bool: ...
@@ -135,6 +154,7 @@ class Events:
     def channels(self) -> list[str]: ...
     def presence_members(self, channel: str) -> list[PresenceMember]: ...
     def stats(self) -> Stats: ...
+    def metrics(self) -> str: ...
     def sign(self, socket_id: str, channel: str, channel_data: Any = ...) -> str: ...
     def close(self, grace_ms: int = ...) -> None: ...
     async def abroadcast(self, channel: str, event: str, data: Any = ...,
@@ -149,6 +169,7 @@ class Events:
     async def achannels(self) -> list[str]: ...
     async def apresence_members(self, channel: str) -> list[PresenceMember]: ...
     async def astats(self) -> Stats: ...
+    async def ametrics(self) -> str: ...
     async def asign(self, socket_id: str, channel: str, channel_data: Any = ...) -> str: ...
     async def aclose(self, grace_ms: int = ...) -> None: ...
     def __enter__(self) -> "Events": ...

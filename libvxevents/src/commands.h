@@ -20,11 +20,13 @@ typedef enum {
   CMD_AUTH_REPLY,
   CMD_SSE_SUB,
   CMD_SSE_UNSUB,
+  CMD_METRICS, /* query, no channel: vx_text_cb */
 } vx_cmd_type;
 
 struct vx_cmd {
   struct vx_cmd *next;
   vx_cmd_type type;
+  size_t cost; /* bytes it counts in ev->cmd_bytes (broadcasts; 0 for the rest) */
   union {
     struct { /* vx_listen waits on `sem` for `*result` */
       uv_sem_t *sem;

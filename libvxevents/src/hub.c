@@ -315,6 +315,9 @@ int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *le
   if (except && strlen(except) == VX_SOCKET_ID_LEN)
     skip = vx__map_get(&ev->sockets, except, VX_SOCKET_ID_LEN);
   bool history = vx__history_on(ev);
+  /* The fan-out time (metrics.c): two clock reads per broadcast with local recipients,
+   * none per recipient. */
+  uint64_t t0 = 0;
   for (size_t k = 0; k < n; k++) {
     vx_channel *ch = channel_get(ev, channels[k], lens[k], false);
     if (!ch && !history)
@@ -328,6 +331,8 @@ int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *le
     if (history)
       vx__history_remember(ev, channels[k], lens[k], b, seq);
     if (ch) {
+      if (!t0)
+        t0 = uv_hrtime();
       vx_frames f;
       vx__frames_init(&f, ev, b, seq);
       channel_send(ch, &f, skip);
@@ -337,6 +342,8 @@ int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *le
     /* Slow consumers found in this walk are closed now, before any other walk. */
     vx__conn_process_doomed(ev);
   }
+  if (t0)
+    vx__metrics_fanout(ev, uv_hrtime() - t0);
   return 0;
 }
 

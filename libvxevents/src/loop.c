@@ -6,6 +6,7 @@
  * Calls: loop -> conn.c / http.c (new connections), loop -> the backplane's lifetime ops
  * (ev->bp: start, stop, done, overdue, force, unpublished, free), loop -> commands.c. */
 #include "commands.h"
+#include "flow.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -181,19 +182,8 @@ void vx__loop_begin_shutdown(vx_events *ev, vx_cmd *cmd) {
   finish_if_done(ev);
 }
 
-static void on_async(uv_async_t *a) {
-  vx_events *ev = a->data;
-  uv_mutex_lock(&ev->mu);
-  vx_cmd *c = ev->cmd_head;
-  ev->cmd_head = ev->cmd_tail = NULL;
-  uv_mutex_unlock(&ev->mu);
-  while (c) {
-    vx_cmd *next = c->next;
-    vx__cmd_run(ev, c);
-    vx__cmd_free(c);
-    c = next;
-  }
-}
+/* Commands run in order while flow control lets them (flow.c). */
+static void on_async(uv_async_t *a) { vx__flow_run_commands(a->data); }
 
 /* Frames queued by I/O callbacks and commands are flushed in the check phase, right after
  * poll; frames queued by timers (pings, deadlines) in the prepare phase, right before the
@@ -230,6 +220,7 @@ static void finish_if_done(vx_events *ev) {
     uv_close((uv_handle_t *)&ev->ping_timer, NULL);
     uv_close((uv_handle_t *)&ev->heartbeat_timer, NULL);
     uv_close((uv_handle_t *)&ev->sweep_timer, NULL);
+    vx__flow_close(ev);
   }
 }
 
@@ -237,6 +228,7 @@ static void on_sweep(uv_timer_t *t) {
   vx_events *ev = t->data;
   vx__conn_sweep(ev);
   vx__http_auth_expire(ev);
+  vx__flow_expire(ev);
   finish_if_done(ev);
 }
 
@@ -267,6 +259,7 @@ static void thread_main(void *arg) {
     vx__cmd_free(c);
     c = next;
   }
+  vx__flow_teardown(ev);
   uv_loop_close(&ev->loop);
   uint64_t lost = ev->bp.ops->unpublished(ev);
   if (lost)
@@ -300,6 +293,9 @@ static void free_copies(vx_events *ev) {
   ev->auth_secret = ev->auth_path = ev->sse_path = ev->sse_sub_path = ev->sse_unsub_path = NULL;
   ev->heartbeat = NULL;
   vx__tls_free(ev);
+  vx__origins_free(ev);
+  free(ev->metrics_token);
+  ev->metrics_token = NULL;
 }
 
 int vx_new(vx_events **out, const vx_options *opts) {
@@ -350,6 +346,12 @@ int vx_new(vx_events **out, const vx_options *opts) {
     memcpy(ev->heartbeat->data, ": heartbeat\n\n", 13);
   ev->opts.path = ev->path;
   ev->opts.api_key = ev->api_key;
+  /* operations: the Origin list (split once), the metrics token */
+  sse_ok = sse_ok && vx__origins_load(ev, o.allowed_origins) == 0;
+  ev->opts.allowed_origins = NULL; /* ev->origins is what is read */
+  ev->metrics_token = o.metrics_token && *o.metrics_token ? vx__dupz(o.metrics_token) : NULL;
+  ev->opts.metrics_token = ev->metrics_token;
+  sse_ok = sse_ok && (!o.metrics_token || !*o.metrics_token || ev->metrics_token);
   ev->ping_frame = vx__buf_new(2);
   ev->pong_msg = vx__frame_text("{\"type\":\"pong\"}", 15);
   if (!ev->path || (o.api_key && *o.api_key && !ev->api_key) || !ev->ping_frame || !ev->pong_msg ||
@@ -400,6 +402,7 @@ int vx_new(vx_events **out, const vx_options *opts) {
   uv_timer_init(&ev->loop, &ev->sweep_timer);
   ev->sweep_timer.data = ev;
   uv_timer_start(&ev->sweep_timer, on_sweep, 250, 250);
+  vx__flow_init(ev);
   if (uv_thread_create(&ev->thread, thread_main, ev) != 0) {
     uv_close((uv_handle_t *)&ev->async, NULL);
     uv_close((uv_handle_t *)&ev->check, NULL);
@@ -407,9 +410,11 @@ int vx_new(vx_events **out, const vx_options *opts) {
     uv_close((uv_handle_t *)&ev->ping_timer, NULL);
     uv_close((uv_handle_t *)&ev->heartbeat_timer, NULL);
     uv_close((uv_handle_t *)&ev->sweep_timer, NULL);
+    vx__flow_close(ev);
     uv_run(&ev->loop, UV_RUN_DEFAULT);
     uv_loop_close(&ev->loop);
     uv_mutex_destroy(&ev->mu);
+    uv_cond_destroy(&ev->room);
     free_copies(ev);
     free(ev);
     return VX_ETHREAD;
@@ -435,6 +440,7 @@ void vx_free(vx_events *ev) {
   vx__history_free(ev);
   vx__deflate_free(ev);
   uv_mutex_destroy(&ev->mu);
+  uv_cond_destroy(&ev->room);
   while (ev->pending) {
     vx_pending_auth *p = ev->pending;
     ev->pending = p->next;

@@ -315,6 +315,9 @@ static void on_connect(const redisAsyncContext *cac, int status) {
     redisAsyncCommand(ac, vxr_on_auth_reply, NULL, "SELECT %d", r->db);
   rc->ready = true;
   rc->backoff_ms = 0;
+  r->ev->m.redis_ready[rc->is_sub] = true; /* metrics.c */
+  if (rc->was_connected)
+    r->ev->m.redis_reconnects++;
   vx__log(r->ev, VX_LOG_INFO, "redis %s connected to %s:%d", rc->is_sub ? "subscriber" : "commands",
           r->host, r->port);
   if (r->closing) { /* connected only to publish what shutdown still holds */
@@ -349,6 +352,7 @@ static void on_disconnect(const redisAsyncContext *cac, int status) {
   vx_redis *r = rc->r;
   rc->ac = NULL;
   rc->ready = false;
+  r->ev->m.redis_ready[rc->is_sub] = false; /* metrics.c */
   if (!rc->is_sub) {
     /* Unacknowledged PUBLISHes are published again after reconnecting. */
     vxr_requeue_sent(r);

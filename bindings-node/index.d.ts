@@ -53,13 +53,28 @@ export type ChannelAuthorizer = (
   request: FastifyRequest | CoreRequest,
 ) => ChannelAuthResult | Promise<ChannelAuthResult>;
 
+/**
+ * TLS on the dedicated port (the port then speaks TLS only: wss:// and https://, ALPN
+ * http/1.1). Each value is PEM text (a string, or a Buffer / Uint8Array, starting "-----BEGIN ") or the path
+ * of a PEM file; the core loads them when the plugin is created and throws (code ETLS)
+ * with the reason when they cannot be used.
+ */
+export interface ListenTlsOptions {
+  /** The certificate, then any intermediates (the chain). */
+  cert: string | Uint8Array;
+  /** Its private key (no passphrase). */
+  key: string | Uint8Array;
+  /** Given: clients must present a certificate signed by one of these CAs. */
+  ca?: string | Uint8Array;
+}
+
 export interface ListenOptions {
   /** Default '127.0.0.1'. */
   host?: string;
   /** 0 picks a free port (see EventsManager.port). */
   port?: number;
-  /** Not supported by the core yet. */
-  tls?: unknown;
+  /** TLS on this port; see ListenTlsOptions. */
+  tls?: ListenTlsOptions;
 }
 
 /** How clients connect: 'ws' (WebSocket) or 'sse' (Server-Sent Events). */
@@ -83,9 +98,17 @@ export interface EventsPluginOptions {
   sse?: boolean | { path?: string };
   /**
    * redis://[[user]:password@]host[:port][/db] URL for horizontal scaling (undefined = single
-   * instance); rediss:// (TLS) is refused, the core does not support it yet.
+   * instance); rediss:// for TLS to Redis (see redisTlsCa, redisTlsCert, redisTlsVerify).
    */
   redis?: string;
+  /** rediss://: PEM CA certificates (text or a file path) Redis's certificate is checked against; default the system's. */
+  redisTlsCa?: string;
+  /** rediss://: a PEM client certificate (text or a file path) for Redis's tls-auth-clients; with redisTlsKey. */
+  redisTlsCert?: string;
+  /** rediss://: the PEM private key of redisTlsCert. */
+  redisTlsKey?: string;
+  /** rediss://: check Redis's certificate and host name; default true (false only for tests). */
+  redisTlsVerify?: boolean;
   /** Redis key and channel prefix; default 'vx'. */
   redisPrefix?: string;
   /** Bytes of broadcasts Redis has not acknowledged yet (unreachable or stalled; default 16 MiB); past it broadcasts reject with EBACKLOG and are delivered nowhere. */
@@ -212,6 +235,8 @@ export interface EventsStats {
   commandQueueBytes: number;
   /** Unsent bytes of the clients that pace broadcasts (now). */
   unsentBytes: number;
+  /** TLS connections cut for a failed handshake or a bad record (plaintext to the TLS port, say). */
+  tlsErrors: number;
 }
 
 /** One broadcast: `data` goes to every subscriber of `channel` (but `except`) as event `event`. */

@@ -48,6 +48,12 @@ struct AddonData {
   std::set<Events*> live;
 };
 
+// The key's PEM text is not left in freed memory (a volatile store the compiler keeps).
+void OPENSSL_cleanse_like(char* p, size_t n) {
+  volatile char* v = p;
+  while (n--) *v++ = 0;
+}
+
 Napi::Error VxError(Napi::Env env, int code) {
   Napi::Error err = Napi::Error::New(env, vx_strerror(code));
   err.Set("code", Napi::String::New(env, vx_err_name(code)));
@@ -287,6 +293,7 @@ class Events : public Napi::ObjectWrap<Events> {
     return DefineClass(env, "Events",
                        {
                            InstanceMethod<&Events::Listen>("listen"),
+                           InstanceMethod<&Events::ConfigureTls>("configureTls"),
                            InstanceMethod<&Events::Adopt>("adopt"),
                            InstanceMethod<&Events::Broadcast>("broadcast"),
                            InstanceMethod<&Events::BroadcastMany>("broadcastMany"),
@@ -533,6 +540,7 @@ class Events : public Napi::ObjectWrap<Events> {
         s.Set("flowLagging", (double)op->stats.flow_lagging);
         s.Set("commandQueueBytes", (double)op->stats.command_queue_bytes);
         s.Set("unsentBytes", (double)op->stats.unsent_bytes);
+        s.Set("tlsErrors", (double)op->stats.tls_errors);
         v = s;
         break;
       }
@@ -556,6 +564,25 @@ class Events : public Napi::ObjectWrap<Events> {
       return env.Undefined();
     }
     return Napi::Number::New(env, bound);
+  }
+
+  // configureTls(cert, key, ca | null): PEM text or file paths, before listen. Throws with
+  // the core's reason (code ETLS) when they cannot be used.
+  Napi::Value ConfigureTls(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Ready(env)) return env.Undefined();
+    std::string cert = Str(info[0]), key = Str(info[1]);
+    bool has_ca = info.Length() > 2 && info[2].IsString();
+    std::string ca = has_ca ? Str(info[2]) : std::string();
+    char err[512] = {0};
+    int r = vx_tls_configure(ev_, cert.c_str(), key.c_str(), has_ca ? ca.c_str() : nullptr, err, sizeof err);
+    if (!key.empty()) OPENSSL_cleanse_like(&key[0], key.size());
+    if (r < 0) {
+      Napi::Error e = Napi::Error::New(env, std::string("vxevents: listen.tls: ") + err);
+      e.Set("code", Napi::String::New(env, vx_err_name(r)));
+      e.ThrowAsJavaScriptException();
+    }
+    return env.Undefined();
   }
 
   // adopt(fd, bytes): the core gets its own duplicate of `fd` (Node keeps and later closes

@@ -45,7 +45,7 @@ typedef struct {
 static PyObject *exc_from_code(core_state *st, int code, const char *detail) {
   PyObject *type = st->VxError;
   if (code == VX_EINVAL || code == VX_ECHANNEL || code == VX_EJSON || code == VX_ESECRET ||
-      code == VX_ETOOBIG)
+      code == VX_ETOOBIG || code == VX_ETLS)
     type = st->VxValueError;
   else if (code == VX_ECLOSED)
     type = st->VxClosedError;
@@ -227,7 +227,7 @@ static void on_stats(int status, const vx_stats *s, void *data) {
     pending_finish(p, exc_from_code(state_of(p->owner), status, NULL), 1);
   else
     pending_finish(p,
-                   Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsK}", "connections",
+                   Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}", "connections",
                                  (unsigned long long)s->connections, "channels",
                                  (unsigned long long)s->channels, "messages_delivered",
                                  (unsigned long long)s->messages_delivered, "bytes_written",
@@ -241,7 +241,8 @@ static void on_stats(int status, const vx_stats *s, void *data) {
                                  (unsigned long long)s->flow_refused, "flow_lagging",
                                  (unsigned long long)s->flow_lagging, "command_queue_bytes",
                                  (unsigned long long)s->command_queue_bytes, "unsent_bytes",
-                                 (unsigned long long)s->unsent_bytes),
+                                 (unsigned long long)s->unsent_bytes, "tls_errors",
+                                 (unsigned long long)s->tls_errors),
                    0);
   PyGILState_Release(g);
 }
@@ -511,6 +512,29 @@ static PyObject *Core_listen(CoreObject *self, PyObject *args, PyObject *kw) {
   Py_BEGIN_ALLOW_THREADS rc = vx_listen(self->ev, host, port, &bound);
   Py_END_ALLOW_THREADS if (rc < 0) return raise_from_code(state_of(self), rc);
   return PyLong_FromLong(bound);
+}
+
+/* configure_tls(cert, key, ca=None): PEM text or file paths, before listen; raises
+ * VxValueError (code ETLS) with the core's reason when they cannot be used. */
+static PyObject *Core_configure_tls(CoreObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"cert", "key", "ca", NULL};
+  const char *cert, *key, *ca = NULL;
+  char err[512] = {0};
+  int rc;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "ss|z:configure_tls", kwlist, &cert, &key, &ca))
+    return NULL;
+  if (check_open(self) < 0)
+    return NULL;
+  Py_BEGIN_ALLOW_THREADS rc = vx_tls_configure(self->ev, cert, key, ca, err, sizeof err);
+  Py_END_ALLOW_THREADS if (rc < 0) {
+    PyObject *exc = exc_from_code(state_of(self), rc, err[0] ? err : NULL);
+    if (exc) {
+      PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+      Py_DECREF(exc);
+    }
+    return NULL;
+  }
+  Py_RETURN_NONE;
 }
 
 static PyObject *Core_sign(CoreObject *self, PyObject *args, PyObject *kw) {
@@ -836,6 +860,8 @@ static void Core_dealloc(CoreObject *self) {
 static PyMethodDef Core_methods[] = {
     {"listen", (PyCFunction)(void (*)(void))Core_listen, METH_VARARGS | METH_KEYWORDS,
      "listen(host, port) -> bound port. Blocks (GIL released) until bound."},
+    {"configure_tls", (PyCFunction)(void (*)(void))Core_configure_tls, METH_VARARGS | METH_KEYWORDS,
+     "configure_tls(cert, key, ca=None): TLS on the listener (PEM text or file paths)."},
     {"broadcast", (PyCFunction)(void (*)(void))Core_broadcast, METH_VARARGS | METH_KEYWORDS,
      "broadcast(channels, event, data, except_id=None). data: JSON bytes or None."},
     {"subscriber_count", (PyCFunction)(void (*)(void))Core_subscriber_count,

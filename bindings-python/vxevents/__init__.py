@@ -31,10 +31,11 @@ import http.cookies
 import inspect
 import json
 import logging
+import os
 import threading
 import weakref
-from typing import (Any, Awaitable, Callable, Mapping, NamedTuple, Optional, Sequence,
-                    TypedDict, Union)
+from typing import (Any, Awaitable, Callable, List, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple, TypedDict, Union)
 
 from . import _core
 from ._core import VxClosedError, VxError, VxValueError
@@ -152,6 +153,7 @@ class Stats(TypedDict):
     flow_lagging: int
     command_queue_bytes: int
     unsent_bytes: int
+    tls_errors: int
 
 
 AuthorizerResult = Union[bool, None, ChannelAuthResult, Mapping[str, Any]]
@@ -645,19 +647,56 @@ class EventsServer(Events):
     ``sse_path`` (or ``driver="sse"``) Server-Sent Events and its subscribe/unsubscribe
     routes (the authorizer again), and with ``api_key`` the HTTP publish API."""
 
-    def listen(self, host: str = "127.0.0.1", port: int = 3030) -> int:
-        """Bind and serve; returns the bound port (port 0 picks a free one)."""
+    def listen(
+        self, host: str = "127.0.0.1", port: int = 3030, tls: Optional[Mapping[str, Any]] = None
+    ) -> int:
+        """Bind and serve; returns the bound port (port 0 picks a free one).
+
+        ``tls={"cert": ..., "key": ..., "ca": ...}`` serves TLS only on the port (wss://
+        and https://, ALPN http/1.1). Each value is PEM text (str or bytes starting
+        ``-----BEGIN``) or a PEM file's path (str or os.PathLike); ``cert`` may hold the
+        chain; with ``ca`` clients must present a certificate it signed. Files that cannot
+        be used raise VxValueError (``code == "ETLS"``) saying why."""
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError("port must be an int in 0..65535")
-        self._port = self._core.listen(_check_str("host", host), port)
+        host = _check_str("host", host)
+        if tls is not None:
+            self._core.configure_tls(*_tls_files(tls))
+        self._port = self._core.listen(host, port)
         return self._port
 
-    async def alisten(self, host: str = "127.0.0.1", port: int = 3030) -> int:
-        return await asyncio.get_running_loop().run_in_executor(None, self.listen, host, port)
+    async def alisten(
+        self, host: str = "127.0.0.1", port: int = 3030, tls: Optional[Mapping[str, Any]] = None
+    ) -> int:
+        return await asyncio.get_running_loop().run_in_executor(None, self.listen, host, port, tls)
 
     @property
     def port(self) -> Optional[int]:
         return self._port
+
+
+def _tls_files(tls: Mapping[str, Any]) -> Tuple[str, str, Optional[str]]:
+    if not isinstance(tls, Mapping):
+        raise TypeError("tls must be a mapping {'cert': ..., 'key': ..., 'ca': ...}")
+    unknown = set(tls) - {"cert", "key", "ca"}
+    if unknown:
+        raise VxValueError(f"unknown tls option {sorted(unknown)[0]!r} (cert, key, ca)")
+    out: List[Optional[str]] = []
+    for name in ("cert", "key", "ca"):
+        v = tls.get(name)
+        if v is None:
+            if name != "ca":
+                raise VxValueError(f"tls[{name!r}] is required (PEM text or a file path)")
+            out.append(None)
+            continue
+        if isinstance(v, (bytes, bytearray)):
+            v = bytes(v).decode("utf-8")
+        elif isinstance(v, os.PathLike):
+            v = os.fspath(v)
+        if not isinstance(v, str) or not v or "\0" in v:
+            raise TypeError(f"tls[{name!r}] must be PEM text (str or bytes) or a file path")
+        out.append(v)
+    return out[0] or "", out[1] or "", out[2]
 
 
 async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
@@ -670,7 +709,8 @@ def events_plugin(**options: Any) -> EventsServer:
     max_payload (alias max_payload_size), max_send_queue, max_connections,
     max_channels_per_connection, api_key, client_events_per_sec, on_client_event,
     max_member_size, max_presence_members, compression, sse_history, redis, redis_prefix,
-    redis_backlog_max, redis_connect_timeout, log_level, authorizer_workers. Options are
+    redis_backlog_max, redis_connect_timeout, redis_tls_ca / redis_tls_cert / redis_tls_key /
+    redis_tls_verify (rediss://), log_level, authorizer_workers. Options are
     checked here, by the core's options table (``OPTION_TABLE``: the bounds and defaults of
     ``vxevents-server --help``): a too-short ``auth_secret`` raises VxValueError mentioning
     32; a wrong Python type raises TypeError."""

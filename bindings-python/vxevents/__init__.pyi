@@ -1,3 +1,4 @@
+import os
 from typing import (Any, Awaitable, Callable, Literal, Mapping, NamedTuple, Optional, Sequence,
                     TypedDict, Union)
 
@@ -65,6 +66,15 @@ class Stats(TypedDict):
     flow_lagging: int
     command_queue_bytes: int
     unsent_bytes: int
+    tls_errors: int
+
+class _TlsRequired(TypedDict):
+    cert: Union[str, bytes, "os.PathLike[str]"]
+    key: Union[str, bytes, "os.PathLike[str]"]
+
+class TlsFiles(_TlsRequired, total=False):
+    """listen(tls=...): PEM text or PEM files' paths; with ``ca`` clients need a certificate."""
+    ca: Union[str, bytes, "os.PathLike[str]"]
 
 class EventsOptions(TypedDict, total=False):
     """The options of Events(), events_plugin() and get_events(): a misspelt or mistyped
@@ -80,6 +90,10 @@ class EventsOptions(TypedDict, total=False):
     redis_prefix: str
     redis_backlog_max: int
     redis_connect_timeout: int
+    redis_tls_ca: Optional[str]
+    redis_tls_cert: Optional[str]
+    redis_tls_key: Optional[str]
+    redis_tls_verify: bool
     auth_secret: Optional[str]
     authorizer: Optional[Authorizer]
     authorizer_workers: int
@@ -113,6 +127,8 @@ class Events:
                  on_client_event: Optional[Callable[[str, str, str, Any], Any]] = ...,
                  redis: Optional[str] = ..., redis_prefix: str = ...,
                  redis_backlog_max: int = ..., redis_connect_timeout: int = ...,
+                 redis_tls_ca: Optional[str] = ..., redis_tls_cert: Optional[str] = ...,
+                 redis_tls_key: Optional[str] = ..., redis_tls_verify: bool = ...,
                  auth_secret: Optional[str] = ...,
                  authorizer: Optional[Authorizer] = ..., authorizer_workers: int = ...,
                  ping_interval: int = ..., max_payload: int = ..., max_payload_size: int = ...,
@@ -169,8 +185,10 @@ class Events:
     presenceMembers = presence_members
 
 class EventsServer(Events):
-    def listen(self, host: str = ..., port: int = ...) -> int: ...
-    async def alisten(self, host: str = ..., port: int = ...) -> int: ...
+    def listen(self, host: str = ..., port: int = ...,
+               tls: Optional[TlsFiles] = ...) -> int: ...
+    async def alisten(self, host: str = ..., port: int = ...,
+                      tls: Optional[TlsFiles] = ...) -> int: ...
     @property
     def port(self) -> Optional[int]: ...
     def __enter__(self) -> "EventsServer": ...

@@ -53,7 +53,8 @@ extern "C" {
      "Redis is unavailable (not connected within the connect timeout, "                            \
      "or the connection was lost before it answered)")                                             \
   XX(EUNPUBLISHED, -16, "broadcasts accepted before close were not published to Redis")            \
-  XX(EAGAIN, -17, "no capacity now: try again when the core has drained (flow control)")
+  XX(EAGAIN, -17, "no capacity now: try again when the core has drained (flow control)")        \
+  XX(ETLS, -18, "TLS certificate, key or CA cannot be used")
 
 typedef enum {
 #define VX_ERR_ENUM(name, code, text) VX_##name = (code),
@@ -187,6 +188,16 @@ typedef struct vx_options {
                                    default 10000 */
   uint32_t publish_wait_ms;           /* how long a publish API request waits for capacity
                                    before 503 + Retry-After; default 5000 */
+  /* TLS. Each value is a PEM file's path, or PEM text itself (starting "-----BEGIN ").
+   * With tls_cert and tls_key the listener (vx_listen) serves TLS only: wss:// and https://
+   * on the one port, ALPN http/1.1; vx_tls_reload loads them again. */
+  const char *tls_cert;       /* certificate, then any intermediates (the chain) */
+  const char *tls_key;        /* its private key (no passphrase) */
+  const char *tls_ca;         /* given: clients must present a certificate signed by these */
+  const char *redis_tls_ca;   /* rediss://: CAs that sign Redis's certificate; NULL = system */
+  const char *redis_tls_cert; /* rediss://: a client certificate for Redis (tls-auth-clients) */
+  const char *redis_tls_key;  /* and its key */
+  int redis_tls_verify;       /* rediss://: verify Redis's certificate and name; default 1 */
   vx_connect_cb on_connect;           /* optional */
   vx_disconnect_cb on_disconnect;     /* optional */
   vx_log_cb on_log;                   /* optional; NULL logs nothing */
@@ -255,6 +266,19 @@ VX_EXTERN int vx_new(vx_events **out, const vx_options *opts);
  * Returns 0, VX_EINVAL (bad host), VX_EADDRINUSE, VX_ELISTEN, VX_EBUSY (already
  * listening), VX_ECLOSED. */
 VX_EXTERN int vx_listen(vx_events *ev, const char *host, int port, int *bound_port);
+
+/* TLS on the listener, from any thread: `cert` (the chain), `key` and optionally `ca` (then
+ * clients must present a certificate it signed) are PEM files' paths or PEM text. Loaded on
+ * the calling thread; connections accepted from then on use them, open ones keep theirs.
+ * Call before vx_listen for a TLS listener (the listener is then TLS only). On failure
+ * `err` says why and nothing changes. Returns 0, VX_EINVAL, VX_ETLS, VX_ENOMEM. */
+VX_EXTERN int vx_tls_configure(vx_events *ev, const char *cert, const char *key, const char *ca,
+                               char *err, size_t errlen);
+/* Load the configured certificate, key and CA files again (SIGHUP in vxevents-server): new
+ * connections get the new ones, open connections are not touched; when the new files cannot
+ * be used the old ones stay and `err` says why. Returns 0, VX_EINVAL (no TLS configured),
+ * VX_ETLS, VX_ENOMEM. */
+VX_EXTERN int vx_tls_reload(vx_events *ev, char *err, size_t errlen);
 
 /* Hand an accepted TCP socket to the instance. `fd` becomes the instance's (it is closed
  * by the instance, also on error after return). `bytes`/`len` are the bytes already read
@@ -368,6 +392,7 @@ typedef struct vx_stats {
                                   and stopped pacing them */
   uint64_t command_queue_bytes; /* broadcast bytes accepted and not yet run (now) */
   uint64_t unsent_bytes;        /* unsent bytes of the connections that pace producers (now) */
+  uint64_t tls_errors;           /* TLS connections cut for a failed handshake or a bad record */
 } vx_stats;
 typedef void (*vx_stats_cb)(int status, const vx_stats *stats, void *data);
 

@@ -34,6 +34,8 @@ static const char OUTRO[] =
     "  {\"channel\"|\"channels\", \"event\", \"data\", \"except\"?}, POST /api/batch {\"batch\": "
     "[...]}.\n"
     "When ready, prints 'vxevents-server listening on http://HOST:PORT (websocket path PATH)'.\n"
+    "With --tls-cert and --tls-key the port serves TLS only (wss://, https://); SIGHUP loads\n"
+    "the certificate files again (open connections keep theirs; bad files keep the old ones).\n"
     "SIGINT or SIGTERM closes every client with 1001 and exits 0.\n";
 
 /* Defaults of the server that differ from the library's. */
@@ -227,6 +229,7 @@ int main(int argc, char **argv) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
 
   vx_events *ev;
@@ -246,15 +249,32 @@ int main(int argc, char **argv) {
     return 1;
   }
   const char *shown = host;
+  const char *scheme = o.tls_cert ? "https" : "http";
   if (strchr(host, ':'))
-    printf("vxevents-server listening on http://[%s]:%d (websocket path %s)\n", shown, bound,
+    printf("vxevents-server listening on %s://[%s]:%d (websocket path %s)\n", scheme, shown, bound,
            o.path);
   else
-    printf("vxevents-server listening on http://%s:%d (websocket path %s)\n", shown, bound, o.path);
+    printf("vxevents-server listening on %s://%s:%d (websocket path %s)\n", scheme, shown, bound,
+           o.path);
   fflush(stdout);
 
   int sig = 0;
-  sigwait(&set, &sig);
+  for (;;) {
+    sigwait(&set, &sig);
+    if (sig != SIGHUP)
+      break;
+    if (!o.tls_cert) {
+      say(VX_LOG_WARN, "SIGHUP received: no TLS files to reload");
+      continue;
+    }
+    r = vx_tls_reload(ev, err, sizeof err);
+    if (r) {
+      snprintf(msg, sizeof msg, "SIGHUP: TLS files not reloaded, the old ones stay: %s", err);
+      say(VX_LOG_ERROR, msg);
+    } else {
+      say(VX_LOG_INFO, "SIGHUP: TLS certificate reloaded");
+    }
+  }
   snprintf(msg, sizeof msg, "%s received, closing connections",
            sig == SIGINT ? "SIGINT" : "SIGTERM");
   say(VX_LOG_INFO, msg);

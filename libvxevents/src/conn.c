@@ -33,7 +33,9 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   vx_conn *c = s->data;
   if (nread > 0)
     c->ev->m.bytes_in += (uint64_t)nread; /* metrics.c */
-  if (nread > 0)
+  if (nread > 0 && c->tls)
+    vx__tls_read(c, (const uint8_t *)buf->base, (size_t)nread); /* decrypts into tp->read */
+  else if (nread > 0)
     c->tp->read(c, (const uint8_t *)buf->base, (size_t)nread);
   else if (nread < 0)
     vx__conn_terminate(c);
@@ -218,7 +220,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
  * (the peer sees the end after our last byte), then read and discard until the peer closes
  * too, for at most LINGER_MS and LINGER_BYTES. */
 static void linger(vx_conn *c) {
-  if (vx_has(c, VXC_F_LINGERING))
+  if (vx_has(c, VXC_F_LINGERING) || (c->tls && vx__tls_close_notify(c) != 0))
     return;
   uv_shutdown_t *req = malloc(sizeof *req);
   if (!req) {
@@ -243,6 +245,14 @@ static void linger(vx_conn *c) {
   c->deadline = uv_now(&c->ev->loop) + LINGER_MS;
   if (c->ev->shutting_down && c->ev->shutdown_deadline < c->deadline)
     c->deadline = c->ev->shutdown_deadline;
+}
+
+void vx__conn_took_head(vx_conn *c) {
+  size_t n = q_at(c, 0)->len - c->qoff;
+  if (n)
+    q_consume(c, n);
+  else
+    q_pop(c);
 }
 
 bool vx__conn_discard(vx_conn *c, size_t n) {
@@ -289,6 +299,14 @@ static void flush(vx_conn *c) {
     return;
   }
   c->pong = NULL; /* from here on the kernel may have any queued buffer */
+  if (c->tls) { /* encrypted per connection by tls.c, written from its own buffer */
+    vx__tls_flush(c);
+    if (!vx_has(c, VXC_F_CLOSED) && !vx_has(c, VXC_F_WRITING) && c->qlen == 0)
+      after_drain(c);
+    else if (vx_has(c, VXC_F_WRITING) && VX_IS_CLIENT(c) && c->qbytes > c->ev->opts.max_send_queue)
+      doom(c);
+    return;
+  }
   uv_buf_t iov[FLUSH_IOV];
   for (;;) {
     uint32_t k = c->qlen < FLUSH_IOV ? c->qlen : FLUSH_IOV;
@@ -444,6 +462,7 @@ static void on_close(uv_handle_t *h) {
     vx__buf_unref(c->ctl);
   if (c->tp && c->tp->release)
     c->tp->release(c);
+  vx__tls_release(c);
   free(c);
 }
 

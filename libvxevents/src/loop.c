@@ -74,6 +74,11 @@ static void on_connection(uv_stream_t *server, int status) {
     uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
     return;
   }
+  if (vx__tls_accept(c) < 0) { /* on a TLS listener every connection speaks TLS */
+    vx_set(c, VXC_F_CLOSED);
+    uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+    return;
+  }
   conn_begin(ev, c, NULL, 0);
 }
 
@@ -291,6 +296,7 @@ static void free_copies(vx_events *ev) {
   ev->redis_url = ev->redis_prefix = NULL;
   ev->auth_secret = ev->auth_path = ev->sse_path = ev->sse_sub_path = ev->sse_unsub_path = NULL;
   ev->heartbeat = NULL;
+  vx__tls_free(ev);
   vx__origins_free(ev);
   free(ev->metrics_token);
   ev->metrics_token = NULL;
@@ -355,6 +361,16 @@ int vx_new(vx_events **out, const vx_options *opts) {
   if (!ev->path || (o.api_key && *o.api_key && !ev->api_key) || !ev->ping_frame || !ev->pong_msg ||
       !ev->auth_path || (o.auth_secret && !ev->auth_secret) || !sse_ok || !ev->heartbeat)
     goto fail_loop; /* nothing of the loop exists yet either */
+  /* TLS files are loaded now (their errors named in the log); the option strings are the
+   * caller's, so ev->opts keeps none of them. */
+  int tls_r = vx__tls_new(ev);
+  ev->opts.tls_cert = ev->opts.tls_key = ev->opts.tls_ca = NULL;
+  ev->opts.redis_tls_ca = ev->opts.redis_tls_cert = ev->opts.redis_tls_key = NULL;
+  if (tls_r) {
+    free_copies(ev);
+    free(ev);
+    return tls_r;
+  }
   ev->path_len = strlen(ev->path);
   ev->bp.ops = ev->redis_url ? &vx__backplane_redis : &vx__backplane_local;
   ev->bp.h = &vx__node_backplane_handler;

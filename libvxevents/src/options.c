@@ -118,7 +118,26 @@
   XX(metrics_token, VX_OPT_STRING, 0, NULL, 0, 4096, "metrics-token", "VX_METRICS_TOKEN", NULL,    \
      "metrics_token", "bearer token of GET /metrics; empty = the API key")                         \
   XX(landing_page, VX_OPT_BOOL, 0, NULL, 0, 1, "landing-page", "VX_LANDING_PAGE", NULL, NULL,      \
-     "serve a demo page at GET / (connection state, subscribe, event log, publish) (1 or 0)")
+     "serve a demo page at GET / (connection state, subscribe, event log, publish) (1 or 0)")      \
+  /* TLS (tls.c). The listener's files are given in Node as listen.tls, in Python as tls=. */      \
+  XX(tls_cert, VX_OPT_STRING, 0, NULL, 1, MiB, "tls-cert", "VX_TLS_CERT", NULL, NULL,              \
+     "PEM certificate chain (leaf first) for TLS on the listener: wss:// and https:// only, on "   \
+     "the same port; reloaded on SIGHUP; with --tls-key")                                          \
+  XX(tls_key, VX_OPT_STRING, 0, NULL, 1, MiB, "tls-key", "VX_TLS_KEY", NULL, NULL,                 \
+     "PEM private key of --tls-cert (no passphrase)")                                              \
+  XX(tls_ca, VX_OPT_STRING, 0, NULL, 1, MiB, "tls-ca", "VX_TLS_CA", NULL, NULL,                    \
+     "PEM CA certificates: clients must present a certificate they signed; empty = none asked")   \
+  XX(redis_tls_ca, VX_OPT_STRING, 0, NULL, 1, MiB, "redis-tls-ca", "VX_REDIS_TLS_CA", "redisTlsCa", \
+     "redis_tls_ca", "rediss://: PEM CA certificates Redis's certificate is checked against; "     \
+     "empty = the system's")                                                                       \
+  XX(redis_tls_cert, VX_OPT_STRING, 0, NULL, 1, MiB, "redis-tls-cert", "VX_REDIS_TLS_CERT",        \
+     "redisTlsCert", "redis_tls_cert",                                                             \
+     "rediss://: PEM client certificate for Redis (its tls-auth-clients); with --redis-tls-key")   \
+  XX(redis_tls_key, VX_OPT_STRING, 0, NULL, 1, MiB, "redis-tls-key", "VX_REDIS_TLS_KEY",           \
+     "redisTlsKey", "redis_tls_key", "rediss://: PEM private key of --redis-tls-cert")             \
+  XX(redis_tls_verify, VX_OPT_BOOL, 1, NULL, 0, 1, "redis-tls-verify", "VX_REDIS_TLS_VERIFY",      \
+     "redisTlsVerify", "redis_tls_verify",                                                         \
+     "rediss://: check Redis's certificate and host name (1 or 0; 0 only for tests)")
 
 static const vx_option_info table[] = {
 #define ROW(field, type, dnum, dstr, lo, hi, flag, env, node, py, help)                            \
@@ -259,8 +278,8 @@ static int check_one(const vx_options *o, const vx_option_info *t, const char *s
     /* The URL is not echoed: it may hold a password. */
     if (t->type == VX_OPT_REDIS && vx__redis_url_valid(s) != 0)
       return fail(err, errlen, VX_EINVAL,
-                  "%s must look like redis://[[user]:password@]host[:port][/db] (rediss:// is not "
-                  "supported yet); the value given (not shown) does not",
+                  "%s must look like redis://[[user]:password@]host[:port][/db] (rediss:// for "
+                  "TLS); the value given (not shown) does not",
                   shown);
     return 0;
   }
@@ -329,7 +348,7 @@ int vx_options_check(const vx_options *o, char *err, size_t errlen) {
     return ro;
   if (o->sse_path && strcmp(o->sse_path, o->path) == 0)
     return fail(err, errlen, VX_EINVAL, "sse_path must differ from path ('%s')", o->path);
-  return 0;
+  return vx__tls_check(o, err, errlen);
 }
 
 /* The public face of the socket-id rule (auth.c), for the bindings' routes. */

@@ -7,6 +7,7 @@
 #include "vxevents.h"
 #include "backplane.h"
 #include "transport.h"
+#include "tls.h"
 
 #include <http_parser.h>
 #include <stdatomic.h>
@@ -215,6 +216,7 @@ struct vx_conn {
   uint32_t sent, sent_tick; /* bytes the kernel took (wrapping), and at the last flow tick */
   vx_conn *parked_next; /* ev->flow.parked */
   uint64_t parked_until;
+  vx_tls_conn *tls; /* TLS (tls.c) under the transport; NULL = plain TCP */
 
   vx_sub **subs;
   uint32_t nsubs, subcap;
@@ -367,6 +369,7 @@ struct vx_events {
   vx_buf *ping_frame;        /* shared: ping with empty payload */
   vx_buf *pong_msg;          /* shared: {"type":"pong"} */
   uint8_t rbuf[VX_READ_BUF]; /* every read lands here and is consumed synchronously */
+  vx_tls *tls;               /* the listener's certificate, the rediss:// context (tls.c) */
   uint8_t rnd[256];
   size_t rnd_pos;
 };
@@ -430,6 +433,8 @@ void vx__conn_flush_all(vx_events *ev);
 void vx__conn_terminate(vx_conn *c);
 /* Input of a lingering connection is dropped (true); false: the connection reads as usual. */
 bool vx__conn_discard(vx_conn *c, size_t n);
+/* TLS (tls.c) encrypted the queue's head buffer: it leaves the queue as if written. */
+void vx__conn_took_head(vx_conn *c);
 void vx__conn_leave(vx_conn *c);
 void vx__conn_close(vx_conn *c, uint16_t code, const char *reason);
 void vx__conn_process_doomed(vx_events *ev);

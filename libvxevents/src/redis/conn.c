@@ -132,13 +132,19 @@ static int pct(const char *s, size_t n, char **out) {
   return 0;
 }
 
-/* redis://[[user]:password@]host[:port][/db] */
+/* redis://[[user]:password@]host[:port][/db], rediss:// the same over TLS (tls.c) */
 static int parse_url(vx_redis *r, const char *url) {
   const char *p;
   if (strncmp(url, "redis://", 8) == 0)
     p = url + 8;
+#if HIREDIS_MAJOR == 0
+  /* tls.c moves the descriptor of hiredis 0.x under TLS; hiredis 1.x checks a connect by
+   * calling connect() again on it, which the socketpair it becomes would refuse. */
+  else if (strncmp(url, "rediss://", 9) == 0)
+    p = url + 9;
+#endif
   else
-    return VX_EINVAL; /* rediss:// (TLS) is not supported yet */
+    return VX_EINVAL;
   const char *at = strrchr(p, '@');
   const char *slash = strchr(at ? at : p, '/');
   if (at && slash && slash < at)
@@ -388,7 +394,10 @@ static void rconn_connect(rconn *rc) {
     return;
   }
   ac->data = rc;
-  if (rpoll_attach(ac, &r->ev->loop) != REDIS_OK) {
+  /* rediss://: the socket goes under TLS before anything watches its descriptor. */
+  if ((strncmp(r->ev->opts.redis_url, "rediss://", 9) == 0 &&
+       vx__tls_redis_wrap(r->ev, ac->c.fd, r->host) != 0) ||
+      rpoll_attach(ac, &r->ev->loop) != REDIS_OK) {
     redisAsyncFree(ac);
     schedule_retry(rc);
     return;

@@ -175,6 +175,8 @@ static void f_fanout(const snap *s, vx_str *o, const char *name) {
     "Connections closed with 1008 for exceeding max_send_queue", s->st.slow_consumer_closes)       \
   V(ping_timeouts_total, "counter", "Connections dropped for not answering a ping in time",       \
     s->st.ping_timeouts)                                                                           \
+  V(tls_errors_total, "counter", "TLS handshakes and records that failed (the connection was cut)", \
+    s->st.tls_errors)                                                                              \
   F(rejected_connections_total, "counter", "Connections refused, by reason", f_rejected)           \
   F(api_requests_total, "counter", "HTTP publish API requests (/api/broadcast, /api/batch) by "    \
     "status code", f_api)                                                                          \

@@ -26,7 +26,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # collected) counts as failure.
 cd "$ROOT/tests/python"
 set +e
-timeout -k 10 600 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" .
+timeout -k 10 900 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" .
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

@@ -225,7 +225,7 @@ describe('TLS listener', () => {
   });
 
   test('a TLS client that stops reading is a slow consumer like any other; the others get everything', async () => {
-    await withServer({ args: [...tlsArgs(), '--max-send-queue', '65536', '--log-level', 'info'] }, async (server) => {
+    await withServer({ args: [...tlsArgs(), '--max-send-queue', '65536', '--slow-consumer-ms', '300', '--log-level', 'info'] }, async (server) => {
       const ch = `slow-${nonce()}`;
       // No permessage-deflate: the padding must cost its size on the wire.
       const plainWs = { wsOptions: { ca: readFileSync(ca.cert), perMessageDeflate: false } };

@@ -53,13 +53,28 @@ export type ChannelAuthorizer = (
   request: FastifyRequest | CoreRequest,
 ) => ChannelAuthResult | Promise<ChannelAuthResult>;
 
+/**
+ * TLS on the dedicated port (the port then speaks TLS only: wss:// and https://, ALPN
+ * http/1.1). Each value is PEM text (a string, or a Buffer / Uint8Array, starting "-----BEGIN ") or the path
+ * of a PEM file; the core loads them when the plugin is created and throws (code ETLS)
+ * with the reason when they cannot be used.
+ */
+export interface ListenTlsOptions {
+  /** The certificate, then any intermediates (the chain). */
+  cert: string | Uint8Array;
+  /** Its private key (no passphrase). */
+  key: string | Uint8Array;
+  /** Given: clients must present a certificate signed by one of these CAs. */
+  ca?: string | Uint8Array;
+}
+
 export interface ListenOptions {
   /** Default '127.0.0.1'. */
   host?: string;
   /** 0 picks a free port (see EventsManager.port). */
   port?: number;
-  /** Not supported by the core yet. */
-  tls?: unknown;
+  /** TLS on this port; see ListenTlsOptions. */
+  tls?: ListenTlsOptions;
 }
 
 /** How clients connect: 'ws' (WebSocket) or 'sse' (Server-Sent Events). */
@@ -83,9 +98,17 @@ export interface EventsPluginOptions {
   sse?: boolean | { path?: string };
   /**
    * redis://[[user]:password@]host[:port][/db] URL for horizontal scaling (undefined = single
-   * instance); rediss:// (TLS) is refused, the core does not support it yet.
+   * instance); rediss:// for TLS to Redis (see redisTlsCa, redisTlsCert, redisTlsVerify).
    */
   redis?: string;
+  /** rediss://: PEM CA certificates (text or a file path) Redis's certificate is checked against; default the system's. */
+  redisTlsCa?: string;
+  /** rediss://: a PEM client certificate (text or a file path) for Redis's tls-auth-clients; with redisTlsKey. */
+  redisTlsCert?: string;
+  /** rediss://: the PEM private key of redisTlsCert. */
+  redisTlsKey?: string;
+  /** rediss://: check Redis's certificate and host name; default true (false only for tests). */
+  redisTlsVerify?: boolean;
   /** Redis key and channel prefix; default 'vx'. */
   redisPrefix?: string;
   /** Bytes of broadcasts Redis has not acknowledged yet (unreachable or stalled; default 16 MiB); past it broadcasts reject with EBACKLOG and are delivered nowhere. */
@@ -110,6 +133,16 @@ export interface EventsPluginOptions {
   retryInterval?: number;
   /** Unsent bytes per connection before it is closed with 1008 (default 1 MiB). */
   maxSendQueue?: number;
+  /** Flow control: unsent bytes of the clients past which broadcasts wait (default 16 MiB). */
+  flowHighWater?: number;
+  /** Flow control: waiting broadcasts go on once the unsent bytes drained to this (default 0: half of flowHighWater). */
+  flowLowWater?: number;
+  /** Bytes of broadcasts accepted and not yet sent out; past it broadcast() stays pending (default 8 MiB). */
+  maxCommandQueue?: number;
+  /** ms in total one client may hold broadcasts back before it stops pacing them (default 10000). */
+  slowConsumerMs?: number;
+  /** Kernel send buffer per client socket in bytes (default 262144; 0 = the kernel's autotuned one). */
+  socketSendBuffer?: number;
   /** Connections beyond this get 503 (default 100000). */
   maxConnections?: number;
   /** Subscriptions per connection (default 100). */
@@ -134,6 +167,14 @@ export interface EventsPluginOptions {
   historyTtl?: number;
   /** Bytes of history for all channels together (default 4 MiB). */
   historyMaxBytes?: number;
+  /**
+   * Origins whose pages may open a WebSocket or an event stream handed to the core, e.g.
+   * `['https://app.example.com', '*.example.com', 'http://localhost:5173']` (or one comma
+   * list). Another Origin gets 403 before the upgrade; requests without an Origin header
+   * (programs, not browsers) are allowed. Unset: every origin. The app's own Fastify routes
+   * (the auth route included) are not covered: guard them in the app.
+   */
+  allowedOrigins?: string | string[];
   /** Runs when a WebSocket connection opened (after `connected` was sent). */
   onConnect?: (socketId: string) => void | Promise<void>;
   /** Runs when a connection is gone. */
@@ -184,6 +225,22 @@ export interface EventsStats {
   slowConsumerCloses: number;
   pingTimeouts: number;
   rejectedConnections: number;
+  /** ms queued broadcasts waited for the clients' send queues to drain (flow control). */
+  flowPausedMs: number;
+  /** ms callers waited for capacity (pending broadcast() Promises, parked publish requests). */
+  flowWaitMs: number;
+  /** Broadcasts that found the core's queue full and had to wait. */
+  flowWaits: number;
+  /** Publish API requests answered 503 after waiting publishWait ms. */
+  flowRefused: number;
+  /** Clients that held broadcasts back past slowConsumerMs and stopped pacing them. */
+  flowLagging: number;
+  /** Broadcast bytes accepted and not yet sent out (now). */
+  commandQueueBytes: number;
+  /** Unsent bytes of the clients that pace broadcasts (now). */
+  unsentBytes: number;
+  /** TLS connections cut for a failed handshake or a bad record (plaintext to the TLS port, say). */
+  tlsErrors: number;
   /** Bytes the channels' history holds (at most historyMaxBytes). */
   historyBytes: number;
   /** Channel streams in memory. */
@@ -335,7 +392,11 @@ export type ClientMessage = SubscribeMessage | UnsubscribeMessage | PingMessage 
 
 /** Broadcasting and queries. Every method returns a Promise. */
 export interface EventsManager {
-  /** Send `event` with `data` (JSON-serialized once) to every subscriber of `channel`. */
+  /**
+   * Send `event` with `data` (JSON-serialized once, at the call) to every subscriber of
+   * `channel`. Resolves when the core accepted it: at once while it has room, later while
+   * clients are slower than the producer (flow control), so `await` in a loop paces itself.
+   */
   broadcast(channel: string, event: string, data?: unknown, except?: string): Promise<void>;
   /** The same event to several channels (1..100). */
   broadcastToMany(channels: string[], event: string, data?: unknown, except?: string): Promise<void>;
@@ -356,6 +417,12 @@ export interface EventsManager {
   /** The channel's recent events after `since` (its stream). */
   history(channel: string, options?: HistoryOptions): Promise<ChannelHistory>;
   stats(): Promise<EventsStats>;
+  /**
+   * This instance's metrics in Prometheus text format 0.0.4 (what `vxevents-server` serves
+   * at GET /metrics), to expose on a route of the app's own:
+   * `app.get('/metrics', async (req, reply) => reply.type('text/plain; version=0.0.4').send(await app.events.metrics()))`.
+   */
+  metrics(): Promise<string>;
   /**
    * Close every client with 1001 and free the instance. Idempotent. With `redis`, every
    * broadcast accepted before is published first (waiting for the connection and Redis's

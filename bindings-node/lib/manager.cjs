@@ -21,10 +21,24 @@ function exceptId(value) {
   return str(value, 'except socketId');
 }
 
+// Broadcasts waiting for capacity (flow control) beyond this many are refused with EAGAIN:
+// an `await`ed loop has one waiting at a time; this bounds what un-awaited calls can pile up.
+const MAX_WAITING = 65536;
+
+function closedError() {
+  const err = new Error('instance is closed');
+  err.code = 'ECLOSED';
+  return err;
+}
+
 class EventsManager {
   #native;
   #closing = null;
   #port;
+  // Flow control: broadcasts the core had no room for, in call order; each is retried
+  // (in order, before any newer one) when the core says it has room again.
+  #waiting = [];
+  #armed = false;
 
   /** @internal Built by eventsPlugin()/getEvents(). */
   constructor(native, port = null) {
@@ -41,15 +55,79 @@ class EventsManager {
     return this.#closing !== null;
   }
 
-  async broadcast(channel, event, data, except) {
-    this.#native.broadcast(str(channel, 'channel'), str(event, 'event'), json(data), exceptId(except));
+  /** Resolves once the core accepted the broadcast: at once while it has room, later when
+   * its clients are slower than the producer (so `await` in a loop paces itself). */
+  broadcast(channel, event, data, except) {
+    try {
+      const args = [str(channel, 'channel'), str(event, 'event'), json(data), exceptId(except)];
+      return this.#send(() => this.#native.broadcast(...args));
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
-  async broadcastToMany(channels, event, data, except) {
-    if (!Array.isArray(channels)) throw optionError('channels must be an array of channel names');
-    if (channels.length === 0) return;
-    channels.forEach((c) => str(c, 'channel'));
-    this.#native.broadcastMany(channels, str(event, 'event'), json(data), exceptId(except));
+  broadcastToMany(channels, event, data, except) {
+    try {
+      if (!Array.isArray(channels)) throw optionError('channels must be an array of channel names');
+      if (channels.length === 0) return Promise.resolve();
+      channels.forEach((c) => str(c, 'channel'));
+      const args = [channels.slice(), str(event, 'event'), json(data), exceptId(except)];
+      return this.#send(() => this.#native.broadcastMany(...args));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  // `send` returns true (accepted), false (no room: wait) or throws (refused).
+  #send(send) {
+    if (this.#closing !== null) throw closedError();
+    if (this.#waiting.length === 0 && send()) return Promise.resolve();
+    if (this.#waiting.length >= MAX_WAITING) {
+      const err = new Error(
+        `vxevents: ${MAX_WAITING} broadcasts are already waiting for capacity (await them)`,
+      );
+      err.code = 'EAGAIN';
+      throw err;
+    }
+    return new Promise((resolve, reject) => {
+      this.#waiting.push({ send, resolve, reject });
+      this.#arm();
+    });
+  }
+
+  #arm() {
+    if (this.#armed) return;
+    this.#armed = true;
+    this.#native.capacity().then(
+      () => {
+        this.#armed = false;
+        this.#drain();
+      },
+      (err) => {
+        this.#armed = false;
+        for (const w of this.#waiting.splice(0)) w.reject(err);
+      },
+    );
+  }
+
+  #drain() {
+    while (this.#waiting.length) {
+      const w = this.#waiting[0];
+      let ok;
+      try {
+        ok = w.send();
+      } catch (err) {
+        this.#waiting.shift();
+        w.reject(err);
+        continue;
+      }
+      if (!ok) {
+        this.#arm();
+        return;
+      }
+      this.#waiting.shift();
+      w.resolve();
+    }
   }
 
   async broadcastExcept(channel, event, data, socketId) {
@@ -80,8 +158,21 @@ class EventsManager {
    * and the stream's epoch ({offset, epoch}, DESIGN §12) — once the core assigned it: after
    * the loop ran it, or with Redis when Redis's script answered.
    */
-  async publish(channel, event, data, except) {
-    return this.#native.publish(str(channel, 'channel'), str(event, 'event'), json(data), exceptId(except));
+  publish(channel, event, data, except) {
+    try {
+      const args = [str(channel, 'channel'), str(event, 'event'), json(data), exceptId(except)];
+      let assigned;
+      // Waits for capacity in order with broadcast() (flow control), then for the offset.
+      const accepted = this.#send(() => {
+        const p = this.#native.publish(...args);
+        if (p === false) return false;
+        assigned = p;
+        return true;
+      });
+      return accepted.then(() => assigned);
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /**
@@ -100,6 +191,10 @@ class EventsManager {
   }
 
   /** Core counters: connections, channels, messagesDelivered, ... */
+  async metrics() {
+    return this.#native.metrics();
+  }
+
   async stats() {
     return this.#native.stats();
   }
@@ -126,7 +221,24 @@ class EventsManager {
 
   /** Close every client (1001) and free the instance. Idempotent. */
   close(graceMs = 0) {
-    if (this.#closing === null) this.#closing = this.#native.close(graceMs);
+    if (this.#closing === null) {
+      // Broadcasts still waiting for capacity are sent first (they were called before the
+      // close); those still waiting when the core closes reject with ECLOSED.
+      const waiting = this.#waiting.map(
+        (w) => new Promise((done) => {
+          const { resolve, reject } = w;
+          w.resolve = (v) => { resolve(v); done(); };
+          w.reject = (e) => { reject(e); done(); };
+        }),
+      );
+      // At most the grace period (or 2 s): a client that never reads must not hold close.
+      let timer;
+      const bound = new Promise((done) => { timer = setTimeout(done, graceMs || 2000); });
+      this.#closing = Promise.race([Promise.all(waiting), bound]).then(() => {
+        clearTimeout(timer);
+        return this.#native.close(graceMs);
+      });
+    }
     return this.#closing;
   }
 }

@@ -7,7 +7,7 @@
 // authorizer, the hooks and listen, and the JS type of each value.
 
 const native = require('./native.cjs');
-const { optionError, notSupported } = require('./errors.cjs');
+const { optionError } = require('./errors.cjs');
 
 /** The core's options table: [{name, node, python, type, min, max, default, help}]. */
 const TABLE = native.optionTable();
@@ -38,6 +38,15 @@ function coreText(row, value) {
       if (typeof value !== 'boolean') throw optionError(`option ${row.node} must be true or false (got ${typeof value})`);
       return value ? '1' : '0';
     default:
+      // allowedOrigins: an array of origins or patterns, or the core's comma list as is.
+      if (row.name === 'allowed_origins' && Array.isArray(value)) {
+        for (const o of value) {
+          if (typeof o !== 'string' || o.includes(',') || !o.trim()) {
+            throw optionError(`option allowedOrigins must be an array of origins like 'https://app.example.com' or '*.example.com' (got ${JSON.stringify(o)})`);
+          }
+        }
+        return value.join(',');
+      }
       if (typeof value !== 'string') throw optionError(`option ${row.node} must be a string (got ${typeof value})`);
       return value;
   }
@@ -62,14 +71,41 @@ function checkListen(listen) {
   for (const k of Object.keys(listen)) {
     if (k !== 'host' && k !== 'port' && k !== 'tls') throw optionError(`unknown listen option ${JSON.stringify(k)}`);
   }
-  if (isSet(listen.tls)) throw notSupported('listen.tls (TLS in the core)');
+  const tls = checkTls(listen.tls);
   const host = isSet(listen.host) ? listen.host : '127.0.0.1';
   if (typeof host !== 'string') throw optionError('option listen.host must be a string');
   const port = listen.port === undefined ? 0 : listen.port;
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw optionError(`option listen.port must be an integer between 0 and 65535 (got ${String(port)})`);
   }
-  return { host, port };
+  return { host, port, tls };
+}
+
+// listen.tls: { cert, key, ca? }, each PEM text (a string or Buffer starting
+// "-----BEGIN ") or the path of a PEM file; the core reads and checks them.
+function checkTls(tls) {
+  if (!isSet(tls) || tls === false) return null;
+  if (typeof tls !== 'object') throw optionError('option listen.tls must be an object {cert, key, ca?}');
+  const out = {};
+  for (const k of Object.keys(tls)) {
+    if (k !== 'cert' && k !== 'key' && k !== 'ca') throw optionError(`unknown listen.tls option ${JSON.stringify(k)}`);
+  }
+  for (const k of ['cert', 'key', 'ca']) {
+    let v = tls[k];
+    if (!isSet(v)) {
+      if (k === 'ca') continue;
+      throw optionError(`option listen.tls.${k} is required (PEM text or a file path)`);
+    }
+    if (v instanceof Uint8Array) v = Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('utf8');
+    if (typeof v !== 'string' || v === '' || v.includes('\0')) {
+      throw optionError(`option listen.tls.${k} must be PEM text (string or Buffer) or a file path`);
+    }
+    out[k] = v;
+  }
+  // The core loads and checks them now, so bad files throw at the call with its reason.
+  const bad = native.checkOptions({ tls_cert: out.cert, tls_key: out.key, ...(out.ca ? { tls_ca: out.ca } : {}) });
+  if (bad) throw optionError(`option listen.tls: ${bad.message}`, bad.code);
+  return out;
 }
 
 function checkPath(name, path) {

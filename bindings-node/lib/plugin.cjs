@@ -91,6 +91,7 @@ function createManager(o, { logger = null, withAuthorizer = true } = {}) {
   let port = null;
   if (o.listen) {
     try {
+      if (o.listen.tls) events.configureTls(o.listen.tls.cert, o.listen.tls.key, o.listen.tls.ca ?? null);
       port = events.listen(o.listen.host, o.listen.port);
     } catch (err) {
       events.close(0);
@@ -193,8 +194,8 @@ function eventsPlugin(options) {
     if (!o.listen && isTlsServer(app)) {
       throw optionError(
         'the app server uses TLS, whose sockets cannot be handed to the core; serve events on a ' +
-          'dedicated port with eventsPlugin({ listen: { host, port } }) behind a TLS-terminating proxy ' +
-          '(listen: { tls } is not supported by the core yet)',
+          'dedicated port with eventsPlugin({ listen: { host, port, tls: { cert, key } } }) (TLS in the ' +
+          'core) or behind a TLS-terminating proxy',
       );
     }
     if (!o.listen && (!app.server || typeof app.server.on !== 'function')) {

@@ -27,7 +27,7 @@ class Events;
 // One pending loop-thread answer. Allocated on the JS thread, filled on the loop thread,
 // consumed and freed on the JS thread (or freed unread when the environment is gone).
 struct Op {
-  enum Kind { kCount, kHas, kChannels, kJson, kStats, kClose, kConnect, kDisconnect, kClientEvent, kLog, kAuth, kStatus, kPublished } kind;
+  enum Kind { kCount, kHas, kChannels, kJson, kStats, kClose, kConnect, kDisconnect, kClientEvent, kLog, kAuth, kStatus, kCapacity, kPublished } kind;
   napi_deferred deferred = nullptr;
   napi_threadsafe_function tsfn = nullptr;
   int status = 0;
@@ -47,6 +47,12 @@ struct AddonData {
   Napi::FunctionReference ctor;
   std::set<Events*> live;
 };
+
+// The key's PEM text is not left in freed memory (a volatile store the compiler keeps).
+void OPENSSL_cleanse_like(char* p, size_t n) {
+  volatile char* v = p;
+  while (n--) *v++ = 0;
+}
 
 Napi::Error VxError(Napi::Env env, int code) {
   Napi::Error err = Napi::Error::New(env, vx_strerror(code));
@@ -104,6 +110,12 @@ void OnStats(int status, const vx_stats* stats, void* data) {
   Op* op = static_cast<Op*>(data);
   op->status = status;
   if (status == 0 && stats) op->stats = *stats;
+  Post(op);
+}
+
+void OnCapacity(int status, void* data) {
+  Op* op = static_cast<Op*>(data);
+  op->status = status;
   Post(op);
 }
 
@@ -290,14 +302,17 @@ class Events : public Napi::ObjectWrap<Events> {
     return DefineClass(env, "Events",
                        {
                            InstanceMethod<&Events::Listen>("listen"),
+                           InstanceMethod<&Events::ConfigureTls>("configureTls"),
                            InstanceMethod<&Events::Adopt>("adopt"),
                            InstanceMethod<&Events::Broadcast>("broadcast"),
                            InstanceMethod<&Events::BroadcastMany>("broadcastMany"),
+                           InstanceMethod<&Events::Capacity>("capacity"),
                            InstanceMethod<&Events::SubscriberCount>("subscriberCount"),
                            InstanceMethod<&Events::HasSubscribers>("hasSubscribers"),
                            InstanceMethod<&Events::Channels>("channels"),
                            InstanceMethod<&Events::PresenceMembers>("presenceMembers"),
                            InstanceMethod<&Events::Stats>("stats"),
+                           InstanceMethod<&Events::Metrics>("metrics"),
                            InstanceMethod<&Events::Publish>("publish"),
                            InstanceMethod<&Events::History>("history"),
                            InstanceMethod<&Events::Sign>("sign"),
@@ -536,6 +551,14 @@ class Events : public Napi::ObjectWrap<Events> {
         s.Set("slowConsumerCloses", (double)op->stats.slow_consumer_closes);
         s.Set("pingTimeouts", (double)op->stats.ping_timeouts);
         s.Set("rejectedConnections", (double)op->stats.rejected_connections);
+        s.Set("flowPausedMs", (double)op->stats.flow_paused_ms);
+        s.Set("flowWaitMs", (double)op->stats.flow_wait_ms);
+        s.Set("flowWaits", (double)op->stats.flow_waits);
+        s.Set("flowRefused", (double)op->stats.flow_refused);
+        s.Set("flowLagging", (double)op->stats.flow_lagging);
+        s.Set("commandQueueBytes", (double)op->stats.command_queue_bytes);
+        s.Set("unsentBytes", (double)op->stats.unsent_bytes);
+        s.Set("tlsErrors", (double)op->stats.tls_errors);
         s.Set("historyBytes", (double)op->stats.history_bytes);
         s.Set("historyStreams", (double)op->stats.history_streams);
         v = s;
@@ -561,6 +584,25 @@ class Events : public Napi::ObjectWrap<Events> {
       return env.Undefined();
     }
     return Napi::Number::New(env, bound);
+  }
+
+  // configureTls(cert, key, ca | null): PEM text or file paths, before listen. Throws with
+  // the core's reason (code ETLS) when they cannot be used.
+  Napi::Value ConfigureTls(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Ready(env)) return env.Undefined();
+    std::string cert = Str(info[0]), key = Str(info[1]);
+    bool has_ca = info.Length() > 2 && info[2].IsString();
+    std::string ca = has_ca ? Str(info[2]) : std::string();
+    char err[512] = {0};
+    int r = vx_tls_configure(ev_, cert.c_str(), key.c_str(), has_ca ? ca.c_str() : nullptr, err, sizeof err);
+    if (!key.empty()) OPENSSL_cleanse_like(&key[0], key.size());
+    if (r < 0) {
+      Napi::Error e = Napi::Error::New(env, std::string("vxevents: listen.tls: ") + err);
+      e.Set("code", Napi::String::New(env, vx_err_name(r)));
+      e.ThrowAsJavaScriptException();
+    }
+    return env.Undefined();
   }
 
   // adopt(fd, bytes): the core gets its own duplicate of `fd` (Node keeps and later closes
@@ -594,8 +636,21 @@ class Events : public Napi::ObjectWrap<Events> {
     if (has_except) except = Str(info[3]);
     int r = vx_broadcast(ev_, channel.c_str(), event.c_str(), has_data ? data.data() : nullptr,
                          data.size(), has_except ? except.c_str() : nullptr);
+    if (r == VX_EAGAIN) return Napi::Boolean::New(env, false);  // no capacity: wait, try again
     if (r < 0) VxError(env, r).ThrowAsJavaScriptException();
-    return env.Undefined();
+    return Napi::Boolean::New(env, true);
+  }
+
+  // capacity() -> Promise resolved once the core's command queue has room again (rejected
+  // with ECLOSED when the instance closes first).
+  Napi::Value Capacity(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Ready(env)) return env.Undefined();
+    napi_value promise;
+    Op* op = Begin(env, Op::kCapacity, &promise);
+    int r = vx_on_capacity(ev_, OnCapacity, op);
+    if (r < 0) Refused(env, op, r);
+    return Napi::Value(env, promise);
   }
 
   // broadcastMany(channels[], event, dataJson | null, exceptId | null)
@@ -616,8 +671,9 @@ class Events : public Napi::ObjectWrap<Events> {
     int r = vx_broadcast_many(ev_, ptrs.data(), ptrs.size(), event.c_str(),
                               has_data ? data.data() : nullptr, data.size(),
                               has_except ? except.c_str() : nullptr);
+    if (r == VX_EAGAIN) return Napi::Boolean::New(env, false);
     if (r < 0) VxError(env, r).ThrowAsJavaScriptException();
-    return env.Undefined();
+    return Napi::Boolean::New(env, true);
   }
 
   Napi::Value SubscriberCount(const Napi::CallbackInfo& info) {
@@ -665,7 +721,8 @@ class Events : public Napi::ObjectWrap<Events> {
   }
 
   // publish(channel, event, dataJson | null, exceptId | null) -> Promise<{offset, epoch}>,
-  // settled once the offset is assigned (DESIGN §12).
+  // settled once the offset is assigned (DESIGN §12), or false when the core has no
+  // capacity now (flow control, as broadcast()).
   Napi::Value Publish(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Ready(env)) return env.Undefined();
@@ -678,6 +735,12 @@ class Events : public Napi::ObjectWrap<Events> {
     Op* op = Begin(env, Op::kPublished, &promise);
     int r = vx_publish(ev_, channel.c_str(), event.c_str(), has_data ? data.data() : nullptr,
                        data.size(), has_except ? except.c_str() : nullptr, OnPublished, op);
+    if (r == VX_EAGAIN) {  // no capacity: false, as broadcast(); lib/ waits and tries again
+      napi_resolve_deferred(env, op->deferred, env.Undefined());
+      End(env);
+      delete op;
+      return Napi::Boolean::New(env, false);
+    }
     if (r < 0) Refused(env, op, r);
     return Napi::Value(env, promise);
   }
@@ -719,6 +782,17 @@ class Events : public Napi::ObjectWrap<Events> {
     napi_value promise;
     Op* op = Begin(env, Op::kStats, &promise);
     int r = vx_stats_get(ev_, OnStats, op);
+    if (r < 0) Refused(env, op, r);
+    return Napi::Value(env, promise);
+  }
+
+  // metrics() -> Promise<string>: the Prometheus text GET /metrics serves.
+  Napi::Value Metrics(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Ready(env)) return env.Undefined();
+    napi_value promise;
+    Op* op = Begin(env, Op::kJson, &promise);
+    int r = vx_metrics(ev_, OnJson, op);
     if (r < 0) Refused(env, op, r);
     return Napi::Value(env, promise);
   }

@@ -45,7 +45,7 @@ typedef struct {
 static PyObject *exc_from_code(core_state *st, int code, const char *detail) {
   PyObject *type = st->VxError;
   if (code == VX_EINVAL || code == VX_ECHANNEL || code == VX_EJSON || code == VX_ESECRET ||
-      code == VX_ETOOBIG)
+      code == VX_ETOOBIG || code == VX_ETLS)
     type = st->VxValueError;
   else if (code == VX_ECLOSED)
     type = st->VxClosedError;
@@ -227,14 +227,22 @@ static void on_stats(int status, const vx_stats *s, void *data) {
     pending_finish(p, exc_from_code(state_of(p->owner), status, NULL), 1);
   else
     pending_finish(p,
-                   Py_BuildValue("{sKsKsKsKsKsKsKsKsK}", "connections",
+                   Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}", "connections",
                                  (unsigned long long)s->connections, "channels",
                                  (unsigned long long)s->channels, "messages_delivered",
                                  (unsigned long long)s->messages_delivered, "bytes_written",
                                  (unsigned long long)s->bytes_written, "slow_consumer_closes",
                                  (unsigned long long)s->slow_consumer_closes, "ping_timeouts",
                                  (unsigned long long)s->ping_timeouts, "rejected_connections",
-                                 (unsigned long long)s->rejected_connections, "history_bytes",
+                                 (unsigned long long)s->rejected_connections, "flow_paused_ms",
+                                 (unsigned long long)s->flow_paused_ms, "flow_wait_ms",
+                                 (unsigned long long)s->flow_wait_ms, "flow_waits",
+                                 (unsigned long long)s->flow_waits, "flow_refused",
+                                 (unsigned long long)s->flow_refused, "flow_lagging",
+                                 (unsigned long long)s->flow_lagging, "command_queue_bytes",
+                                 (unsigned long long)s->command_queue_bytes, "unsent_bytes",
+                                 (unsigned long long)s->unsent_bytes, "tls_errors",
+                                 (unsigned long long)s->tls_errors, "history_bytes",
                                  (unsigned long long)s->history_bytes, "history_streams",
                                  (unsigned long long)s->history_streams),
                    0);
@@ -331,14 +339,30 @@ static void on_published(int status, uint64_t offset, const char *epoch, void *d
   PyGILState_Release(g);
 }
 
+static int wait_room(CoreObject *self, int *rc);
+
+/* Like broadcast(): when the core has no room (flow control) it waits, GIL released. */
 static int start_publish(CoreObject *self, const char *channel, pending *p) {
   const qargs *a = cur_args;
-  return vx_publish(self->ev, channel, a->event, a->data, a->dlen, a->except_id, on_published, p);
+  int rc;
+  while ((rc = vx_publish(self->ev, channel, a->event, a->data, a->dlen, a->except_id,
+                          on_published, p)) == VX_EAGAIN) {
+    if (wait_room(self, &rc) < 0)
+      return VX_EAGAIN; /* interrupted by a signal */
+    if (rc == VX_ECLOSED)
+      return rc;
+  }
+  return rc;
 }
 
 static int start_stats(CoreObject *self, const char *channel, pending *p) {
   (void)channel;
   return vx_stats_get(self->ev, on_stats, p);
+}
+
+static int start_metrics(CoreObject *self, const char *channel, pending *p) {
+  (void)channel;
+  return vx_metrics(self->ev, on_json, p); /* vx_text_cb: the same shape as vx_json_cb */
 }
 
 static PyObject *Core_subscriber_count(CoreObject *self, PyObject *args, PyObject *kw) {
@@ -423,16 +447,40 @@ static PyObject *Core_stats(CoreObject *self, PyObject *args, PyObject *kw) {
   return run_query(self, NULL, cb, start_stats);
 }
 
+static PyObject *Core_metrics(CoreObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"callback", NULL};
+  PyObject *cb = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:metrics", kwlist, &cb))
+    return NULL;
+  return run_query(self, NULL, cb, start_metrics);
+}
+
 /* ---- broadcast ---------------------------------------------------------------------- */
 
-/* broadcast(channels, event, data, except_id=None): `channels` a str or a list/tuple of
- * str, `data` bytes-like JSON text or None. Only queues: nothing to wait for. */
+/* broadcast(channels, event, data, except_id=None, wait=True): `channels` a str or a
+ * list/tuple of str, `data` bytes-like JSON text or None. Queues the broadcast; when the core
+ * has no room (flow control) it waits with the GIL released until it has (wait=True; a
+ * signal such as Ctrl-C interrupts the wait) or returns False at once (wait=False). True
+ * once accepted. */
+static int wait_room(CoreObject *self, int *rc) {
+  int w;
+  vx_events *ev = self->ev; /* freed only by the Core's dealloc, never while this runs */
+  Py_BEGIN_ALLOW_THREADS w = vx_wait_capacity(ev, 200);
+  Py_END_ALLOW_THREADS
+  if (PyErr_CheckSignals() < 0)
+    return -1;
+  if (w == VX_ECLOSED)
+    *rc = w;
+  return 0;
+}
+
 static PyObject *Core_broadcast(CoreObject *self, PyObject *args, PyObject *kw) {
-  static char *kwlist[] = {"channels", "event", "data", "except_id", NULL};
+  static char *kwlist[] = {"channels", "event", "data", "except_id", "wait", NULL};
   PyObject *channels, *data;
   const char *event, *except_id = NULL;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "OsO|z:broadcast", kwlist, &channels, &event, &data,
-                                   &except_id))
+  int wait = 1;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "OsO|zp:broadcast", kwlist, &channels, &event, &data,
+                                   &except_id, &wait))
     return NULL;
   if (check_open(self) < 0)
     return NULL;
@@ -452,9 +500,16 @@ static PyObject *Core_broadcast(CoreObject *self, PyObject *args, PyObject *kw) 
       PyBuffer_Release(&buf);
       return NULL;
     }
-    rc = vx_broadcast(self->ev, ch, event, dp, dlen, except_id);
+    while ((rc = vx_broadcast(self->ev, ch, event, dp, dlen, except_id)) == VX_EAGAIN && wait)
+      if (wait_room(self, &rc) < 0 || rc == VX_ECLOSED)
+        break;
+    if (PyErr_Occurred()) {
+      PyBuffer_Release(&buf);
+      return NULL;
+    }
   } else {
-    PyObject *seq = PySequence_Fast(channels, "channels must be a str or a sequence of str");
+    /* a tuple of its own: the names must outlive a wait with the GIL released */
+    PyObject *seq = PySequence_Tuple(channels);
     if (!seq) {
       PyBuffer_Release(&buf);
       return NULL;
@@ -481,7 +536,13 @@ static PyObject *Core_broadcast(CoreObject *self, PyObject *args, PyObject *kw) 
       }
     }
     if (rc == 0)
-      rc = vx_broadcast_many(self->ev, names, (size_t)n, event, dp, dlen, except_id);
+      while ((rc = vx_broadcast_many(self->ev, names, (size_t)n, event, dp, dlen, except_id)) ==
+                 VX_EAGAIN &&
+             wait)
+        if (wait_room(self, &rc) < 0 || rc == VX_ECLOSED) {
+          rc = PyErr_Occurred() ? 1 : rc;
+          break;
+        }
     if (names != small)
       PyMem_Free((void *)names);
     Py_DECREF(seq);
@@ -491,9 +552,37 @@ static PyObject *Core_broadcast(CoreObject *self, PyObject *args, PyObject *kw) 
     }
   }
   PyBuffer_Release(&buf);
+  if (rc == VX_EAGAIN)
+    Py_RETURN_FALSE;
   if (rc < 0)
     return raise_from_code(state_of(self), rc);
-  Py_RETURN_NONE;
+  Py_RETURN_TRUE;
+}
+
+/* capacity(callback): callback(None) on the loop thread once the core has room for
+ * broadcasts again, or callback(VxError) when it closes first. */
+static void on_capacity(int status, void *data) {
+  pending *p = data;
+  PyGILState_STATE g;
+  if (!enter_python(&g))
+    return;
+  if (status < 0)
+    pending_finish(p, exc_from_code(state_of(p->owner), status, NULL), 1);
+  else
+    Py_INCREF(Py_None);
+    pending_finish(p, Py_None, 0);
+  PyGILState_Release(g);
+}
+static int start_capacity(CoreObject *self, const char *channel, pending *p) {
+  (void)channel;
+  return vx_on_capacity(self->ev, on_capacity, p);
+}
+static PyObject *Core_capacity(CoreObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"callback", NULL};
+  PyObject *cb = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:capacity", kwlist, &cb))
+    return NULL;
+  return run_query(self, NULL, cb, start_capacity);
 }
 
 /* ---- listen, sign, auth ----------------------------------------------------------- */
@@ -509,6 +598,29 @@ static PyObject *Core_listen(CoreObject *self, PyObject *args, PyObject *kw) {
   Py_BEGIN_ALLOW_THREADS rc = vx_listen(self->ev, host, port, &bound);
   Py_END_ALLOW_THREADS if (rc < 0) return raise_from_code(state_of(self), rc);
   return PyLong_FromLong(bound);
+}
+
+/* configure_tls(cert, key, ca=None): PEM text or file paths, before listen; raises
+ * VxValueError (code ETLS) with the core's reason when they cannot be used. */
+static PyObject *Core_configure_tls(CoreObject *self, PyObject *args, PyObject *kw) {
+  static char *kwlist[] = {"cert", "key", "ca", NULL};
+  const char *cert, *key, *ca = NULL;
+  char err[512] = {0};
+  int rc;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "ss|z:configure_tls", kwlist, &cert, &key, &ca))
+    return NULL;
+  if (check_open(self) < 0)
+    return NULL;
+  Py_BEGIN_ALLOW_THREADS rc = vx_tls_configure(self->ev, cert, key, ca, err, sizeof err);
+  Py_END_ALLOW_THREADS if (rc < 0) {
+    PyObject *exc = exc_from_code(state_of(self), rc, err[0] ? err : NULL);
+    if (exc) {
+      PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+      Py_DECREF(exc);
+    }
+    return NULL;
+  }
+  Py_RETURN_NONE;
 }
 
 static PyObject *Core_sign(CoreObject *self, PyObject *args, PyObject *kw) {
@@ -834,6 +946,8 @@ static void Core_dealloc(CoreObject *self) {
 static PyMethodDef Core_methods[] = {
     {"listen", (PyCFunction)(void (*)(void))Core_listen, METH_VARARGS | METH_KEYWORDS,
      "listen(host, port) -> bound port. Blocks (GIL released) until bound."},
+    {"configure_tls", (PyCFunction)(void (*)(void))Core_configure_tls, METH_VARARGS | METH_KEYWORDS,
+     "configure_tls(cert, key, ca=None): TLS on the listener (PEM text or file paths)."},
     {"broadcast", (PyCFunction)(void (*)(void))Core_broadcast, METH_VARARGS | METH_KEYWORDS,
      "broadcast(channels, event, data, except_id=None). data: JSON bytes or None."},
     {"subscriber_count", (PyCFunction)(void (*)(void))Core_subscriber_count,
@@ -848,8 +962,12 @@ static PyMethodDef Core_methods[] = {
      METH_VARARGS | METH_KEYWORDS, "presence_members(channel, callback=None) -> JSON text"},
     {"channels", (PyCFunction)(void (*)(void))Core_channels, METH_VARARGS | METH_KEYWORDS,
      "channels(callback=None)"},
+    {"capacity", (PyCFunction)(void (*)(void))Core_capacity, METH_VARARGS | METH_KEYWORDS,
+     "capacity(callback=None): wait (or call back) until broadcasts have room again"},
     {"stats", (PyCFunction)(void (*)(void))Core_stats, METH_VARARGS | METH_KEYWORDS,
      "stats(callback=None)"},
+    {"metrics", (PyCFunction)(void (*)(void))Core_metrics, METH_VARARGS | METH_KEYWORDS,
+     "metrics(callback=None): the Prometheus text of GET /metrics"},
     {"sign", (PyCFunction)(void (*)(void))Core_sign, METH_VARARGS | METH_KEYWORDS,
      "sign(socket_id, channel, channel_data=None) -> token"},
     {"auth_reply", (PyCFunction)(void (*)(void))Core_auth_reply, METH_VARARGS | METH_KEYWORDS,

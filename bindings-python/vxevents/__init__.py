@@ -31,10 +31,11 @@ import http.cookies
 import inspect
 import json
 import logging
+import os
 import threading
 import weakref
-from typing import (Any, Awaitable, Callable, Mapping, NamedTuple, Optional, Sequence,
-                    TypedDict, Union)
+from typing import (Any, Awaitable, Callable, List, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple, TypedDict, Union)
 
 from . import _core
 from ._core import VxClosedError, VxError, VxValueError
@@ -145,6 +146,14 @@ class Stats(TypedDict):
     slow_consumer_closes: int
     ping_timeouts: int
     rejected_connections: int
+    flow_paused_ms: int
+    flow_wait_ms: int
+    flow_waits: int
+    flow_refused: int
+    flow_lagging: int
+    command_queue_bytes: int
+    unsent_bytes: int
+    tls_errors: int
     history_bytes: int
     history_streams: int
 
@@ -296,6 +305,13 @@ def _core_text(row: dict[str, Any], value: Any) -> str:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int, not {type(value).__name__}")
         return str(value)
+    if name == "allowed_origins" and isinstance(value, (list, tuple)):
+        # A list of origins and patterns, or the core's comma list as is.
+        for o in value:
+            if not isinstance(o, str) or "," in o or not o.strip():
+                raise ValueError("allowed_origins must be a list of origins like "
+                                 f"'https://app.example.com' or '*.example.com', not {o!r}")
+        return ",".join(value)
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, not {type(value).__name__}")
     return value
@@ -351,6 +367,7 @@ class Events:
         client_event = (_weak_hook(self, "_dispatch_client_event")
                         if on_client_event is not None else None)
 
+        self._alock: Optional[asyncio.Lock] = None  # abroadcast: waiting for capacity, in order
         self._core = _core.Core(options=settings, authorize=dispatch, log=_core_log,
                                 on_client_event=client_event)
         _live.add(self)
@@ -461,7 +478,9 @@ class Events:
     def broadcast(self, channel: str, event: str, data: Any = None,
                   except_socket_id: Optional[str] = None, *, raw: bool = False) -> None:
         """Send ``event`` with ``data`` to every subscriber of ``channel`` (except the
-        connection ``except_socket_id``). Queues and returns; thread-safe."""
+        connection ``except_socket_id``). Returns once the core accepted it; thread-safe.
+        While the clients are slower than the producer (flow control) it blocks, with the
+        GIL released, until the core has room, so a loop of broadcasts paces itself."""
         self._core.broadcast(_check_str("channel", channel), _check_str("event", event),
                              _serialize(data, raw), except_socket_id)
 
@@ -517,6 +536,11 @@ class Events:
     def stats(self) -> Stats:
         return self._core.stats()
 
+    def metrics(self) -> str:
+        """This instance's metrics in Prometheus text format 0.0.4 (what GET /metrics of
+        vxevents-server serves), to expose on a route of the application's own."""
+        return self._core.metrics()
+
     def sign(self, socket_id: str, channel: str, channel_data: Any = None) -> str:
         """The auth token for (socket_id, channel[, channel_data]). ``channel_data`` may be a
         str (JSON text, signed as is) or any JSON-serializable value."""
@@ -527,18 +551,45 @@ class Events:
 
     # ---- asyncio twins ----------------------------------------------------------------
 
+    async def _asend(self, channels: Any, event: str, data: Optional[bytes],
+                     except_socket_id: Optional[str]) -> None:
+        # Accepted at once while the core has room; else this task waits (without blocking
+        # the event loop) for capacity, behind every abroadcast that began waiting before it.
+        lock = self._alock
+        if (lock is None or not lock.locked()) and self._core.broadcast(
+                channels, event, data, except_socket_id, wait=False):
+            return
+        if lock is None:
+            lock = self._alock = asyncio.Lock()
+        async with lock:
+            while not self._core.broadcast(channels, event, data, except_socket_id, wait=False):
+                fut, cb = _future_callback(asyncio.get_running_loop())
+                self._core.capacity(cb)
+                await fut
+
     async def abroadcast(self, channel: str, event: str, data: Any = None,
                          except_socket_id: Optional[str] = None, *, raw: bool = False) -> None:
-        self.broadcast(channel, event, data, except_socket_id, raw=raw)
+        """broadcast() for asyncio: awaits capacity instead of blocking the event loop."""
+        await self._asend(_check_str("channel", channel), _check_str("event", event),
+                          _serialize(data, raw), except_socket_id)
 
     async def abroadcast_to_many(self, channels: Sequence[str], event: str, data: Any = None,
                                  except_socket_id: Optional[str] = None, *,
                                  raw: bool = False) -> None:
-        self.broadcast_to_many(channels, event, data, except_socket_id, raw=raw)
+        if isinstance(channels, str):
+            raise TypeError("channels must be a list of str (use abroadcast() for one channel)")
+        names = list(channels)
+        for c in names:
+            _check_str("channel", c)
+        if not names:
+            raise ValueError("channels must not be empty")
+        await self._asend(names, _check_str("event", event), _serialize(data, raw),
+                          except_socket_id)
 
     async def abroadcast_except(self, channel: str, event: str, data: Any,
                                 except_socket_id: str, *, raw: bool = False) -> None:
-        self.broadcast_except(channel, event, data, except_socket_id, raw=raw)
+        _check_str("except_socket_id", except_socket_id)
+        await self.abroadcast(channel, event, data, except_socket_id, raw=raw)
 
     async def asubscriber_count(self, channel: str) -> int:
         fut, cb = _future_callback(asyncio.get_running_loop())
@@ -577,6 +628,11 @@ class Events:
     async def astats(self) -> Stats:
         fut, cb = _future_callback(asyncio.get_running_loop())
         self._core.stats(cb)
+        return await fut
+
+    async def ametrics(self) -> str:
+        fut, cb = _future_callback(asyncio.get_running_loop())
+        self._core.metrics(cb)
         return await fut
 
     async def asign(self, socket_id: str, channel: str, channel_data: Any = None) -> str:
@@ -652,19 +708,56 @@ class EventsServer(Events):
     ``sse_path`` (or ``driver="sse"``) Server-Sent Events and its subscribe/unsubscribe
     routes (the authorizer again), and with ``api_key`` the HTTP publish API."""
 
-    def listen(self, host: str = "127.0.0.1", port: int = 3030) -> int:
-        """Bind and serve; returns the bound port (port 0 picks a free one)."""
+    def listen(
+        self, host: str = "127.0.0.1", port: int = 3030, tls: Optional[Mapping[str, Any]] = None
+    ) -> int:
+        """Bind and serve; returns the bound port (port 0 picks a free one).
+
+        ``tls={"cert": ..., "key": ..., "ca": ...}`` serves TLS only on the port (wss://
+        and https://, ALPN http/1.1). Each value is PEM text (str or bytes starting
+        ``-----BEGIN``) or a PEM file's path (str or os.PathLike); ``cert`` may hold the
+        chain; with ``ca`` clients must present a certificate it signed. Files that cannot
+        be used raise VxValueError (``code == "ETLS"``) saying why."""
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError("port must be an int in 0..65535")
-        self._port = self._core.listen(_check_str("host", host), port)
+        host = _check_str("host", host)
+        if tls is not None:
+            self._core.configure_tls(*_tls_files(tls))
+        self._port = self._core.listen(host, port)
         return self._port
 
-    async def alisten(self, host: str = "127.0.0.1", port: int = 3030) -> int:
-        return await asyncio.get_running_loop().run_in_executor(None, self.listen, host, port)
+    async def alisten(
+        self, host: str = "127.0.0.1", port: int = 3030, tls: Optional[Mapping[str, Any]] = None
+    ) -> int:
+        return await asyncio.get_running_loop().run_in_executor(None, self.listen, host, port, tls)
 
     @property
     def port(self) -> Optional[int]:
         return self._port
+
+
+def _tls_files(tls: Mapping[str, Any]) -> Tuple[str, str, Optional[str]]:
+    if not isinstance(tls, Mapping):
+        raise TypeError("tls must be a mapping {'cert': ..., 'key': ..., 'ca': ...}")
+    unknown = set(tls) - {"cert", "key", "ca"}
+    if unknown:
+        raise VxValueError(f"unknown tls option {sorted(unknown)[0]!r} (cert, key, ca)")
+    out: List[Optional[str]] = []
+    for name in ("cert", "key", "ca"):
+        v = tls.get(name)
+        if v is None:
+            if name != "ca":
+                raise VxValueError(f"tls[{name!r}] is required (PEM text or a file path)")
+            out.append(None)
+            continue
+        if isinstance(v, (bytes, bytearray)):
+            v = bytes(v).decode("utf-8")
+        elif isinstance(v, os.PathLike):
+            v = os.fspath(v)
+        if not isinstance(v, str) or not v or "\0" in v:
+            raise TypeError(f"tls[{name!r}] must be PEM text (str or bytes) or a file path")
+        out.append(v)
+    return out[0] or "", out[1] or "", out[2]
 
 
 async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
@@ -678,7 +771,8 @@ def events_plugin(**options: Any) -> EventsServer:
     max_channels_per_connection, api_key, client_events_per_sec, on_client_event,
     max_member_size, max_presence_members, compression, history_size, history_ttl,
     history_max_bytes, redis, redis_prefix,
-    redis_backlog_max, redis_connect_timeout, log_level, authorizer_workers. Options are
+    redis_backlog_max, redis_connect_timeout, redis_tls_ca / redis_tls_cert / redis_tls_key /
+    redis_tls_verify (rediss://), log_level, authorizer_workers. Options are
     checked here, by the core's options table (``OPTION_TABLE``: the bounds and defaults of
     ``vxevents-server --help``): a too-short ``auth_secret`` raises VxValueError mentioning
     32; a wrong Python type raises TypeError."""

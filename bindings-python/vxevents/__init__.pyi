@@ -1,3 +1,4 @@
+import os
 from typing import (Any, Awaitable, Callable, Literal, Mapping, NamedTuple, Optional, Sequence,
                     TypedDict, Union)
 
@@ -58,6 +59,14 @@ class Stats(TypedDict):
     slow_consumer_closes: int
     ping_timeouts: int
     rejected_connections: int
+    flow_paused_ms: int
+    flow_wait_ms: int
+    flow_waits: int
+    flow_refused: int
+    flow_lagging: int
+    command_queue_bytes: int
+    unsent_bytes: int
+    tls_errors: int
     history_bytes: int
     history_streams: int
 
@@ -71,6 +80,14 @@ class ChannelHistory(TypedDict):
     offset: int
     complete: bool
     events: list[dict[str, Any]]
+
+class _TlsRequired(TypedDict):
+    cert: Union[str, bytes, "os.PathLike[str]"]
+    key: Union[str, bytes, "os.PathLike[str]"]
+
+class TlsFiles(_TlsRequired, total=False):
+    """listen(tls=...): PEM text or PEM files' paths; with ``ca`` clients need a certificate."""
+    ca: Union[str, bytes, "os.PathLike[str]"]
 
 class EventsOptions(TypedDict, total=False):
     """The options of Events(), events_plugin() and get_events(): a misspelt or mistyped
@@ -86,6 +103,10 @@ class EventsOptions(TypedDict, total=False):
     redis_prefix: str
     redis_backlog_max: int
     redis_connect_timeout: int
+    redis_tls_ca: Optional[str]
+    redis_tls_cert: Optional[str]
+    redis_tls_key: Optional[str]
+    redis_tls_verify: bool
     auth_secret: Optional[str]
     authorizer: Optional[Authorizer]
     authorizer_workers: int
@@ -103,6 +124,15 @@ class EventsOptions(TypedDict, total=False):
     history_size: int
     history_ttl: int
     history_max_bytes: int
+    flow_high_water: int
+    flow_low_water: int
+    max_command_queue: int
+    slow_consumer_ms: int
+    socket_send_buffer: int
+    publish_wait: int
+    allowed_origins: Union[str, Sequence[str], None]
+    metrics: bool
+    metrics_token: Optional[str]
     log_level: Optional[Literal["error", "warn", "info", "debug"]]
 
 class Events:
@@ -112,6 +142,8 @@ class Events:
                  on_client_event: Optional[Callable[[str, str, str, Any], Any]] = ...,
                  redis: Optional[str] = ..., redis_prefix: str = ...,
                  redis_backlog_max: int = ..., redis_connect_timeout: int = ...,
+                 redis_tls_ca: Optional[str] = ..., redis_tls_cert: Optional[str] = ...,
+                 redis_tls_key: Optional[str] = ..., redis_tls_verify: bool = ...,
                  auth_secret: Optional[str] = ...,
                  authorizer: Optional[Authorizer] = ..., authorizer_workers: int = ...,
                  ping_interval: int = ..., max_payload: int = ..., max_payload_size: int = ...,
@@ -121,6 +153,12 @@ class Events:
                  max_presence_members: int = ..., compression: bool = ...,
                  history_size: int = ..., history_ttl: int = ...,
                  history_max_bytes: int = ...,
+                 flow_high_water: int = ...,
+                 flow_low_water: int = ..., max_command_queue: int = ...,
+                 slow_consumer_ms: int = ..., socket_send_buffer: int = ...,
+                 publish_wait: int = ...,
+                 allowed_origins: Union[str, Sequence[str], None] = ...,
+                 metrics: bool = ..., metrics_token: Optional[str] = ...,
                  log_level: Optional[Literal["error", "warn", "info", "debug"]] = ...) -> None: ...
     @property
     def closed(self) -> bool: ...
@@ -138,6 +176,7 @@ class Events:
                 except_socket_id: Optional[str] = ..., *, raw: bool = ...) -> PublishResult: ...
     def history(self, channel: str, since: int = ..., limit: int = ...) -> ChannelHistory: ...
     def stats(self) -> Stats: ...
+    def metrics(self) -> str: ...
     def sign(self, socket_id: str, channel: str, channel_data: Any = ...) -> str: ...
     def close(self, grace_ms: int = ...) -> None: ...
     async def abroadcast(self, channel: str, event: str, data: Any = ...,
@@ -157,6 +196,7 @@ class Events:
     async def ahistory(self, channel: str, since: int = ...,
                        limit: int = ...) -> ChannelHistory: ...
     async def astats(self) -> Stats: ...
+    async def ametrics(self) -> str: ...
     async def asign(self, socket_id: str, channel: str, channel_data: Any = ...) -> str: ...
     async def aclose(self, grace_ms: int = ...) -> None: ...
     def __enter__(self) -> "Events": ...
@@ -170,8 +210,10 @@ class Events:
     presenceMembers = presence_members
 
 class EventsServer(Events):
-    def listen(self, host: str = ..., port: int = ...) -> int: ...
-    async def alisten(self, host: str = ..., port: int = ...) -> int: ...
+    def listen(self, host: str = ..., port: int = ...,
+               tls: Optional[TlsFiles] = ...) -> int: ...
+    async def alisten(self, host: str = ..., port: int = ...,
+                      tls: Optional[TlsFiles] = ...) -> int: ...
     @property
     def port(self) -> Optional[int]: ...
     def __enter__(self) -> "EventsServer": ...

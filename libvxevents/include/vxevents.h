@@ -53,7 +53,8 @@ extern "C" {
      "Redis is unavailable (not connected within the connect timeout, "                            \
      "or the connection was lost before it answered)")                                             \
   XX(EUNPUBLISHED, -16, "broadcasts accepted before close were not published to Redis")            \
-  XX(EAGAIN, -17, "no capacity now: try again when the core has drained (flow control)")
+  XX(EAGAIN, -17, "no capacity now: try again when the core has drained (flow control)")        \
+  XX(ETLS, -18, "TLS certificate, key or CA cannot be used")
 
 typedef enum {
 #define VX_ERR_ENUM(name, code, text) VX_##name = (code),
@@ -78,6 +79,24 @@ typedef void (*vx_log_cb)(int level, const char *message, void *data);
 #define VX_LOG_WARN 1
 #define VX_LOG_INFO 2
 #define VX_LOG_DEBUG 3
+
+/* One log line with its fields, for hosts that write structured logs (on_log_record). Every
+ * string is borrowed for the call; a field the line does not have is NULL. */
+typedef struct vx_log_record {
+  int level;             /* VX_LOG_* */
+  const char *message;   /* the same text on_log receives */
+  const char *socket_id; /* the connection the line is about */
+  const char *channel;   /* the channel the line is about */
+} vx_log_record;
+typedef void (*vx_log_record_cb)(const vx_log_record *rec, void *data);
+
+/* Format `rec` as one line ending in "\n" into `out` (always NUL-terminated when outlen > 0):
+ * with `json` 0, "PROGRAM: LEVEL: MESSAGE" (PROGRAM omitted when NULL); with `json` 1, one JSON
+ * object {"level","time" (RFC 3339, UTC, milliseconds),"message", then "socket_id" and
+ * "channel" when set, and "program" when given}. A line longer than `outlen` is cut (a JSON
+ * line stays valid: the message is shortened). Thread-safe. Returns the length written. */
+VX_EXTERN size_t vx_log_format(const vx_log_record *rec, int json, const char *program, char *out,
+                               size_t outlen);
 
 /* A client event ({"type":"message"} on a private/presence channel the socket is
  * subscribed to), after the core accepted and rebroadcast it. `data` is JSON text. */
@@ -148,9 +167,48 @@ typedef struct vx_options {
                                    VX_EUNAVAILABLE; also the grace vx_close gives Redis when
                                    called with grace_ms 0. Default 5000; with redis_url,
                                    outside 1 .. 3600000 vx_new returns VX_EINVAL */
+  /* operations: the Origin policy, metrics, the landing page */
+  const char *allowed_origins; /* comma list of origins ("https://app.example.com",
+                                  "http://localhost:5173") and patterns ("*.example.com", also
+                                  with a scheme or a port; "*" = all); a request whose Origin
+                                  header matches none gets 403 (WebSocket upgrade, SSE, the
+                                  auth, subscribe and publish routes). NULL = every origin.
+                                  Requests without Origin (non-browser clients) are allowed */
+  int metrics;                 /* serve GET /metrics (Prometheus text); default 1. It needs
+                                  'Authorization: Bearer <metrics_token, or api_key when no
+                                  metrics_token>'; with neither set it answers 404 */
+  const char *metrics_token;   /* bearer token of GET /metrics; NULL = the api_key */
+  int landing_page;            /* serve the demo page at GET / (and GET {path} without an
+                                  upgrade when path is "/"); default 0 (vxevents-server: 1) */
+  size_t flow_high_water;             /* unsent bytes of the connections past which queued
+                                   broadcasts wait; default 16 MiB (see vx_wait_capacity) */
+  size_t flow_low_water;              /* ... until they drained to this; default 0: half of
+                                   flow_high_water (so is any value not below it) */
+  size_t max_command_queue;           /* bytes of broadcasts accepted and not yet run; past it
+                                   vx_broadcast returns VX_EAGAIN; default 8 MiB */
+  size_t socket_send_buffer;          /* SO_SNDBUF of client sockets: what the kernel holds per
+                                   connection beyond the send queue (a copy per connection,
+                                   where the queue shares one frame between all); default
+                                   256 KiB; 0 = the kernel's autotuned default */
+  uint32_t slow_consumer_ms;          /* how long in total a connection may hold producers back
+                                   before it stops counting (and is closed at max_send_queue);
+                                   default 10000 */
+  uint32_t publish_wait_ms;           /* how long a publish API request waits for capacity
+                                   before 503 + Retry-After; default 5000 */
+  /* TLS. Each value is a PEM file's path, or PEM text itself (starting "-----BEGIN ").
+   * With tls_cert and tls_key the listener (vx_listen) serves TLS only: wss:// and https://
+   * on the one port, ALPN http/1.1; vx_tls_reload loads them again. */
+  const char *tls_cert;       /* certificate, then any intermediates (the chain) */
+  const char *tls_key;        /* its private key (no passphrase) */
+  const char *tls_ca;         /* given: clients must present a certificate signed by these */
+  const char *redis_tls_ca;   /* rediss://: CAs that sign Redis's certificate; NULL = system */
+  const char *redis_tls_cert; /* rediss://: a client certificate for Redis (tls-auth-clients) */
+  const char *redis_tls_key;  /* and its key */
+  int redis_tls_verify;       /* rediss://: verify Redis's certificate and name; default 1 */
   vx_connect_cb on_connect;           /* optional */
   vx_disconnect_cb on_disconnect;     /* optional */
   vx_log_cb on_log;                   /* optional; NULL logs nothing */
+  vx_log_record_cb on_log_record;     /* optional; used instead of on_log when set */
   int log_level;                      /* messages up to this level reach on_log; default WARN */
   void *hook_data;                    /* passed to every hook above */
 } vx_options;
@@ -216,6 +274,19 @@ VX_EXTERN int vx_new(vx_events **out, const vx_options *opts);
  * listening), VX_ECLOSED. */
 VX_EXTERN int vx_listen(vx_events *ev, const char *host, int port, int *bound_port);
 
+/* TLS on the listener, from any thread: `cert` (the chain), `key` and optionally `ca` (then
+ * clients must present a certificate it signed) are PEM files' paths or PEM text. Loaded on
+ * the calling thread; connections accepted from then on use them, open ones keep theirs.
+ * Call before vx_listen for a TLS listener (the listener is then TLS only). On failure
+ * `err` says why and nothing changes. Returns 0, VX_EINVAL, VX_ETLS, VX_ENOMEM. */
+VX_EXTERN int vx_tls_configure(vx_events *ev, const char *cert, const char *key, const char *ca,
+                               char *err, size_t errlen);
+/* Load the configured certificate, key and CA files again (SIGHUP in vxevents-server): new
+ * connections get the new ones, open connections are not touched; when the new files cannot
+ * be used the old ones stay and `err` says why. Returns 0, VX_EINVAL (no TLS configured),
+ * VX_ETLS, VX_ENOMEM. */
+VX_EXTERN int vx_tls_reload(vx_events *ev, char *err, size_t errlen);
+
 /* Hand an accepted TCP socket to the instance. `fd` becomes the instance's (it is closed
  * by the instance, also on error after return). `bytes`/`len` are the bytes already read
  * from the socket — the start of an HTTP request (request line, headers, maybe more);
@@ -231,7 +302,8 @@ VX_EXTERN int vx_adopt(vx_events *ev, int fd, const char *bytes, size_t len);
  * published as soon as the Redis connection is up (one made before that waits for it), and
  * kept until Redis acknowledged it; vx_shutdown reports any that never were.
  * Returns 0, VX_ECHANNEL (bad channel name), VX_EINVAL (event empty or over 200 bytes,
- * except_id too long), VX_EJSON (data not JSON), VX_ETOOBIG, VX_EBACKLOG (the broadcasts
+ * except_id too long), VX_EJSON (data not JSON), VX_ETOOBIG, VX_EAGAIN (no capacity now:
+ * see vx_wait_capacity; nothing was queued), VX_EBACKLOG (the broadcasts
  * Redis has not acknowledged yet would exceed redis_backlog_max: Redis unreachable or
  * stalled; the broadcast is then delivered nowhere, this instance included), VX_ENOMEM,
  * VX_ECLOSED. */
@@ -243,6 +315,28 @@ VX_EXTERN int vx_broadcast(vx_events *ev, const char *channel, const char *event
 VX_EXTERN int vx_broadcast_many(vx_events *ev, const char *const *channels, size_t n,
                                 const char *event, const char *data, size_t data_len,
                                 const char *except_id);
+
+/* Flow control. A broadcast is accepted into a bounded queue (max_command_queue bytes);
+ * the loop thread takes broadcasts from it only while the unsent bytes of the connections
+ * stay under flow_high_water and none of them is past half its max_send_queue, and goes on
+ * once they drained under flow_low_water. So a producer faster than its clients fills
+ * the queue, and then vx_broadcast / vx_broadcast_many return VX_EAGAIN without queuing
+ * anything (never blocking): the caller waits for capacity with one of the two calls below
+ * and tries again. A connection that keeps the queue waiting longer than slow_consumer_ms
+ * (in total, since its send queue was last empty) stops counting; it still gets every
+ * message, and is closed with 1008 once it holds more than max_send_queue.
+ *
+ * vx_wait_capacity blocks the calling thread until the queue has room again (it is at most
+ * half full), at most `timeout_ms` (0 = do not wait, just tell). Returns 0 (room),
+ * VX_EAGAIN (still full after timeout_ms), VX_ECLOSED (the instance closed meanwhile or
+ * before), VX_EINVAL (called on the loop thread, that is from a callback).
+ *
+ * vx_on_capacity runs `cb` once, on the loop thread, when the queue has room (soon after the
+ * call if it has room already), or with status VX_ECLOSED when the instance closes first.
+ * Returns 0, VX_EINVAL (cb NULL), VX_ENOMEM, VX_ECLOSED (cb then never runs). */
+VX_EXTERN int vx_wait_capacity(vx_events *ev, uint32_t timeout_ms);
+typedef void (*vx_capacity_cb)(int status, void *data);
+VX_EXTERN int vx_on_capacity(vx_events *ev, vx_capacity_cb cb, void *data);
 
 /* 1 when `id` (`len` bytes) is a socket id the core accepts (what vx_sign and the auth and
  * SSE subscribe routes take: 1 to 64 of A-Z a-z 0-9 . - _), else 0. For the bindings, which
@@ -295,6 +389,17 @@ typedef struct vx_stats {
   uint64_t slow_consumer_closes; /* connections closed with 1008 */
   uint64_t ping_timeouts;        /* connections dropped for not answering pings */
   uint64_t rejected_connections; /* 503 over max_connections */
+  /* flow control (see vx_wait_capacity) */
+  uint64_t flow_paused_ms;     /* time queued commands waited for the send queues to drain */
+  uint64_t flow_wait_ms;       /* time callers waited for capacity (vx_wait_capacity, the
+                                  bindings' pending broadcasts, parked publish requests) */
+  uint64_t flow_waits;         /* broadcasts that found no capacity (VX_EAGAIN) */
+  uint64_t flow_refused;       /* publish API requests answered 503 after publish_wait_ms */
+  uint64_t flow_lagging;       /* connections that held producers back past slow_consumer_ms
+                                  and stopped pacing them */
+  uint64_t command_queue_bytes; /* broadcast bytes accepted and not yet run (now) */
+  uint64_t unsent_bytes;        /* unsent bytes of the connections that pace producers (now) */
+  uint64_t tls_errors;           /* TLS connections cut for a failed handshake or a bad record */
   uint64_t history_bytes;        /* what the channels' history holds (<= history_max_bytes) */
   uint64_t history_streams;      /* channel streams in memory (with history or subscribers) */
 } vx_stats;
@@ -349,6 +454,14 @@ VX_EXTERN int vx_publish(vx_events *ev, const char *channel, const char *event, 
  * VX_ECLOSED. */
 VX_EXTERN int vx_history(vx_events *ev, const char *channel, uint64_t since, uint32_t limit,
                          vx_json_cb cb, void *data);
+
+/* This instance's metrics as Prometheus text exposition format 0.0.4: the same text GET
+ * /metrics serves, for hosts that expose it on a route of their own. `text` is borrowed for
+ * the callback, which runs once on the loop thread (status VX_ECLOSED, text NULL, when the
+ * instance closed first; VX_ENOMEM when the text could not be built).
+ * Returns 0, VX_EINVAL (cb NULL), VX_ENOMEM, VX_ECLOSED. */
+typedef void (*vx_text_cb)(int status, const char *text, size_t len, void *data);
+VX_EXTERN int vx_metrics(vx_events *ev, vx_text_cb cb, void *data);
 
 /* Close gracefully and report what could not be published.
  *

@@ -2,6 +2,7 @@
  * the API key (constant-time compare), bodies validated with a details list (400), then
  * published through the node like any broadcast. */
 #include "http_int.h"
+#include "flow.h"
 
 #include <cjson/cJSON.h>
 #include <openssl/crypto.h>
@@ -196,6 +197,13 @@ void vx__api_handle(vx_conn *c, bool batch) {
   }
   if (d.n) {
     vx__details_send(c, &d, ka);
+    cJSON_Delete(root);
+    return;
+  }
+  /* Flow control: while broadcasts wait for the send queues to drain, so does this one
+   * (reading stops; it is answered 503 after publish_wait_ms). */
+  if (vx__flow_park(c)) {
+    r->batch = batch;
     cJSON_Delete(root);
     return;
   }

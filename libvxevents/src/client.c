@@ -32,32 +32,39 @@ static void send_error(vx_conn *c, const char *msg) {
  * this channel (and, for presence, of this exact channel_data). Returns NULL when it is,
  * or the reason for the subscription_error. */
 static const char *check_token(vx_conn *c, const cJSON *msg, const char *name, size_t n,
-                               bool presence, const cJSON **cd) {
+                               bool presence, const cJSON **cd, int *why) {
   vx_events *ev = c->ev;
+/* The reason's metric (VX_AUTH_REFUSAL_MAP) and its text. */
+#define REFUSE(r, text) return (*why = VX_AR_##r, text)
   if (!ev->auth_secret)
-    return "private and presence channels are disabled: the server has no authSecret";
+    REFUSE(NO_SECRET, "private and presence channels are disabled: the server has no authSecret");
   const cJSON *auth = cJSON_GetObjectItemCaseSensitive(msg, "auth");
   if (!cJSON_IsString(auth) || !*auth->valuestring)
-    return "auth token required (from the auth endpoint)";
+    REFUSE(NO_TOKEN, "auth token required (from the auth endpoint)");
   const char *tok = auth->valuestring;
   const char *colon = strchr(tok, ':');
   if (!colon || (size_t)(colon - tok) != VX_SOCKET_ID_LEN ||
-      memcmp(tok, c->id, VX_SOCKET_ID_LEN) != 0)
-    return colon ? "auth token was issued for another connection" : "malformed auth token";
+      memcmp(tok, c->id, VX_SOCKET_ID_LEN) != 0) {
+    if (colon)
+      REFUSE(OTHER_SOCKET, "auth token was issued for another connection");
+    REFUSE(MALFORMED, "malformed auth token");
+  }
   *cd = NULL;
   if (presence) {
     *cd = cJSON_GetObjectItemCaseSensitive(msg, "channel_data");
     if (!*cd)
       *cd = cJSON_GetObjectItemCaseSensitive(msg, "channelData");
     if (!cJSON_IsString(*cd))
-      return "presence channels need channel_data (a JSON string from the auth endpoint)";
+      REFUSE(NO_CHANNEL_DATA,
+             "presence channels need channel_data (a JSON string from the auth endpoint)");
     if (strlen((*cd)->valuestring) > ev->opts.max_member_size)
-      return "presence member (channel_data) is too large";
+      REFUSE(MEMBER_TOO_LARGE, "presence member (channel_data) is too large");
   }
   const char *cds = *cd ? (*cd)->valuestring : NULL;
   if (!vx__auth_verify(ev, c->id, name, n, cds, cds ? strlen(cds) : 0, tok, strlen(tok)))
-    return presence ? "invalid auth token for this channel and channel_data"
-                    : "invalid auth token for this channel";
+    REFUSE(BAD_SIGNATURE, presence ? "invalid auth token for this channel and channel_data"
+                                   : "invalid auth token for this channel");
+#undef REFUSE
   return NULL;
 }
 
@@ -79,8 +86,11 @@ static void on_subscribe(vx_conn *c, const cJSON *msg) {
   vx_chkind kind = vx__channel_kind(name, n);
   const cJSON *cd = NULL;
   if (kind != VX_CH_PUBLIC) {
-    const char *refused = check_token(c, msg, name, n, kind == VX_CH_PRESENCE, &cd);
+    int why = 0;
+    const char *refused = check_token(c, msg, name, n, kind == VX_CH_PRESENCE, &cd, &why);
     if (refused) {
+      c->ev->m.auth_refusals[why]++;
+      vx__log_at(c->ev, VX_LOG_INFO, c->id, name, "subscription refused: %s", refused);
       vx__node_sub_reply(c, name, n, refused, NULL, 0);
       return;
     }
@@ -208,6 +218,7 @@ static void on_client_event(vx_conn *c, const cJSON *msg, const char *raw, size_
 }
 
 void vx__client_message(vx_conn *c, const char *p, size_t n) {
+  c->ev->m.messages_in++;
   /* The core's own validator first: it rejects trailing text the parser would ignore. */
   cJSON *msg = vx__json_valid(p, n) ? cJSON_ParseWithLength(p, n) : NULL;
   if (!msg) {

@@ -34,6 +34,7 @@ void vx__cmd_free(vx_cmd *c) {
   case CMD_CHANNELS:
   case CMD_STATS:
   case CMD_MEMBERS:
+  case CMD_METRICS:
     free(c->u.query.channel);
     break;
   case CMD_AUTH_REPLY:
@@ -74,8 +75,20 @@ static int push(vx_events *ev, vx_cmd *c) {
     uv_mutex_unlock(&ev->mu);
     return VX_ECLOSED;
   }
-  if (c->type == CMD_CLOSE)
+  /* Flow control: broadcasts fill the queue up to max_command_queue bytes (one bigger than
+   * that still goes into an empty queue); past it the caller waits for room (flow.c). */
+  if (c->cost) {
+    if (ev->cmd_bytes && ev->cmd_bytes + c->cost > ev->opts.max_command_queue) {
+      ev->flow_waits++;
+      uv_mutex_unlock(&ev->mu);
+      return VX_EAGAIN;
+    }
+    ev->cmd_bytes += c->cost;
+  }
+  if (c->type == CMD_CLOSE) {
     ev->closing_requested = true;
+    uv_cond_broadcast(&ev->room); /* vx_wait_capacity returns VX_ECLOSED */
+  }
   if (ev->cmd_tail)
     ev->cmd_tail->next = c;
   else
@@ -116,6 +129,9 @@ void vx__cmd_cancel(vx_cmd *c) {
     break;
   case CMD_MEMBERS:
     ((vx_json_cb)c->u.query.cb)(VX_ECLOSED, NULL, 0, c->u.query.cb_data);
+    break;
+  case CMD_METRICS:
+    ((vx_text_cb)c->u.query.cb)(VX_ECLOSED, NULL, 0, c->u.query.cb_data);
     break;
   case CMD_SSE_SUB:
   case CMD_SSE_UNSUB:
@@ -165,6 +181,25 @@ static void run_sse(vx_events *ev, vx_cmd *c) {
     c->u.sse.cb(st, msg, c->u.sse.cb_data);
 }
 
+/* What vx_stats_get reports (and GET /metrics reads): the counters plus the gauges of now. */
+void vx__stats_fill(vx_events *ev, vx_stats *out) {
+  vx_stats st = ev->stats;
+  st.connections = ev->nws;
+  st.channels = ev->channels.len;
+  st.flow_paused_ms = ev->flow.paused_ms;
+  if (ev->flow.paused)
+    st.flow_paused_ms += uv_now(&ev->loop) - ev->flow.paused_at;
+  st.flow_refused = ev->flow.refused;
+  st.flow_lagging = ev->flow.lagging;
+  st.unsent_bytes = ev->flow.bytes;
+  uv_mutex_lock(&ev->mu);
+  st.flow_wait_ms = ev->flow_wait_us / 1000;
+  st.flow_waits = ev->flow_waits;
+  st.command_queue_bytes = ev->cmd_bytes;
+  uv_mutex_unlock(&ev->mu);
+  *out = st;
+}
+
 void vx__cmd_run(vx_events *ev, vx_cmd *c) {
   switch (c->type) {
   case CMD_LISTEN:
@@ -191,10 +226,17 @@ void vx__cmd_run(vx_events *ev, vx_cmd *c) {
     ev->bp.ops->query(ev, VX_Q_MEMBERS, c->u.query.channel, c->u.query.cb, c->u.query.cb_data);
     break;
   case CMD_STATS: {
-    vx_stats st = ev->stats;
-    st.connections = ev->nws;
-    st.channels = ev->channels.len;
+    vx_stats st;
+    vx__stats_fill(ev, &st);
     ((vx_stats_cb)c->u.query.cb)(0, &st, c->u.query.cb_data);
+    break;
+  }
+  case CMD_METRICS: {
+    vx_str s = {0};
+    vx__metrics_render(ev, &s);
+    ((vx_text_cb)c->u.query.cb)(s.oom ? VX_ENOMEM : 0, s.oom ? NULL : s.p, s.oom ? 0 : s.len,
+                                c->u.query.cb_data);
+    vx__str_free(&s);
     break;
   }
   case CMD_CLOSE:
@@ -289,6 +331,9 @@ int vx_broadcast_many(vx_events *ev, const char *const *channels, size_t n, cons
     return VX_ENOMEM;
   }
   c->u.broadcast.reserved = cost;
+  c->cost = sizeof *c + (data ? data_len : 0) + strlen(event) + (except_id ? strlen(except_id) : 0);
+  for (size_t i = 0; i < n; i++)
+    c->cost += sizeof(char *) + strlen(channels[i]) + 2;
   c->u.broadcast.channels = calloc(n, sizeof *c->u.broadcast.channels);
   c->u.broadcast.n = c->u.broadcast.channels ? n : 0;
   bool ok = c->u.broadcast.channels != NULL;
@@ -347,6 +392,9 @@ int vx_publish(vx_events *ev, const char *channel, const char *event, const char
   }
   c->u.publish.data_len = data ? data_len : 0;
   c->u.publish.reserved = cost;
+  /* Counted and held like any broadcast (flow control; flow.c keeps the order). */
+  c->cost = sizeof *c + (data ? data_len : 0) + strlen(event) + strlen(channel) + 2 +
+            (except_id ? strlen(except_id) : 0);
   c->u.publish.cb = cb;
   c->u.publish.cb_data = cb_data;
   int r2 = submit(ev, c);
@@ -412,6 +460,10 @@ int vx_channels(vx_events *ev, vx_channels_cb cb, void *data) {
 
 int vx_stats_get(vx_events *ev, vx_stats_cb cb, void *data) {
   return query(ev, CMD_STATS, NULL, (void *)cb, data);
+}
+
+int vx_metrics(vx_events *ev, vx_text_cb cb, void *data) {
+  return query(ev, CMD_METRICS, NULL, (void *)cb, data);
 }
 
 int vx_auth_reply(vx_events *ev, uint64_t id, int authorized, const char *member_json,

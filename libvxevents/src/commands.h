@@ -22,11 +22,13 @@ typedef enum {
   CMD_SSE_UNSUB,
   CMD_HISTORY, /* history.c runs it */
   CMD_PUBLISH, /* a one-channel broadcast that reports its offset (node.c runs it) */
+  CMD_METRICS, /* query, no channel: vx_text_cb */
 } vx_cmd_type;
 
 struct vx_cmd {
   struct vx_cmd *next;
   vx_cmd_type type;
+  size_t cost; /* bytes it counts in ev->cmd_bytes (broadcasts; 0 for the rest) */
   union {
     struct { /* vx_listen waits on `sem` for `*result` */
       uv_sem_t *sem;

@@ -6,7 +6,7 @@
  * uv_try_write (a writev of all queued buffers) per connection per iteration however many
  * broadcasts arrived — that is the corking of DESIGN §4. What the kernel does not take goes
  * to one outstanding uv_write; the queue keeps the references until it completes. */
-#include "vx_int.h"
+#include "flow.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +32,10 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   vx_conn *c = s->data;
   if (nread > 0)
+    c->ev->m.bytes_in += (uint64_t)nread; /* metrics.c */
+  if (nread > 0 && c->tls)
+    vx__tls_read(c, (const uint8_t *)buf->base, (size_t)nread); /* decrypts into tp->read */
+  else if (nread > 0)
     c->tp->read(c, (const uint8_t *)buf->base, (size_t)nread);
   else if (nread < 0)
     vx__conn_terminate(c);
@@ -102,19 +106,18 @@ void vx__conn_oom(vx_conn *c) {
 }
 
 /* Queue `b` (the caller's reference moves to the queue). Over the send-queue bound a
- * WebSocket connection is doomed: closed with 1008 right after the current broadcast,
- * never left open with a gap in its stream. */
+ * client is doomed: closed with 1008 right after the current broadcast, never left open
+ * with a gap in its stream. The bound holds however the frames arrive (one loop iteration's
+ * burst included): flow control (flow.c) keeps a connection that reads from ever reaching
+ * it, by holding broadcasts back while any counted queue is past half the bound. */
 static void enqueue(vx_conn *c, vx_buf *b, bool bounded) {
   vx_events *ev = c->ev;
   if (vx_has(c, VXC_F_CLOSED) || vx_has(c, VXC_F_DOOMED) || vx_has(c, VXC_F_LINGERING)) {
     vx__buf_unref(b);
     return;
   }
-  /* While the kernel still takes everything, a burst bigger than the bound is fine: it is
-   * flushed at the end of this iteration. Once a write is pending (the kernel is full),
-   * the bound applies to every frame queued. */
-  if (bounded && VX_IS_CLIENT(c) && vx_has(c, VXC_F_WRITING) &&
-      c->qbytes + b->len > ev->opts.max_send_queue) {
+  /* A single frame larger than the bound still goes to an empty queue. */
+  if (bounded && VX_IS_CLIENT(c) && c->qbytes && c->qbytes + b->len > ev->opts.max_send_queue) {
     vx__buf_unref(b);
     doom(c);
     return;
@@ -126,7 +129,7 @@ static void enqueue(vx_conn *c, vx_buf *b, bool bounded) {
   }
   c->q[(c->qhead + c->qlen) & (c->qcap - 1)] = b;
   c->qlen++;
-  c->qbytes += b->len;
+  vx__flow_add(c, b->len);
   ev->stats.messages_delivered++;
   vx__conn_mark_dirty(c);
   /* HTTP answers are the peer's own doing (pipelined requests): past the bound nothing
@@ -141,7 +144,7 @@ static void enqueue(vx_conn *c, vx_buf *b, bool bounded) {
  * the middle of a flush, so it never closes the connection: should the restart fail, the
  * next write tries again, and the HTTP deadline ends a connection that stays stuck. */
 static void read_resume(vx_conn *c) {
-  if (!vx_has(c, VXC_F_READ_PAUSED) || vx_has(c, VXC_F_CLOSED) ||
+  if (!vx_has(c, VXC_F_READ_PAUSED) || vx_has(c, VXC_F_CLOSED) || vx_has(c, VXC_F_PARKED) ||
       c->qbytes > c->ev->opts.max_send_queue / 2)
     return;
   if (vx__conn_read_start(c) != 0)
@@ -169,7 +172,8 @@ void vx__conn_send(vx_conn *c, vx_buf *b) { vx__conn_send_owned(c, vx__buf_ref(b
 void vx__conn_send_pong(vx_conn *c, vx_buf *b) {
   bool crowded = vx_has(c, VXC_F_WRITING) || c->qbytes + b->len > c->ev->opts.max_send_queue / 2;
   if (c->pong && crowded && !vx_has(c, VXC_F_CLOSED) && !vx_has(c, VXC_F_DOOMED)) {
-    c->qbytes = c->qbytes - c->pong->len + b->len;
+    vx__flow_sub(c, c->pong->len, false);
+    vx__flow_add(c, b->len);
     memcpy(c->pong->data, b->data, b->len);
     c->pong->len = b->len;
     vx__buf_unref(b);
@@ -185,7 +189,7 @@ static void flush(vx_conn *c);
 
 /* Drop the bytes the kernel took: `n` bytes starting at the head (after qoff). */
 static void q_consume(vx_conn *c, size_t n) {
-  c->qbytes -= n;
+  vx__flow_sub(c, n, true);
   c->ev->stats.bytes_written += n;
   while (n > 0) {
     vx_buf *b = q_at(c, 0);
@@ -216,7 +220,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
  * (the peer sees the end after our last byte), then read and discard until the peer closes
  * too, for at most LINGER_MS and LINGER_BYTES. */
 static void linger(vx_conn *c) {
-  if (vx_has(c, VXC_F_LINGERING))
+  if (vx_has(c, VXC_F_LINGERING) || (c->tls && vx__tls_close_notify(c) != 0))
     return;
   uv_shutdown_t *req = malloc(sizeof *req);
   if (!req) {
@@ -241,6 +245,14 @@ static void linger(vx_conn *c) {
   c->deadline = uv_now(&c->ev->loop) + LINGER_MS;
   if (c->ev->shutting_down && c->ev->shutdown_deadline < c->deadline)
     c->deadline = c->ev->shutdown_deadline;
+}
+
+void vx__conn_took_head(vx_conn *c) {
+  size_t n = q_at(c, 0)->len - c->qoff;
+  if (n)
+    q_consume(c, n);
+  else
+    q_pop(c);
 }
 
 bool vx__conn_discard(vx_conn *c, size_t n) {
@@ -277,6 +289,7 @@ static void on_write(uv_write_t *req, int status) {
     flush(c);
   else
     after_drain(c);
+  vx__flow_check(c->ev);
 }
 
 static void flush(vx_conn *c) {
@@ -286,6 +299,14 @@ static void flush(vx_conn *c) {
     return;
   }
   c->pong = NULL; /* from here on the kernel may have any queued buffer */
+  if (c->tls) { /* encrypted per connection by tls.c, written from its own buffer */
+    vx__tls_flush(c);
+    if (!vx_has(c, VXC_F_CLOSED) && !vx_has(c, VXC_F_WRITING) && c->qlen == 0)
+      after_drain(c);
+    else if (vx_has(c, VXC_F_WRITING) && VX_IS_CLIENT(c) && c->qbytes > c->ev->opts.max_send_queue)
+      doom(c);
+    return;
+  }
   uv_buf_t iov[FLUSH_IOV];
   for (;;) {
     uint32_t k = c->qlen < FLUSH_IOV ? c->qlen : FLUSH_IOV;
@@ -347,6 +368,7 @@ void vx__conn_flush_all(vx_events *ev) {
       flush(c);
     }
   } while (ev->doomed); /* closing a slow consumer queues its close frame */
+  vx__flow_check(ev);
 }
 
 /* Slow consumers found during a broadcast are closed only after it, so no channel's
@@ -362,13 +384,14 @@ void vx__conn_process_doomed(vx_events *ev) {
     bool oom = vx_has(c, VXC_F_OOM);
     if (!oom) {
       ev->stats.slow_consumer_closes++;
-      vx__log(ev, VX_LOG_INFO, "closing slow consumer %s (%zu bytes queued)", c->id, c->qbytes);
+      vx__log_at(ev, VX_LOG_INFO, c->id, NULL, "closing slow consumer %s (%zu bytes queued)", c->id,
+                 c->qbytes);
     }
     uint32_t keep = vx_has(c, VXC_F_WRITING) ? c->qinflight : (c->qoff ? 1 : 0);
     c->pong = NULL;
     while (c->qlen > keep) {
       uint32_t last = (c->qhead + c->qlen - 1) & (c->qcap - 1);
-      c->qbytes -= c->q[last]->len;
+      vx__flow_sub(c, c->q[last]->len, false);
       vx__buf_unref(c->q[last]);
       c->qlen--;
     }
@@ -404,6 +427,7 @@ void vx__conn_close(vx_conn *c, uint16_t code, const char *reason) {
 /* The connection stops being an open client: it leaves every channel, stops counting and
  * the host hears of it, once, whether the close was a handshake or a cut. */
 void vx__conn_leave(vx_conn *c) {
+  vx__flow_leave(c);
   c->ev->conn_up->left(c);
   if (VX_IS_CLIENT(c))
     c->phase = VXP_CLOSING;
@@ -438,6 +462,7 @@ static void on_close(uv_handle_t *h) {
     vx__buf_unref(c->ctl);
   if (c->tp && c->tp->release)
     c->tp->release(c);
+  vx__tls_release(c);
   free(c);
 }
 
@@ -470,7 +495,7 @@ void vx__conn_ping_all(vx_events *ev) {
       continue;
     if (!vx_has(c, VXC_F_ALIVE)) {
       ev->stats.ping_timeouts++;
-      vx__log(ev, VX_LOG_INFO, "dropping %s: no answer to ping", c->id);
+      vx__log_at(ev, VX_LOG_INFO, c->id, NULL, "dropping %s: no answer to ping", c->id);
       vx__conn_terminate(c);
       continue;
     }

@@ -7,6 +7,9 @@
  * answered in order. The parser is paused at the end of each message so the request is
  * handled outside its callbacks. */
 #include "http_int.h"
+#include "flow.h"
+
+#include "landing_html.h" /* generated from page/landing.html */
 
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -63,6 +66,7 @@ static int field_id(const char *f, size_t n) {
                {"authorization", H_AUTH},
                {"last-event-id", H_LAST_EVENT_ID},
                {"host", H_HOST},
+               {"origin", H_ORIGIN},
                {"sec-websocket-extensions", H_EXT}};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (strlen(names[i].name) == n && strncasecmp(names[i].name, f, n) == 0)
@@ -201,6 +205,7 @@ void vx__http_free(vx_conn *c) {
     vx__str_free(&c->req->body);
     vx__str_free(&c->req->raw_headers);
     vx__str_free(&c->req->ext);
+    vx__str_free(&c->req->rest);
   }
   free(c->req);
   free(c->hp);
@@ -243,21 +248,24 @@ static const char *status_text(int s) {
   }
 }
 
-void vx__http_respond(vx_conn *c, int status, const char *extra_headers, const char *body,
-                      bool keep_alive) {
+void vx__http_respond_as(vx_conn *c, int status, const char *ctype, const char *extra_headers,
+                         const char *body, size_t blen, bool head_only, bool keep_alive) {
   if (vx_has(c, VXC_F_CLOSED))
     return;
-  size_t blen = body ? strlen(body) : 0;
+  if (c->req && c->req->api)
+    vx__metrics_api_status(c->ev, status);
   char head[512];
   int hl = snprintf(head, sizeof head,
-                    "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
                     "Content-Length: %zu\r\nCache-Control: no-store\r\nConnection: %s\r\n%s\r\n",
-                    status, status_text(status), blen, keep_alive ? "keep-alive" : "close",
+                    status, status_text(status), ctype, blen, keep_alive ? "keep-alive" : "close",
                     extra_headers ? extra_headers : "");
   if (hl < 0 || (size_t)hl >= sizeof head) {
     vx__conn_terminate(c);
     return;
   }
+  if (head_only)
+    blen = 0;
   vx_buf *b = vx__buf_new((size_t)hl + blen);
   if (!b) {
     vx__conn_oom(c);
@@ -272,6 +280,12 @@ void vx__http_respond(vx_conn *c, int status, const char *extra_headers, const c
     if (c->req)
       c->req->stop = true;
   }
+}
+
+void vx__http_respond(vx_conn *c, int status, const char *extra_headers, const char *body,
+                      bool keep_alive) {
+  vx__http_respond_as(c, status, "application/json", extra_headers, body, body ? strlen(body) : 0,
+                      false, keep_alive);
 }
 
 void vx__http_error(vx_conn *c, int status, const char *msg, const char *extra, bool ka) {
@@ -304,10 +318,65 @@ bool vx__http_has_token(const char *v, const char *tok) {
 
 /* ---- routes ---- */
 
+/* GET /: the landing page (page/landing.html, embedded at build time). */
+static void landing(vx_conn *c) {
+  vx_http_req *r = c->req;
+  bool ka = r->keep_alive && !c->ev->shutting_down;
+  if (r->method != HTTP_GET && r->method != HTTP_HEAD) {
+    vx__http_error(c, 405, "Method not allowed", "Allow: GET\r\n", ka);
+    return;
+  }
+  /* The page learns the WebSocket path from its one placeholder, a JSON string: the path
+   * goes in escaped, with < and > as \u escapes so it cannot end the script element. */
+  static const char mark[] = "\"__VX_PATH__\"";
+  const char *page = VX_LANDING_HTML, *at = strstr(page, mark);
+  vx_str b = {0};
+  if (at) {
+    vx__str_add(&b, page, (size_t)(at - page));
+    vx_str js = {0};
+    vx__str_add_json_string(&js, c->ev->path, c->ev->path_len);
+    for (size_t i = 0; i < js.len && !js.oom; i++)
+      if (js.p[i] == '<' || js.p[i] == '>')
+        vx__str_addz(&b, js.p[i] == '<' ? "\\u003c" : "\\u003e");
+      else
+        vx__str_add(&b, js.p + i, 1);
+    b.oom = b.oom || js.oom;
+    vx__str_free(&js);
+    vx__str_addz(&b, at + sizeof mark - 1);
+  } else {
+    vx__str_addz(&b, page);
+  }
+  if (b.oom) {
+    vx__str_free(&b);
+    vx__http_error(c, 503, "out of memory", NULL, false);
+    return;
+  }
+  /* The page talks to its own origin only; it may not be framed by another site. */
+  vx__http_respond_as(c, 200, "text/html; charset=utf-8",
+                      "X-Frame-Options: DENY\r\nX-Content-Type-Options: nosniff\r\n"
+                      "Content-Security-Policy: default-src 'self'; script-src 'unsafe-inline'; "
+                      "style-src 'unsafe-inline'; connect-src 'self' ws: wss:\r\n",
+                      b.p, b.len, r->method == HTTP_HEAD, ka);
+  vx__str_free(&b);
+}
+
+static void route_landing(vx_conn *c, const uint8_t *extra, size_t extra_len) {
+  (void)extra;
+  (void)extra_len;
+  if (!c->ev->opts.landing_page) {
+    vx__http_error(c, 404, "Not found", NULL, c->req->keep_alive && !c->ev->shutting_down);
+    return;
+  }
+  landing(c);
+}
+
 static void route_ws(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   vx_http_req *r = c->req;
   if (r->h[H_UPGRADE].seen && vx__http_has_token(r->h[H_UPGRADE].v, "websocket"))
     vx__ws_handshake(c, extra, extra_len);
+  else if (c->ev->opts.landing_page && c->ev->path_len == 1 &&
+           (r->method == HTTP_GET || r->method == HTTP_HEAD))
+    landing(c); /* --path /: upgrades are the WebSocket's, a plain GET gets the page */
   else if (r->method == HTTP_GET || r->method == HTTP_HEAD)
     vx__http_error(c, 426, "WebSocket upgrade required", "Upgrade: websocket\r\n", false);
   else
@@ -355,14 +424,21 @@ ROUTE(route_sse_sub, vx__routes_sse_sub(c, true))
 ROUTE(route_sse_unsub, vx__routes_sse_sub(c, false))
 ROUTE(route_broadcast, vx__api_handle(c, false))
 ROUTE(route_batch, vx__api_handle(c, true))
+ROUTE(route_metrics, vx__metrics_route(c))
 #undef ROUTE
 
 /* The route table: a path (fixed, or one of the instance's configured paths, NULL when that
- * endpoint is off) and its handler. Matched on the path without the query. */
+ * endpoint is off), its handler and flags. Matched on the path without the query.
+ * R_ORIGIN: what a web page could use (the WebSocket, SSE, auth, subscribe and publish
+ * routes) is refused with 403 when the request's Origin is not allowed (origin.c); /health,
+ * /metrics and the landing page itself are not (no page can read them cross-origin).
+ * R_API: the answer is counted in the publish API's metrics. */
+enum { R_ORIGIN = 1, R_API = 2 };
 typedef struct {
   const char *fixed;
   const char *(*configured)(const vx_events *ev);
   void (*handle)(vx_conn *c, const uint8_t *extra, size_t extra_len);
+  unsigned flags;
 } route;
 
 static const char *p_ws(const vx_events *ev) { return ev->path; }
@@ -372,15 +448,31 @@ static const char *p_sse_sub(const vx_events *ev) { return ev->sse_sub_path; }
 static const char *p_sse_unsub(const vx_events *ev) { return ev->sse_unsub_path; }
 
 static const route routes[] = {
-    {NULL, p_ws, route_ws},
-    {NULL, p_auth, route_auth},
-    {NULL, p_sse, route_sse},
-    {NULL, p_sse_sub, route_sse_sub},
-    {NULL, p_sse_unsub, route_sse_unsub},
-    {"/health", NULL, route_health},
-    {"/api/broadcast", NULL, route_broadcast},
-    {"/api/batch", NULL, route_batch},
+    {NULL, p_ws, route_ws, R_ORIGIN},
+    {NULL, p_auth, route_auth, R_ORIGIN},
+    {NULL, p_sse, route_sse, R_ORIGIN},
+    {NULL, p_sse_sub, route_sse_sub, R_ORIGIN},
+    {NULL, p_sse_unsub, route_sse_unsub, R_ORIGIN},
+    {"/health", NULL, route_health, 0},
+    {"/api/broadcast", NULL, route_broadcast, R_ORIGIN | R_API},
+    {"/api/batch", NULL, route_batch, R_ORIGIN | R_API},
+    {"/metrics", NULL, route_metrics, 0},
+    {"/", NULL, route_landing, 0},
 };
+
+/* 403 for an Origin the policy refuses (counted, logged at info). True: refused. */
+static bool origin_refused(vx_conn *c) {
+  vx_http_req *r = c->req;
+  const hval *o = &r->h[H_ORIGIN];
+  if (!o->seen || vx__origin_allowed(c->ev, o->repeated || o->overflow ? "" : o->v,
+                                     o->repeated || o->overflow ? 0 : o->len))
+    return false;
+  c->ev->m.rejected[VX_RJ_ORIGIN]++;
+  vx__log(c->ev, VX_LOG_INFO, "refused a request from origin %.200s (not in allowed_origins)",
+          o->overflow ? "(too long)" : o->v);
+  vx__http_error(c, 403, "Origin not allowed", NULL, false);
+  return true;
+}
 
 static void handle_request(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   vx_events *ev = c->ev;
@@ -398,6 +490,9 @@ static void handle_request(vx_conn *c, const uint8_t *extra, size_t extra_len) {
       continue;
     if (wants_ws && routes[i].handle != route_ws)
       break; /* an upgrade anywhere but the WebSocket path */
+    r->api = (routes[i].flags & R_API) != 0;
+    if ((routes[i].flags & R_ORIGIN) && origin_refused(c))
+      return;
     routes[i].handle(c, extra, extra_len);
     return;
   }
@@ -424,6 +519,13 @@ void vx__http_on_read(vx_conn *c, const uint8_t *p, size_t n) {
       handle_request(c, NULL, 0);
       p += used;
       n -= used;
+      if (vx_has(c, VXC_F_PARKED)) { /* waits for capacity: the rest is parsed after it */
+        if (n)
+          vx__str_add(&c->req->rest, (const char *)p, n);
+        if (c->req->rest.oom)
+          vx__conn_oom(c);
+        return;
+      }
       continue;
     }
     if (e != HPE_OK) {
@@ -436,10 +538,28 @@ void vx__http_on_read(vx_conn *c, const uint8_t *p, size_t n) {
   }
 }
 
+/* A parked publish request was answered: what arrived after it is parsed now, and the
+ * socket read again (unless the answer closes the connection). */
+void vx__http_resume(vx_conn *c) {
+  if (vx_has(c, VXC_F_CLOSED) || c->kind != VXK_HTTP || !c->req ||
+      vx_has(c, VXC_F_CLOSE_AFTER_FLUSH))
+    return;
+  vx_str rest = c->req->rest;
+  c->req->rest = (vx_str){0};
+  c->req->stop = false;
+  if (rest.len)
+    vx__http_on_read(c, (const uint8_t *)rest.p, rest.len);
+  vx__str_free(&rest);
+  if (!vx_has(c, VXC_F_CLOSED) && c->kind == VXK_HTTP && !vx_has(c, VXC_F_PARKED) &&
+      !vx_has(c, VXC_F_READ_PAUSED) && !vx_has(c, VXC_F_LINGERING) && vx__conn_read_start(c) != 0)
+    vx__conn_terminate(c);
+}
+
 /* A connection in its HTTP phase: it reads requests; it is never a client, so it has no
  * messages, close handshake or ping of its own (vx__conn_close cuts it). */
 static void http_release(vx_conn *c) {
   vx__http_auth_detach(c); /* an authorizer answer coming later finds no connection */
+  vx__flow_unpark(c);      /* nor does capacity */
   vx__http_free(c);
 }
 

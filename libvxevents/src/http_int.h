@@ -16,6 +16,7 @@ enum {
   H_AUTH,
   H_LAST_EVENT_ID,
   H_HOST,
+  H_ORIGIN,
   H_OTHER,
   H_EXT
 };
@@ -40,8 +41,16 @@ struct vx_http_req {
   vx_str raw_headers; /* "Name: value\r\n" each, for the host's authorizer */
   int error_status;
   bool complete, keep_alive, stop;
+  bool api; /* a publish API request: its answer is counted by status (metrics.c) */
+  bool batch; /* a parked publish request is /api/batch */
   int method;
+  vx_str rest; /* input read after a parked request, parsed once it is answered */
 };
+
+/* An answer with its own Content-Type and a body of `blen` bytes (`head_only`: the headers
+ * of a HEAD answer, no body). vx__http_respond is this with application/json. */
+void vx__http_respond_as(vx_conn *c, int status, const char *ctype, const char *extra_headers,
+                         const char *body, size_t blen, bool head_only, bool keep_alive);
 
 /* {"error": msg} with `status`; `extra` headers may be NULL; `ka` keeps the connection. */
 void vx__http_error(vx_conn *c, int status, const char *msg, const char *extra, bool ka);
@@ -65,7 +74,10 @@ bool vx__ws_deflate_negotiate(const char *v, size_t n, bool *echo_smwb);
 /* Route handlers, called with the whole request in c->req. */
 void vx__ws_handshake(vx_conn *c, const uint8_t *extra, size_t extra_len); /* GET {path} */
 void vx__api_handle(vx_conn *c, bool batch);         /* POST /api/broadcast, /api/batch */
+/* http.c: a parked request was answered: parse what came after it and read again. */
+void vx__http_resume(vx_conn *c);
 void vx__routes_auth(vx_conn *c);                    /* POST {path}/auth */
 void vx__routes_sse_sub(vx_conn *c, bool subscribe); /* POST {sse_path}/(un)subscribe */
+void vx__metrics_route(vx_conn *c);                  /* GET /metrics (metrics.c) */
 
 #endif

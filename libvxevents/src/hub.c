@@ -382,6 +382,9 @@ int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *le
                     const char *extra, size_t xlen, const char *except) {
   vx_conn *skip = except_conn(ev, except);
   bool history = vx__history_on(ev);
+  /* The fan-out time (metrics.c): two clock reads per broadcast with local recipients,
+   * none per recipient. */
+  uint64_t t0 = 0;
   for (size_t k = 0; k < n; k++) {
     vx_channel *ch = channel_get(ev, channels[k], lens[k], false);
     /* With history on, a broadcast is kept even when nobody listens right now: the client
@@ -389,12 +392,16 @@ int vx__hub_deliver(vx_events *ev, const char *const *channels, const size_t *le
     vx_stream *st = ch ? ch->st : history ? vx__stream_get(ev, channels[k], lens[k], true) : NULL;
     if (!ch && !st)
       continue;
+    if (ch && !t0)
+      t0 = uv_hrtime();
     uint64_t offset = st ? st->offset + 1 : 0;
     int r = deliver_one(ev, ch, st, channels[k], lens[k], offset, ++ev->sse_seq, event, elen, data,
                         dlen, extra, xlen, skip);
     if (r)
       return r;
   }
+  if (t0)
+    vx__metrics_fanout(ev, uv_hrtime() - t0);
   return 0;
 }
 
@@ -415,8 +422,11 @@ int vx__hub_deliver_at(vx_events *ev, const char *name, size_t n, uint64_t offse
     vx__buf_unref(b);
     return 0;
   }
-  return deliver_one(ev, ch, ch->st, name, n, offset, seq, event, elen, data, dlen, extra, xlen,
-                     except_conn(ev, except));
+  uint64_t t0 = uv_hrtime();
+  int r = deliver_one(ev, ch, ch->st, name, n, offset, seq, event, elen, data, dlen, extra, xlen,
+                      except_conn(ev, except));
+  vx__metrics_fanout(ev, uv_hrtime() - t0);
+  return r;
 }
 
 vx_channel *vx__hub_channel(vx_events *ev, const char *name, size_t n) {

@@ -6,6 +6,7 @@
  * Calls: loop -> conn.c / http.c (new connections), loop -> the backplane's lifetime ops
  * (ev->bp: start, stop, done, overdue, force, unpublished, free), loop -> commands.c. */
 #include "commands.h"
+#include "flow.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -35,6 +36,10 @@ static void conn_begin(vx_events *ev, vx_conn *c, const uint8_t *bytes, size_t n
   c->tcp.data = c;
   vx__conn_accepted(ev, c);
   uv_tcp_nodelay(&c->tcp, 1);
+  if (ev->opts.socket_send_buffer) { /* what the kernel holds per connection, see options.c */
+    int v = (int)ev->opts.socket_send_buffer;
+    uv_send_buffer_size((uv_handle_t *)&c->tcp, &v);
+  }
   if (ev->shutting_down || vx__http_start(c) != 0 || vx__conn_read_start(c) != 0) {
     vx__conn_terminate(c);
     return;
@@ -65,6 +70,11 @@ static void on_connection(uv_stream_t *server, int status) {
    * flood of half-open requests cannot take unbounded memory. */
   if (ev->nconns >= ev->opts.max_connections + 1024) {
     ev->stats.rejected_connections++;
+    vx_set(c, VXC_F_CLOSED);
+    uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+    return;
+  }
+  if (vx__tls_accept(c) < 0) { /* on a TLS listener every connection speaks TLS */
     vx_set(c, VXC_F_CLOSED);
     uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
     return;
@@ -176,19 +186,8 @@ void vx__loop_begin_shutdown(vx_events *ev, vx_cmd *cmd) {
   finish_if_done(ev);
 }
 
-static void on_async(uv_async_t *a) {
-  vx_events *ev = a->data;
-  uv_mutex_lock(&ev->mu);
-  vx_cmd *c = ev->cmd_head;
-  ev->cmd_head = ev->cmd_tail = NULL;
-  uv_mutex_unlock(&ev->mu);
-  while (c) {
-    vx_cmd *next = c->next;
-    vx__cmd_run(ev, c);
-    vx__cmd_free(c);
-    c = next;
-  }
-}
+/* Commands run in order while flow control lets them (flow.c). */
+static void on_async(uv_async_t *a) { vx__flow_run_commands(a->data); }
 
 /* Frames queued by I/O callbacks and commands are flushed in the check phase, right after
  * poll; frames queued by timers (pings, deadlines) in the prepare phase, right before the
@@ -233,6 +232,7 @@ static void finish_if_done(vx_events *ev) {
     uv_close((uv_handle_t *)&ev->ping_timer, NULL);
     uv_close((uv_handle_t *)&ev->heartbeat_timer, NULL);
     uv_close((uv_handle_t *)&ev->sweep_timer, NULL);
+    vx__flow_close(ev);
   }
 }
 
@@ -241,6 +241,7 @@ static void on_sweep(uv_timer_t *t) {
   vx__conn_sweep(ev);
   vx__history_sweep(ev);
   vx__http_auth_expire(ev);
+  vx__flow_expire(ev);
   finish_if_done(ev);
 }
 
@@ -271,6 +272,7 @@ static void thread_main(void *arg) {
     vx__cmd_free(c);
     c = next;
   }
+  vx__flow_teardown(ev);
   uv_loop_close(&ev->loop);
   uint64_t lost = ev->bp.ops->unpublished(ev);
   if (lost)
@@ -303,6 +305,10 @@ static void free_copies(vx_events *ev) {
   ev->redis_url = ev->redis_prefix = NULL;
   ev->auth_secret = ev->auth_path = ev->sse_path = ev->sse_sub_path = ev->sse_unsub_path = NULL;
   ev->heartbeat = NULL;
+  vx__tls_free(ev);
+  vx__origins_free(ev);
+  free(ev->metrics_token);
+  ev->metrics_token = NULL;
 }
 
 int vx_new(vx_events **out, const vx_options *opts) {
@@ -353,11 +359,27 @@ int vx_new(vx_events **out, const vx_options *opts) {
     memcpy(ev->heartbeat->data, ": heartbeat\n\n", 13);
   ev->opts.path = ev->path;
   ev->opts.api_key = ev->api_key;
+  /* operations: the Origin list (split once), the metrics token */
+  sse_ok = sse_ok && vx__origins_load(ev, o.allowed_origins) == 0;
+  ev->opts.allowed_origins = NULL; /* ev->origins is what is read */
+  ev->metrics_token = o.metrics_token && *o.metrics_token ? vx__dupz(o.metrics_token) : NULL;
+  ev->opts.metrics_token = ev->metrics_token;
+  sse_ok = sse_ok && (!o.metrics_token || !*o.metrics_token || ev->metrics_token);
   ev->ping_frame = vx__buf_new(2);
   ev->pong_msg = vx__frame_text("{\"type\":\"pong\"}", 15);
   if (!ev->path || (o.api_key && *o.api_key && !ev->api_key) || !ev->ping_frame || !ev->pong_msg ||
       !ev->auth_path || (o.auth_secret && !ev->auth_secret) || !sse_ok || !ev->heartbeat)
     goto fail_loop; /* nothing of the loop exists yet either */
+  /* TLS files are loaded now (their errors named in the log); the option strings are the
+   * caller's, so ev->opts keeps none of them. */
+  int tls_r = vx__tls_new(ev);
+  ev->opts.tls_cert = ev->opts.tls_key = ev->opts.tls_ca = NULL;
+  ev->opts.redis_tls_ca = ev->opts.redis_tls_cert = ev->opts.redis_tls_key = NULL;
+  if (tls_r) {
+    free_copies(ev);
+    free(ev);
+    return tls_r;
+  }
   ev->path_len = strlen(ev->path);
   ev->bp.ops = ev->redis_url ? &vx__backplane_redis : &vx__backplane_local;
   ev->bp.h = &vx__node_backplane_handler;
@@ -393,6 +415,7 @@ int vx_new(vx_events **out, const vx_options *opts) {
   uv_timer_init(&ev->loop, &ev->sweep_timer);
   ev->sweep_timer.data = ev;
   uv_timer_start(&ev->sweep_timer, on_sweep, 250, 250);
+  vx__flow_init(ev);
   if (uv_thread_create(&ev->thread, thread_main, ev) != 0) {
     uv_close((uv_handle_t *)&ev->async, NULL);
     uv_close((uv_handle_t *)&ev->check, NULL);
@@ -400,9 +423,11 @@ int vx_new(vx_events **out, const vx_options *opts) {
     uv_close((uv_handle_t *)&ev->ping_timer, NULL);
     uv_close((uv_handle_t *)&ev->heartbeat_timer, NULL);
     uv_close((uv_handle_t *)&ev->sweep_timer, NULL);
+    vx__flow_close(ev);
     uv_run(&ev->loop, UV_RUN_DEFAULT);
     uv_loop_close(&ev->loop);
     uv_mutex_destroy(&ev->mu);
+    uv_cond_destroy(&ev->room);
     free_copies(ev);
     free(ev);
     return VX_ETHREAD;
@@ -423,11 +448,21 @@ void vx_free(vx_events *ev) {
     vx_close(ev, 0, NULL, NULL); /* VX_ECLOSED if already requested: fine */
     uv_thread_join(&ev->thread);
   }
+  /* threads still leaving vx_wait_capacity (woken by the close) are let out first */
+  uv_mutex_lock(&ev->mu);
+  while (ev->room_waiters) {
+    uv_cond_broadcast(&ev->room);
+    uv_mutex_unlock(&ev->mu);
+    uv_sleep(1);
+    uv_mutex_lock(&ev->mu);
+  }
+  uv_mutex_unlock(&ev->mu);
   vx__hub_free(ev);
   ev->bp.ops->free(ev);
   vx__history_free(ev);
   vx__deflate_free(ev);
   uv_mutex_destroy(&ev->mu);
+  uv_cond_destroy(&ev->room);
   while (ev->pending) {
     vx_pending_auth *p = ev->pending;
     ev->pending = p->next;

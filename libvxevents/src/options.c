@@ -91,8 +91,61 @@
      "VX_REDIS_CONNECT_TIMEOUT", "redisConnectTimeout", "redis_connect_timeout",                   \
      "ms a cluster-wide query (and close) waits for the Redis connection before failing with "     \
      "EUNAVAILABLE")                                                                               \
+  XX(flow_high_water, VX_OPT_SIZE, 16 * MiB, NULL, 64 * KiB, 1024 * GiB, "flow-high-water",        \
+     "VX_FLOW_HIGH_WATER", "flowHighWater", "flow_high_water",                                     \
+     "unsent bytes of the connections past which broadcasts wait (flow control)")                  \
+  XX(flow_low_water, VX_OPT_SIZE, 0, NULL, 0, 1024 * GiB, "flow-low-water", "VX_FLOW_LOW_WATER",    \
+     "flowLowWater", "flow_low_water",                                                             \
+     "waiting broadcasts go on once the unsent bytes drained to this (below flow-high-water); "    \
+     "0 (or not below flow-high-water) = half of flow-high-water")                                 \
+  XX(max_command_queue, VX_OPT_SIZE, 8 * MiB, NULL, 64 * KiB, 1024 * GiB, "max-command-queue",     \
+     "VX_MAX_COMMAND_QUEUE", "maxCommandQueue", "max_command_queue",                               \
+     "bytes of broadcasts accepted and not yet sent out; past it a broadcast waits for room")       \
+  XX(socket_send_buffer, VX_OPT_SIZE, 256 * KiB, NULL, 0, 64 * MiB, "socket-send-buffer",          \
+     "VX_SOCKET_SEND_BUFFER", "socketSendBuffer", "socket_send_buffer",                            \
+     "kernel send buffer per connection (SO_SNDBUF); 0 = the kernel's own, autotuned (up to "      \
+     "several MiB per connection, unseen by flow control)")                                        \
+  XX(slow_consumer_ms, VX_OPT_UINT, 10000, NULL, 10, 600000, "slow-consumer-ms",                     \
+     "VX_SLOW_CONSUMER_MS", "slowConsumerMs", "slow_consumer_ms",                                  \
+     "ms in total a connection may hold broadcasts back before it stops pacing them (it is then "  \
+     "closed with 1008 at max-send-queue unless it catches up)")                                   \
+  XX(publish_wait_ms, VX_OPT_UINT, 5000, NULL, 0, 600000, "publish-wait", "VX_PUBLISH_WAIT", NULL, \
+     "publish_wait",                                                                               \
+     "ms a publish API request waits for capacity before 503 with Retry-After")                    \
   XX(log_level, VX_OPT_LEVEL, VX_LOG_WARN, NULL, 0, 3, "log-level", "VX_LOG_LEVEL", NULL,          \
-     "log_level", "error, warn, info or debug")
+     "log_level", "error, warn, info or debug")                                                    \
+  /* operations: the Origin policy, metrics, the landing page (origin.c, metrics.c, http.c) */    \
+  XX(allowed_origins, VX_OPT_STRING, 0, NULL, 0, 65536, "allowed-origins", "VX_ALLOWED_ORIGINS",   \
+     "allowedOrigins", "allowed_origins",                                                          \
+     "comma list of origins (https://app.example.com, http://localhost:5173) and patterns "        \
+     "(*.example.com) whose pages may connect; others get 403; requests without Origin are "       \
+     "allowed; empty = every origin")                                                              \
+  XX(metrics, VX_OPT_BOOL, 1, NULL, 0, 1, "metrics", "VX_METRICS", NULL, "metrics",                \
+     "serve GET /metrics (Prometheus text) to 'Authorization: Bearer' the metrics token, or the "  \
+     "API key when there is none; without either it answers 404 (1 or 0)")                        \
+  XX(metrics_token, VX_OPT_STRING, 0, NULL, 0, 4096, "metrics-token", "VX_METRICS_TOKEN", NULL,    \
+     "metrics_token", "bearer token of GET /metrics; empty = the API key")                         \
+  XX(landing_page, VX_OPT_BOOL, 0, NULL, 0, 1, "landing-page", "VX_LANDING_PAGE", NULL, NULL,      \
+     "serve a demo page at GET / (connection state, subscribe, event log, publish) (1 or 0)")      \
+  /* TLS (tls.c). The listener's files are given in Node as listen.tls, in Python as tls=. */      \
+  XX(tls_cert, VX_OPT_STRING, 0, NULL, 1, MiB, "tls-cert", "VX_TLS_CERT", NULL, NULL,              \
+     "PEM certificate chain (leaf first) for TLS on the listener: wss:// and https:// only, on "   \
+     "the same port; reloaded on SIGHUP; with --tls-key")                                          \
+  XX(tls_key, VX_OPT_STRING, 0, NULL, 1, MiB, "tls-key", "VX_TLS_KEY", NULL, NULL,                 \
+     "PEM private key of --tls-cert (no passphrase)")                                              \
+  XX(tls_ca, VX_OPT_STRING, 0, NULL, 1, MiB, "tls-ca", "VX_TLS_CA", NULL, NULL,                    \
+     "PEM CA certificates: clients must present a certificate they signed; empty = none asked")   \
+  XX(redis_tls_ca, VX_OPT_STRING, 0, NULL, 1, MiB, "redis-tls-ca", "VX_REDIS_TLS_CA", "redisTlsCa", \
+     "redis_tls_ca", "rediss://: PEM CA certificates Redis's certificate is checked against; "     \
+     "empty = the system's")                                                                       \
+  XX(redis_tls_cert, VX_OPT_STRING, 0, NULL, 1, MiB, "redis-tls-cert", "VX_REDIS_TLS_CERT",        \
+     "redisTlsCert", "redis_tls_cert",                                                             \
+     "rediss://: PEM client certificate for Redis (its tls-auth-clients); with --redis-tls-key")   \
+  XX(redis_tls_key, VX_OPT_STRING, 0, NULL, 1, MiB, "redis-tls-key", "VX_REDIS_TLS_KEY",           \
+     "redisTlsKey", "redis_tls_key", "rediss://: PEM private key of --redis-tls-cert")             \
+  XX(redis_tls_verify, VX_OPT_BOOL, 1, NULL, 0, 1, "redis-tls-verify", "VX_REDIS_TLS_VERIFY",      \
+     "redisTlsVerify", "redis_tls_verify",                                                         \
+     "rediss://: check Redis's certificate and host name (1 or 0; 0 only for tests)")
 
 static const vx_option_info table[] = {
 #define ROW(field, type, dnum, dstr, lo, hi, flag, env, node, py, help)                            \
@@ -237,8 +290,8 @@ static int check_one(const vx_options *o, const vx_option_info *t, const char *s
     /* The URL is not echoed: it may hold a password. */
     if (t->type == VX_OPT_REDIS && vx__redis_url_valid(s) != 0)
       return fail(err, errlen, VX_EINVAL,
-                  "%s must look like redis://[[user]:password@]host[:port][/db] (rediss:// is not "
-                  "supported yet); the value given (not shown) does not",
+                  "%s must look like redis://[[user]:password@]host[:port][/db] (rediss:// for "
+                  "TLS); the value given (not shown) does not",
                   shown);
     return 0;
   }
@@ -302,9 +355,12 @@ int vx_options_check(const vx_options *o, char *err, size_t errlen) {
     if (r)
       return r;
   }
+  int ro = vx__origins_check(o->allowed_origins, err, errlen);
+  if (ro)
+    return ro;
   if (o->sse_path && strcmp(o->sse_path, o->path) == 0)
     return fail(err, errlen, VX_EINVAL, "sse_path must differ from path ('%s')", o->path);
-  return 0;
+  return vx__tls_check(o, err, errlen);
 }
 
 /* The public face of the socket-id rule (auth.c), for the bindings' routes. */

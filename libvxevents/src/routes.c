@@ -25,6 +25,8 @@ static void auth_respond(vx_conn *c, const char *socket_id, const char *channel,
                          const char *member, const char *error) {
   vx_events *ev = c->ev;
   if (!authorized) {
+    ev->m.auth_refusals[VX_AR_AUTHORIZER]++;
+    vx__log_at(ev, VX_LOG_INFO, socket_id, channel, "auth request refused by the authorizer");
     vx__http_error(c, 403, error && *error ? error : "Forbidden", NULL, false);
     return;
   }
@@ -136,6 +138,8 @@ static vx_conn *sse_target(vx_events *ev, const char *id) {
 static void sse_subscribe_answer(vx_conn *c, const char *conn_id, const char *channel,
                                  bool authorized, const char *member, const char *error) {
   if (!authorized) {
+    c->ev->m.auth_refusals[VX_AR_AUTHORIZER]++;
+    vx__log_at(c->ev, VX_LOG_INFO, conn_id, channel, "SSE subscribe refused by the authorizer");
     vx__http_error(c, 403, error && *error ? error : "Forbidden", NULL, false);
     return;
   }
@@ -260,6 +264,7 @@ void vx__http_auth_expire(vx_events *ev) {
     *pp = p->next;
     if (p->conn) {
       p->conn->pending = NULL;
+      ev->m.auth_refusals[VX_AR_TIMEOUT]++;
       vx__http_error(p->conn, 503, "the authorizer did not answer in time", NULL, false);
     }
     free(p->socket_id);

@@ -5,7 +5,7 @@
  * every channel event without knowing their names. Channel events carry an "id:" line too.
  * Subscriptions arrive over separate POST requests naming the stream's connectionId. A
  * broadcast's SSE bytes are built once, on its first SSE recipient (encode.c). */
-#include "vx_int.h"
+#include "flow.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -134,7 +134,10 @@ static void subscribe_query(vx_conn *c, const char *query) {
 void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id) {
   vx_events *ev = c->ev;
   if (ev->nws >= ev->opts.max_connections || ev->shutting_down) {
-    ev->stats.rejected_connections++;
+    if (ev->shutting_down)
+      ev->m.rejected[VX_RJ_SHUTTING_DOWN]++;
+    else
+      ev->stats.rejected_connections++;
     vx__http_respond(c, 503, "Retry-After: 5\r\n",
                      ev->shutting_down ? "{\"error\":\"server shutting down\"}"
                                        : "{\"error\":\"too many connections\"}",
@@ -165,6 +168,7 @@ void vx__sse_start(vx_conn *c, const char *query, const char *last_event_id) {
   vx_set(c, VXC_F_ANNOUNCED);
   c->deadline = 0;
   ev->nws++;
+  vx__flow_join(c);
   char msg[160];
   n = snprintf(msg, sizeof msg,
                "{\"type\":\"event\",\"event\":\"connected\",\"data\":{\"connectionId\":\"%s\","

@@ -1,4 +1,4 @@
-/* Error names, logging, string copies and socket-id randomness. */
+/* Error names, string copies and socket-id randomness (logging: log.c). */
 #include "vx_int.h"
 
 #include <stdarg.h>
@@ -51,17 +51,6 @@ const char *vx_err_name(int err) {
 #undef VX_ERR_NAME
   }
   return "UNKNOWN";
-}
-
-void vx__log(vx_events *ev, int level, const char *fmt, ...) {
-  if (!ev->opts.on_log || level > ev->opts.log_level)
-    return;
-  char msg[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  ev->opts.on_log(level, msg, ev->opts.hook_data);
 }
 
 /* Socket ids must be unguessable: they are the subject of channel-auth signatures and of

@@ -7,6 +7,7 @@
 #include "vxevents.h"
 #include "backplane.h"
 #include "transport.h"
+#include "tls.h"
 
 #include <http_parser.h>
 #include <stdatomic.h>
@@ -199,6 +200,12 @@ enum {
   VXC_F_LINGERING = 1u << 8,         /* write side shut down, input discarded until EOF */
   VXC_F_READ_PAUSED = 1u << 9,       /* HTTP: reading stopped while answers exceed the bound */
   VXC_F_OOM = 1u << 10,              /* doomed because memory for it ran out (1011) */
+  /* flow control (flow.c) */
+  VXC_F_COUNTED = 1u << 11,   /* its unsent bytes count in ev->flow.bytes (it paces producers) */
+  VXC_F_CONGESTED = 1u << 12, /* counted, and its queue passed half of max_send_queue */
+  VXC_F_LAGGING = 1u << 13,   /* held producers back too long: no longer counted until it
+                                 catches up (an empty queue) or is closed at the bound */
+  VXC_F_PARKED = 1u << 14,    /* HTTP: a publish request waits for capacity (ev->flow.parked) */
 };
 #define vx_has(c, f) (((c)->flags & (f)) != 0)
 #define vx_set(c, f) ((c)->flags |= (uint16_t)(f))
@@ -246,6 +253,12 @@ struct vx_conn {
   size_t qoff;
   size_t qbytes;    /* unsent bytes in the queue */
   uv_write_t *wreq; /* allocated the first time the kernel is full, then kept */
+  uint64_t progress_at; /* uv_now when the kernel last took bytes (or the queue was empty) */
+  uint32_t blame_ms;    /* time it held producers back since its queue was last empty */
+  uint32_t sent, sent_tick; /* bytes the kernel took (wrapping), and at the last flow tick */
+  vx_conn *parked_next; /* ev->flow.parked */
+  uint64_t parked_until;
+  vx_tls_conn *tls; /* TLS (tls.c) under the transport; NULL = plain TCP */
 
   vx_sub **subs;
   uint32_t nsubs, subcap;
@@ -268,6 +281,47 @@ typedef struct vx_pending_auth {
 } vx_pending_auth;
 
 typedef struct vx_cmd vx_cmd; /* commands.h */
+
+/* ---- metrics.c: what GET /metrics reads beside ev->stats (loop thread) ----
+ * Each list below yields its enum and its label values, so a new reason is one line. */
+#define VX_AUTH_REFUSAL_MAP(XX)                                                                    \
+  XX(NO_SECRET, "no_secret")             /* private/presence with no auth secret configured */     \
+  XX(NO_TOKEN, "missing_token")          /* subscribe without "auth" */                            \
+  XX(MALFORMED, "malformed_token")       /* not <socketId>:<hex> */                                \
+  XX(OTHER_SOCKET, "other_socket")       /* a token issued for another connection */               \
+  XX(NO_CHANNEL_DATA, "missing_channel_data") /* presence without channel_data */                  \
+  XX(MEMBER_TOO_LARGE, "member_too_large") /* channel_data over max_member_size */                 \
+  XX(BAD_SIGNATURE, "bad_signature")     /* the HMAC does not match */                             \
+  XX(AUTHORIZER, "authorizer")           /* the host's authorizer said no (/auth, SSE subscribe) */ \
+  XX(TIMEOUT, "authorizer_timeout")      /* the host's authorizer did not answer in time */
+#define VX_REJECT_MAP(XX)                                                                          \
+  XX(ORIGIN, "origin")             /* Origin not in allowed_origins (403) */                       \
+  XX(SHUTTING_DOWN, "shutting_down") /* upgrade or SSE while closing (503) */
+enum {
+#define VX_AR_ENUM(id, label) VX_AR_##id,
+  VX_AUTH_REFUSAL_MAP(VX_AR_ENUM)
+#undef VX_AR_ENUM
+      VX_AR_COUNT
+};
+enum {
+#define VX_RJ_ENUM(id, label) VX_RJ_##id,
+  VX_REJECT_MAP(VX_RJ_ENUM)
+#undef VX_RJ_ENUM
+      VX_RJ_COUNT
+};
+#define VX_API_CODES 11   /* the statuses the publish API answers, and "other" */
+#define VX_FANOUT_BUCKETS 12 /* upper bounds in metrics.c */
+typedef struct vx_metrics_state {
+  uint64_t bytes_in;    /* read from every socket */
+  uint64_t messages_in; /* WebSocket messages from clients */
+  uint64_t auth_refusals[VX_AR_COUNT];
+  uint64_t rejected[VX_RJ_COUNT]; /* beside stats.rejected_connections (max_connections) */
+  uint64_t api[VX_API_CODES];     /* POST /api/broadcast and /api/batch answers by status */
+  uint64_t redis_reconnects;      /* Redis connections made again after a loss */
+  bool redis_ready[2];            /* [0] commands, [1] subscriber connection up */
+  uint64_t fanout[VX_FANOUT_BUCKETS]; /* broadcasts per fan-out time bucket (not cumulative) */
+  uint64_t fanout_count, fanout_ns;
+} vx_metrics_state;
 
 struct vx_events {
   vx_options opts;
@@ -295,6 +349,28 @@ struct vx_events {
   uv_mutex_t mu;
   vx_cmd *cmd_head, *cmd_tail;
   bool closing_requested;
+  size_t cmd_bytes;         /* bytes of the broadcast commands queued (max_command_queue) */
+  uv_cond_t room;           /* signalled when cmd_bytes falls to half the bound, or on close */
+  uint32_t room_waiters;    /* threads in vx_wait_capacity */
+  struct vx_capacity_req *capacity; /* vx_on_capacity callbacks, run on the loop thread */
+  uint64_t flow_wait_us;    /* stats: time callers spent waiting for capacity */
+  uint64_t flow_waits;      /* stats: broadcasts refused with VX_EAGAIN / waits begun */
+
+  /* flow control, loop thread (flow.c) */
+  struct {
+    size_t bytes;        /* unsent bytes of the counted connections */
+    uint32_t ncongested; /* counted connections past half their bound */
+    uint32_t nclients;   /* counted connections */
+    bool paused;         /* commands stay queued until the queues drain */
+    bool timer_on;
+    uint64_t paused_at;
+    uint64_t paused_ms;   /* stats: total time commands stayed queued for capacity */
+    uint64_t lagging;     /* stats: connections that stopped counting */
+    uint64_t refused;     /* stats: publish requests answered 503 after the wait */
+    uv_timer_t timer;     /* the blame tick, while paused */
+    vx_conn *parked, *parked_tail; /* HTTP publish requests waiting, oldest first */
+    vx_conn *resuming;             /* the parked request being answered now */
+  } flow;
 
   /* loop thread */
   bool shutting_down;
@@ -310,6 +386,10 @@ struct vx_events {
   vx_map channels;
   vx_map sockets;
   vx_stats stats;
+  vx_metrics_state m;          /* metrics.c */
+  char **origins;              /* allowed_origins, split and lower-cased (origin.c); NULL = all */
+  size_t norigins;
+  char *metrics_token;
   vx_backplane bp;             /* the other instances (backplane.h): local or Redis */
   const vx_conn_up *conn_up;   /* conn.c's way up */
   atomic_size_t redis_backlog; /* bytes of broadcasts Redis has not acknowledged yet, plus
@@ -337,6 +417,7 @@ struct vx_events {
   vx_buf *ping_frame;        /* shared: ping with empty payload */
   vx_buf *pong_msg;          /* shared: {"type":"pong"} */
   uint8_t rbuf[VX_READ_BUF]; /* every read lands here and is consumed synchronously */
+  vx_tls *tls;               /* the listener's certificate, the rediss:// context (tls.c) */
   uint8_t rnd[256];
   size_t rnd_pos;
 };
@@ -344,7 +425,30 @@ struct vx_events {
 /* util.c */
 char *vx__dupz(const char *s);           /* NULL for NULL or out of memory */
 char *vx__dupn(const char *s, size_t n); /* n bytes plus a NUL */
+
+/* log.c: the core's one logger. A line goes to on_log_record (with its fields) or on_log. */
 void vx__log(vx_events *ev, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The same about a connection and/or a channel (either may be NULL). */
+void vx__log_at(vx_events *ev, int level, const char *socket_id, const char *channel,
+                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* metrics.c */
+/* One broadcast's local fan-out took `ns`: one bucket search, no allocation. */
+void vx__metrics_fanout(vx_events *ev, uint64_t ns);
+void vx__metrics_api_status(vx_events *ev, int status);
+/* commands.c: what vx_stats_get reports, filled on the loop thread. */
+void vx__stats_fill(vx_events *ev, vx_stats *out);
+/* The whole exposition text into `out` (out->oom on failure). */
+void vx__metrics_render(vx_events *ev, vx_str *out);
+
+/* origin.c: allowed_origins */
+/* Check the option's text: 0, or VX_EINVAL with `err` naming the entry that is wrong. */
+int vx__origins_check(const char *list, char *err, size_t errlen);
+/* Split it into ev->origins (vx_new): 0 or VX_ENOMEM. */
+int vx__origins_load(vx_events *ev, const char *list);
+void vx__origins_free(vx_events *ev);
+/* May a request with this Origin header value (NULL: none) go on? */
+bool vx__origin_allowed(const vx_events *ev, const char *origin, size_t n);
 void vx__random_id(vx_events *ev, char *out); /* VX_SOCKET_ID_LEN hex chars + NUL */
 
 /* loop.c */
@@ -377,6 +481,8 @@ void vx__conn_flush_all(vx_events *ev);
 void vx__conn_terminate(vx_conn *c);
 /* Input of a lingering connection is dropped (true); false: the connection reads as usual. */
 bool vx__conn_discard(vx_conn *c, size_t n);
+/* TLS (tls.c) encrypted the queue's head buffer: it leaves the queue as if written. */
+void vx__conn_took_head(vx_conn *c);
 void vx__conn_leave(vx_conn *c);
 void vx__conn_close(vx_conn *c, uint16_t code, const char *reason);
 void vx__conn_process_doomed(vx_events *ev);

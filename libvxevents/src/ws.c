@@ -7,7 +7,7 @@
  * own queue, which would malloc and copy each message per connection: they are the
  * shared broadcast buffers of conn.c. Mixing is safe because send_cb always accepts a
  * whole frame, so wslay never holds a half-sent frame that ours could split. */
-#include "vx_int.h"
+#include "flow.h"
 
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -352,6 +352,7 @@ int vx__ws_start(vx_conn *c, const uint8_t *extra, size_t extra_len) {
   vx_set(c, VXC_F_ANNOUNCED);
   c->deadline = 0;
   ev->nws++;
+  vx__flow_join(c);
 
   char msg[128];
   int n = snprintf(msg, sizeof msg,

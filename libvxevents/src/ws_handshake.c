@@ -215,6 +215,7 @@ void vx__ws_handshake(vx_conn *c, const uint8_t *extra, size_t extra_len) {
     return;
   }
   if (ev->shutting_down) {
+    ev->m.rejected[VX_RJ_SHUTTING_DOWN]++;
     vx__http_error(c, 503, "server shutting down", NULL, false);
     return;
   }

@@ -113,7 +113,7 @@ static void bad_values_are_refused_with_the_option_named(void **state) {
       {"path", "ws", "path must start with '/'", VX_EINVAL},
       {"path", "/a?b", "path must start with '/'", VX_EINVAL},
       {"authSecret", "too-short", "authSecret must be at least 32 characters (got 9)", VX_ESECRET},
-      {"redis", "rediss://host", "redis must look like redis://", VX_EINVAL},
+      {"redis", "http://host", "redis must look like redis://", VX_EINVAL},
       {"redis_prefix", "0123456789012345678901234567890123456789012345678901234567890",
        "redis_prefix must be 1 to 60 characters", VX_EINVAL},
       {"no-such-option", "1", "unknown option 'no-such-option'", VX_EINVAL},

@@ -159,7 +159,7 @@ static void broadcasts_fail_with_ebacklog_once_an_outage_fills_the_backlog(void 
 static void bad_redis_urls_are_refused(void **st) {
   (void)st;
   const char *bad[] = {"http://x",        "redis://",      "redis://:6379", "redis://h:0",
-                       "redis://h:99999", "redis://h:1/x", "rediss://h"};
+                       "redis://h:99999", "redis://h:1/x", "rediss://"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     vx_options o;
     vx_options_init(&o);

@@ -19,10 +19,11 @@ SECRET = "s" * 40
 class Client:
     """One WebSocket connection, with its socket id from the `connected` message."""
 
-    def __init__(self, port: int, path: str = "/ws") -> None:
+    def __init__(self, port: int, path: str = "/ws", ssl=None) -> None:
         self._stack = contextlib.ExitStack()
+        url = f"wss://localhost:{port}{path}" if ssl else f"ws://127.0.0.1:{port}{path}"
         self.ws = self._stack.enter_context(connect(
-            f"ws://127.0.0.1:{port}{path}", open_timeout=5, close_timeout=2, max_size=None))
+            url, open_timeout=5, close_timeout=2, max_size=None, ssl=ssl))
         hello = self.recv()
         assert hello["type"] == "event" and hello["event"] == "connected", hello
         self.socket_id: str = hello["data"]["socketId"]

@@ -18,7 +18,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-"${PIP[@]}" install -q "pytest>=7,<10" "websockets>=13,<18"
+"${PIP[@]}" install -q "pytest>=7,<10" "websockets>=13,<18" "prometheus_client>=0.17,<1"
 "${PIP[@]}" install -q --force-reinstall --no-deps "$ROOT"
 
 # Run outside the source tree so `import vxevents` is the installed package. A hard time
@@ -26,7 +26,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # collected) counts as failure.
 cd "$ROOT/tests/python"
 set +e
-timeout -k 10 240 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" .
+timeout -k 10 900 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" .
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

@@ -59,7 +59,7 @@ def test_bad_redis_url():
     with pytest.raises(ValueError, match="redis://"):
         vxevents.get_events(redis="http://127.0.0.1:6379")
     with pytest.raises(ValueError, match="redis://"):
-        vxevents.events_plugin(redis="rediss://127.0.0.1:6379")
+        vxevents.events_plugin(redis="rediss://")
 
 
 def test_listen_twice_and_port_in_use(server):

@@ -94,9 +94,10 @@ def test_the_tables_bounds_are_enforced_naming_the_option(row):
             vxevents.events_plugin(**{row["python"]: str(row["min"])})
 
 
-def test_get_events_refuses_rediss_with_the_cores_message():
-    with pytest.raises(vxevents.VxValueError, match=r"redis .*rediss:// is not supported yet"):
-        vxevents.get_events(redis="rediss://127.0.0.1:6379")
+def test_get_events_checks_rediss_files_with_the_cores_message():
+    with pytest.raises(vxevents.VxValueError, match=r"redis_tls_ca: cannot read /nonexistent/ca\.pem") as ei:
+        vxevents.get_events(redis="rediss://127.0.0.1:6379", redis_tls_ca="/nonexistent/ca.pem")
+    assert ei.value.code == "ETLS"
 
 
 @pytest.mark.parametrize("compression, negotiated", [(True, True), (False, False)])

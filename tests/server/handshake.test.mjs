@@ -105,7 +105,7 @@ test('plain_get_on_websocket_path_answers_426', T, async () => {
 
 test('unknown_path_answers_404', T, async () => {
   await withServer(async (srv) => {
-    for (const p of ['/nope', '/ws/extra', '/wss', '/', '/api']) {
+    for (const p of ['/nope', '/ws/extra', '/wss', '/api']) { // '/' is the landing page (landing.test.mjs)
       const res = await rawHttp(srv.port, `GET ${p} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`);
       assert.equal(res.status, 404, `GET ${p}: ${res.raw}`);
     }

@@ -26,7 +26,7 @@ export const SLOW = Number(process.env.VXEVENTS_TEST_SLOWDOWN || (process.env.AS
 export const ms = (n) => Math.round(n * SLOW);
 
 const READY_RE =
-  /vxevents-server listening on http:\/\/([^\s:]+):(\d+) \(websocket path (\S+)\)/;
+  /vxevents-server listening on (https?):\/\/([^\s:]+):(\d+) \(websocket path (\S+)\)/;
 
 // Anything that looks like a report from ASan, LSan, UBSan, TSan or MSan.
 export const SANITIZER_RE =
@@ -144,7 +144,7 @@ export async function startServer(opts = {}) {
     function onData(chunk) {
       stdout += chunk;
       const m = READY_RE.exec(stdout);
-      if (m) finish(null, { host: m[1], port: Number(m[2]), wsPath: m[3] });
+      if (m) finish(null, { scheme: m[1], host: m[2], port: Number(m[3]), wsPath: m[4] });
     }
     function onExit(code, signal) {
       finish(new Error(`server exited (code ${code}, signal ${signal}) before it was ready.\nargs: ${args.join(' ')}\nstdout: ${tail(stdout)}\nstderr: ${tail(stderr)}`));
@@ -171,14 +171,15 @@ export async function startServer(opts = {}) {
     proc.on('error', onError);
   });
 
-  const { port, host, wsPath } = ready;
-  const url = `http://127.0.0.1:${port}`;
+  const { port, host, wsPath, scheme } = ready;
+  const url = `${scheme}://127.0.0.1:${port}`;
   const server = {
     port,
     host,
     wsPath,
     url,
-    wsUrl: `ws://127.0.0.1:${port}${wsPath}`,
+    tls: scheme === 'https',
+    wsUrl: `${scheme === 'https' ? 'wss' : 'ws'}://127.0.0.1:${port}${wsPath}`,
     apiKey,
     proc,
     args,

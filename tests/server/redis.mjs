@@ -2,7 +2,9 @@
 // the test. Restartable on the same port to simulate an outage; pause/resume to simulate a
 // stall.
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 
 export const REDIS_SERVER = process.env.REDIS_SERVER || 'redis-server';
 
@@ -17,29 +19,43 @@ export function freePort() {
   });
 }
 
-function ping(port) {
+function ping(port, tlsOpts) {
   return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port }, () => sock.write('PING\r\n'));
+    const sock = tlsOpts
+      ? tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: readFileSync(tlsOpts.ca),
+        cert: tlsOpts.clientCert && readFileSync(tlsOpts.clientCert),
+        key: tlsOpts.clientKey && readFileSync(tlsOpts.clientKey),
+        checkServerIdentity: () => undefined /* readiness only: the names are the test's */ }, () => sock.write('PING\r\n'))
+      : net.connect({ host: '127.0.0.1', port }, () => sock.write('PING\r\n'));
     sock.on('data', (d) => { sock.destroy(); resolve(d.toString().startsWith('+PONG')); });
     sock.on('error', () => resolve(false));
     setTimeout(() => { sock.destroy(); resolve(false); }, 500);
   });
 }
 
-export async function startRedis(port) {
+/**
+ * opts.tls { cert, key, ca, authClients ('yes' | 'no' | 'optional'), clientCert, clientKey }:
+ * the port is Redis's TLS port (no plaintext port), `url` is rediss://localhost:PORT.
+ */
+export async function startRedis(port, opts = {}) {
   port = port || (await freePort());
-  const proc = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+  const t = opts.tls;
+  const args = t
+    ? ['--port', '0', '--tls-port', String(port), '--tls-cert-file', t.cert, '--tls-key-file', t.key,
+      '--tls-ca-cert-file', t.ca, '--tls-auth-clients', t.authClients || 'no']
+    : ['--port', String(port)];
+  const proc = spawn(REDIS_SERVER, [...args, '--bind', '127.0.0.1', '--save', '',
     '--appendonly', 'no', '--protected-mode', 'no'], { stdio: 'ignore' });
   const exited = new Promise((r) => proc.on('exit', r));
   for (let i = 0; i < 100; i++) {
-    if (await ping(port)) break;
+    if (await ping(port, t)) break;
     if (proc.exitCode !== null) throw new Error(`redis-server exited (${proc.exitCode})`);
     await new Promise((r) => setTimeout(r, 50));
   }
   return {
     port,
     proc,
-    url: `redis://127.0.0.1:${port}`,
+    url: t ? `rediss://localhost:${port}` : `redis://127.0.0.1:${port}`,
     /** Stall the server (SIGSTOP): connections stay open, nothing is answered. */
     pause() {
       proc.kill('SIGSTOP');

@@ -1,5 +1,6 @@
 // A connection that stops reading is cut off at --max-send-queue instead of
-// growing the server's memory, and nobody else notices.
+// growing the server's memory; it holds the others back for --slow-consumer-ms at most
+// (300 ms here: flow control waits that long for the only other client before cutting it loose).
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -26,7 +27,7 @@ function kernelBufferCeiling() {
 }
 
 test('slow_consumer_is_closed_with_1008_while_fast_subscriber_gets_every_event', T, async () => {
-  await withServer({ args: ['--max-send-queue', '65536'] }, async (srv) => {
+  await withServer({ args: ['--max-send-queue', '65536', '--slow-consumer-ms', '300'] }, async (srv) => {
     const ch = 'firehose';
     const fast = await connect(srv, { label: 'fast subscriber' });
     await fast.subscribe(ch);
@@ -73,7 +74,7 @@ test('slow_consumer_is_closed_with_1008_while_fast_subscriber_gets_every_event',
 // by the next one instead), and they do not keep the close frame out: a
 // subscriber that pings all the time but never reads is still closed with 1008.
 test('slow_consumer_that_keeps_pinging_is_still_closed_with_1008', T, async () => {
-  await withServer({ args: ['--max-send-queue', '65536'] }, async (srv) => {
+  await withServer({ args: ['--max-send-queue', '65536', '--slow-consumer-ms', '300'] }, async (srv) => {
     const ch = 'firehose-pings';
     const slow = await connectRaw(srv, { label: 'pinging slow subscriber' });
     await slow.subscribe(ch);

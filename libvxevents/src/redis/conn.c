@@ -132,13 +132,19 @@ static int pct(const char *s, size_t n, char **out) {
   return 0;
 }
 
-/* redis://[[user]:password@]host[:port][/db] */
+/* redis://[[user]:password@]host[:port][/db], rediss:// the same over TLS (tls.c) */
 static int parse_url(vx_redis *r, const char *url) {
   const char *p;
   if (strncmp(url, "redis://", 8) == 0)
     p = url + 8;
+#if HIREDIS_MAJOR == 0
+  /* tls.c moves the descriptor of hiredis 0.x under TLS; hiredis 1.x checks a connect by
+   * calling connect() again on it, which the socketpair it becomes would refuse. */
+  else if (strncmp(url, "rediss://", 9) == 0)
+    p = url + 9;
+#endif
   else
-    return VX_EINVAL; /* rediss:// (TLS) is not supported yet */
+    return VX_EINVAL;
   const char *at = strrchr(p, '@');
   const char *slash = strchr(at ? at : p, '/');
   if (at && slash && slash < at)
@@ -309,6 +315,9 @@ static void on_connect(const redisAsyncContext *cac, int status) {
     redisAsyncCommand(ac, vxr_on_auth_reply, NULL, "SELECT %d", r->db);
   rc->ready = true;
   rc->backoff_ms = 0;
+  r->ev->m.redis_ready[rc->is_sub] = true; /* metrics.c */
+  if (rc->was_connected)
+    r->ev->m.redis_reconnects++;
   vx__log(r->ev, VX_LOG_INFO, "redis %s connected to %s:%d", rc->is_sub ? "subscriber" : "commands",
           r->host, r->port);
   if (r->closing) { /* connected only to publish what shutdown still holds */
@@ -343,6 +352,7 @@ static void on_disconnect(const redisAsyncContext *cac, int status) {
   vx_redis *r = rc->r;
   rc->ac = NULL;
   rc->ready = false;
+  r->ev->m.redis_ready[rc->is_sub] = false; /* metrics.c */
   if (!rc->is_sub) {
     /* Unacknowledged PUBLISHes are published again after reconnecting. */
     vxr_requeue_sent(r);
@@ -384,7 +394,10 @@ static void rconn_connect(rconn *rc) {
     return;
   }
   ac->data = rc;
-  if (rpoll_attach(ac, &r->ev->loop) != REDIS_OK) {
+  /* rediss://: the socket goes under TLS before anything watches its descriptor. */
+  if ((strncmp(r->ev->opts.redis_url, "rediss://", 9) == 0 &&
+       vx__tls_redis_wrap(r->ev, ac->c.fd, r->host) != 0) ||
+      rpoll_attach(ac, &r->ev->loop) != REDIS_OK) {
     redisAsyncFree(ac);
     schedule_retry(rc);
     return;

@@ -21,8 +21,8 @@ export async function startApp(options = {}, setup = null, fastifyOptions = {}) 
 }
 
 /** A WebSocket client that records messages; resolves once `connected` arrived. */
-export async function connect(url, timeout = 3000) {
-  const ws = new WebSocket(url);
+export async function connect(url, timeout = 3000, wsOptions = {}) {
+  const ws = new WebSocket(url, wsOptions);
   const client = {
     ws,
     messages: [],

@@ -31,19 +31,23 @@ test('refuses_bad_redis_url_with_the_cores_message', () => {
   throwsWith(() => eventsPlugin({ redis: 'http://localhost:6379' }), /option redis must look like redis:\/\//, 'EINVAL');
 });
 
-test('refuses_rediss_at_the_call_as_the_core_does', async () => {
-  // The core has no TLS to Redis: rediss:// is refused here, not accepted and then failing.
-  throwsWith(() => eventsPlugin({ redis: 'rediss://localhost:6379' }), /rediss:\/\/ is not supported yet/, 'EINVAL');
-  await assert.rejects(getEvents({ redis: 'rediss://localhost:6379' }), (err) => {
-    assert.equal(err.code, 'EINVAL');
-    assert.match(err.message, /option redis .*rediss:\/\/ is not supported yet/);
+test('accepts_rediss_and_refuses_its_bad_files_at_the_call_as_the_core_does', async () => {
+  assert.equal(typeof eventsPlugin({ redis: 'rediss://localhost:6380', redisTlsVerify: false }), 'function');
+  throwsWith(() => eventsPlugin({ redis: 'rediss://localhost:6380', redisTlsCa: '/nonexistent/ca.pem' }),
+    /option redis_tls_ca: cannot read \/nonexistent\/ca\.pem/, 'ETLS');
+  await assert.rejects(getEvents({ redis: 'rediss://localhost:6380', redisTlsCert: '/nonexistent/c.pem' }), (err) => {
+    assert.equal(err.code, 'ETLS');
+    assert.match(err.message, /redis_tls_cert and redis_tls_key go together/);
     return true;
   });
 });
 
-test('accepts_redis_urls_and_reports_tls_listen_as_not_supported_yet', () => {
+test('accepts_redis_urls_and_checks_listen_tls_files_at_the_call', () => {
   assert.equal(typeof eventsPlugin({ redis: 'redis://user:pw@localhost:6379/0', redisPrefix: 'app' }), 'function');
-  throwsWith(() => eventsPlugin({ listen: { port: 0, tls: { key: 'k', cert: 'c' } } }), /not supported yet/, 'ENOTSUP');
+  throwsWith(() => eventsPlugin({ listen: { port: 0, tls: { key: 'k', cert: 'c' } } }),
+    /option listen\.tls: tls_cert: cannot read c/, 'ETLS');
+  throwsWith(() => eventsPlugin({ listen: { port: 0, tls: { cert: 'c' } } }), /listen\.tls\.key is required/, 'EINVAL');
+  throwsWith(() => eventsPlugin({ listen: { port: 0, tls: { cert: 'c', key: 'k', pass: 'x' } } }), /unknown listen\.tls option "pass"/);
 });
 
 test('refuses_bad_path', () => {
@@ -68,7 +72,7 @@ test('getEvents_validates_too', async () => {
 test('refuses_tls_app_server_and_points_to_listen_tls', async () => {
   const app = Fastify({ https: {} });
   app.register(eventsPlugin({ path: '/ws' }));
-  await assert.rejects(app.ready(), /TLS.*listen: \{ host, port \}.*TLS-terminating proxy/s);
+  await assert.rejects(app.ready(), /TLS.*listen: \{ host, port, tls: \{ cert, key \} \}.*TLS-terminating proxy/s);
   await app.close().catch(() => {});
 });
 

@@ -76,6 +76,7 @@ static void conn_free(vx_events *ev, fake *f) {
 
 static void hub_free(vx_events *ev) {
   vx__hub_free(ev);
+  vx__history_free(ev); /* the channel streams (as vx_free does) */
   vx__deflate_free(ev);
   free(ev);
 }

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { child } from '../flow/lib.mjs';
-import { REPO_ROOT, api, connectRaw, ms, withServer } from './helpers.mjs';
+import { REPO_ROOT, api, connectRaw, ms, withServer, withTimeout } from './helpers.mjs';
 
 const SUBSCRIBERS = path.join(REPO_ROOT, 'tests', 'flow', 'subscribers.mjs');
 const ASAN = Boolean(process.env.ASAN_OPTIONS);
@@ -86,14 +86,29 @@ test('a_client_that_stops_reading_among_200_is_closed_1008_and_the_others_get_ev
       await stalled.subscribe('firehose');
       stalled.pause();
       const rss0 = peakMiB(srv.proc.pid);
+      // once the server gave up on it, the stalled client reads again: its close frame waits
+      // behind what it never read, and the server cuts the socket 10 s after the close
+      let cut = false;
+      const watch = (async () => {
+        while (!cut) {
+          if ((await metric(srv, 'vxevents_slow_consumer_closes_total')) >= 1) {
+            cut = true;
+            stalled.resume();
+          } else await new Promise((r) => setTimeout(r, 200));
+        }
+      })();
       const withStalled = await stream(srv, 'firehose', requests, requests * 100);
       const got = await fleet.next(120_000, 'the readers');
       assert.equal(got.reason, 'all', JSON.stringify(got));
       assert.equal(got.complete, readers);
       assert.equal(got.outOfOrder, 0);
-      // the stalled one: closed 1008 (its close frame is behind what it never read)
+      // the stalled one: closed 1008
+      try {
+        await withTimeout(watch, ms(10000), 'the slow-consumer close');
+      } finally {
+        cut = true;
+      }
       assert.equal(await metric(srv, 'vxevents_slow_consumer_closes_total'), 1);
-      stalled.resume();
       await stalled.waitEnd(ms(20000));
       assert.equal(stalled.closeFrame?.code, 1008, JSON.stringify(stalled.closeFrame));
       // bounded memory: its queue was cut at --max-send-queue (1 MiB)

@@ -137,7 +137,7 @@ export interface EventsPluginOptions {
   flowHighWater?: number;
   /** Flow control: waiting broadcasts go on once the unsent bytes drained to this (default 0: half of flowHighWater). */
   flowLowWater?: number;
-  /** Bytes of broadcasts accepted and not yet sent out; past it broadcast() stays pending (default 8 MiB). */
+  /** Bytes of broadcasts accepted and not yet sent out; past it broadcast() stays pending (default 1 MiB). */
   maxCommandQueue?: number;
   /** ms in total one client may hold broadcasts back before it stops pacing them (default 10000). */
   slowConsumerMs?: number;

@@ -185,7 +185,7 @@ typedef struct vx_options {
   size_t flow_low_water;              /* ... until they drained to this; default 0: half of
                                    flow_high_water (so is any value not below it) */
   size_t max_command_queue;           /* bytes of broadcasts accepted and not yet run; past it
-                                   vx_broadcast returns VX_EAGAIN; default 8 MiB */
+                                   vx_broadcast returns VX_EAGAIN; default 1 MiB */
   size_t socket_send_buffer;          /* SO_SNDBUF of client sockets: what the kernel holds per
                                    connection beyond the send queue (a copy per connection,
                                    where the queue shares one frame between all); default

@@ -48,7 +48,7 @@ static void count(vx_conn *c) {
   vx_set(c, VXC_F_COUNTED);
   ev->flow.nclients++;
   ev->flow.bytes += c->qbytes;
-  if (c->qbytes >= ev->opts.max_send_queue / 2) {
+  if (c->qbytes >= ev->flow.half) {
     vx_set(c, VXC_F_CONGESTED);
     ev->flow.ncongested++;
   }
@@ -137,18 +137,25 @@ void vx__flow_check(vx_events *ev) {
   }
 }
 
-static bool stalled(const vx_events *ev, const vx_conn *c, uint64_t now) {
-  return vx_has(c, VXC_F_COUNTED) && c->qbytes && now - c->progress_at >= ev->opts.slow_consumer_ms;
+static bool stalled(const vx_events *ev, const vx_conn *c) {
+  return vx_has(c, VXC_F_COUNTED) && c->qbytes && c->stall_ms >= ev->opts.slow_consumer_ms;
 }
 
 static void on_tick(uv_timer_t *t) {
   vx_events *ev = t->data;
   if (!ev->flow.paused)
     return;
-  uint64_t now = uv_now(&ev->loop);
   uint32_t n = ev->flow.nclients, nstalled = 0;
-  for (vx_conn *c = ev->conns; c; c = c->next)
-    nstalled += stalled(ev, c, now);
+  for (vx_conn *c = ev->conns; c; c = c->next) {
+    if (!vx_has(c, VXC_F_COUNTED))
+      continue;
+    /* no progress: bytes queued, and the kernel took none of them since the last tick */
+    if (c->qbytes && c->sent == c->sent_tick)
+      c->stall_ms += TICK_MS;
+    else
+      c->stall_ms = 0;
+    nstalled += stalled(ev, c);
+  }
   /* stalled peers are cut loose when they are a small minority (a tenth at most) or the
    * only client: when many are stalled together, the producer is simply faster than they
    * are (or their host is busy), and they are waited for */
@@ -158,8 +165,9 @@ static void on_tick(uv_timer_t *t) {
     next = c->next;
     if (!vx_has(c, VXC_F_COUNTED) || c->qbytes == 0)
       continue;
-    if (cut_stalled && stalled(ev, c, now)) {
-      c->blame_ms = (uint32_t)(now - c->progress_at);
+    if (cut_stalled && stalled(ev, c)) {
+      c->blame_ms = c->stall_ms;
+      c->sent_tick = c->sent;
       lag(c);
       continue;
     }
@@ -185,6 +193,7 @@ static void on_tick(uv_timer_t *t) {
 }
 
 int vx__flow_init(vx_events *ev) {
+  ev->flow.half = ev->opts.max_send_queue / 2;
   uv_timer_init(&ev->loop, &ev->flow.timer);
   ev->flow.timer.data = ev;
   return uv_cond_init(&ev->room) == 0 ? 0 : VX_ENOMEM;

@@ -9,13 +9,12 @@
 
 /* `n` bytes were queued to `c`. */
 static inline void vx__flow_add(vx_conn *c, size_t n) {
-  vx_events *ev = c->ev;
-  if (c->qbytes == 0)
-    c->progress_at = uv_now(&ev->loop); /* waiting for the kernel starts now */
-  c->qbytes += n;
+  size_t q = c->qbytes + n;
+  c->qbytes = q;
   if (vx_has(c, VXC_F_COUNTED)) {
+    vx_events *ev = c->ev;
     ev->flow.bytes += n;
-    if (!vx_has(c, VXC_F_CONGESTED) && c->qbytes >= ev->opts.max_send_queue / 2) {
+    if (q >= ev->flow.half && !vx_has(c, VXC_F_CONGESTED)) {
       vx_set(c, VXC_F_CONGESTED);
       ev->flow.ncongested++;
     }
@@ -28,10 +27,8 @@ void vx__flow_rejoin(vx_conn *c); /* flow.c: a lagging connection caught up */
 static inline void vx__flow_sub(vx_conn *c, size_t n, bool sent) {
   vx_events *ev = c->ev;
   c->qbytes -= n;
-  if (sent && n) {
-    c->progress_at = uv_now(&ev->loop);
+  if (sent)
     c->sent += (uint32_t)n;
-  }
   if (vx_has(c, VXC_F_COUNTED)) {
     ev->flow.bytes -= n;
     if (vx_has(c, VXC_F_CONGESTED) && c->qbytes <= ev->opts.max_send_queue / 4) {

@@ -98,7 +98,7 @@
      "flowLowWater", "flow_low_water",                                                             \
      "waiting broadcasts go on once the unsent bytes drained to this (below flow-high-water); "    \
      "0 (or not below flow-high-water) = half of flow-high-water")                                 \
-  XX(max_command_queue, VX_OPT_SIZE, 8 * MiB, NULL, 64 * KiB, 1024 * GiB, "max-command-queue",     \
+  XX(max_command_queue, VX_OPT_SIZE, 1 * MiB, NULL, 64 * KiB, 1024 * GiB, "max-command-queue",     \
      "VX_MAX_COMMAND_QUEUE", "maxCommandQueue", "max_command_queue",                               \
      "bytes of broadcasts accepted and not yet sent out; past it a broadcast waits for room")       \
   XX(socket_send_buffer, VX_OPT_SIZE, 256 * KiB, NULL, 0, 64 * MiB, "socket-send-buffer",          \

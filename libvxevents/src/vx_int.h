@@ -253,9 +253,9 @@ struct vx_conn {
   size_t qoff;
   size_t qbytes;    /* unsent bytes in the queue */
   uv_write_t *wreq; /* allocated the first time the kernel is full, then kept */
-  uint64_t progress_at; /* uv_now when the kernel last took bytes (or the queue was empty) */
   uint32_t blame_ms;    /* time it held producers back since its queue was last empty */
   uint32_t sent, sent_tick; /* bytes the kernel took (wrapping), and at the last flow tick */
+  uint32_t stall_ms;        /* flow ticks in a row (in ms) in which the kernel took nothing */
   vx_conn *parked_next; /* ev->flow.parked */
   uint64_t parked_until;
   vx_tls_conn *tls; /* TLS (tls.c) under the transport; NULL = plain TCP */
@@ -359,6 +359,7 @@ struct vx_events {
   /* flow control, loop thread (flow.c) */
   struct {
     size_t bytes;        /* unsent bytes of the counted connections */
+    size_t half;         /* max_send_queue / 2: past it a counted connection is congested */
     uint32_t ncongested; /* counted connections past half their bound */
     uint32_t nclients;   /* counted connections */
     bool paused;         /* commands stay queued until the queues drain */

@@ -176,7 +176,7 @@ static void water_marks_are_checked(void **st) {
   vx_options_init(&o);
   assert_int_equal(o.flow_high_water, 16u << 20);
   assert_int_equal(o.flow_low_water, 0); /* half of flow_high_water */
-  assert_int_equal(o.max_command_queue, 8u << 20);
+  assert_int_equal(o.max_command_queue, 1u << 20);
   assert_int_equal(o.slow_consumer_ms, 10000);
   o.flow_high_water = 32; /* below its bound */
   char err[256];

@@ -11,7 +11,7 @@ cmake -DIN=libvxevents/src/page/landing.html -DOUT=fuzz/build/generated/landing_
   -DNAME=VX_LANDING_HTML -DNAME_SOURCE=page/landing.html -P libvxevents/src/page/embed_page.cmake
 FLAGS="-g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
   -Ilibvxevents/include -Ilibvxevents/src -Ifuzz/build/generated -I/usr/include/cjson -I/usr/include/hiredis"
-LIBS="-luv -lwslay -lhttp_parser -lcjson -lcrypto -lhiredis -lz -lpthread"
+LIBS="-luv -lwslay -lhttp_parser -lcjson -lssl -lcrypto -lhiredis -lz -lpthread"
 for t in json conn; do
   clang $FLAGS fuzz/fuzz_$t.c $SRC $LIBS -o fuzz/build/fuzz_$t
 done

@@ -215,7 +215,8 @@ export class Client extends Emitter {
     this._attempt = 0;
     this._timers = {};
     this._lastEventId = null;
-    if (this.options.autoConnect) this.connect();
+    // after the caller attached its handlers, so it sees `connecting` too
+    if (this.options.autoConnect) Promise.resolve().then(() => this.state === 'initialized' && this.connect());
   }
 
   _setState(state, detail) {
@@ -290,6 +291,7 @@ export class Client extends Emitter {
     this.socketId = null;
     this._opened = false;
     this._clearTimers();
+    this._pingOut = false;
     for (const sub of this.channels.values()) sub.subscribed = false;
     if (this._stopped) return;
     // never got through: try the next transport at once (the SSE fallback)
@@ -313,6 +315,7 @@ export class Client extends Emitter {
     if (t !== this.transport) return;
     this._lastSeen = Date.now();
     clearTimeout(this._timers.pong);
+    this._pingOut = false;
     if (m.type === 'event' && m.event === 'connected' && !m.channel) {
       this._opened = true;
       this._attempt = 0;
@@ -337,10 +340,11 @@ export class Client extends Emitter {
     this._timers.ping = setInterval(() => {
       const t = this.transport;
       if (!t || Date.now() - this._lastSeen < pingInterval) return;
-      if (t.name !== 'ws') return;
+      if (t.name !== 'ws' || this._pingOut) return;
       t.send({ type: 'ping' });
-      clearTimeout(this._timers.pong);
+      this._pingOut = true;
       this._timers.pong = setTimeout(() => {
+        this._pingOut = false;
         if (this.transport === t) {
           t.close(); // a dead connection: no answer to our ping
           this._closed(t, 4000);

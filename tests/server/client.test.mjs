@@ -374,3 +374,63 @@ test('client_without_any_transport_fails', T, async () => {
     globalThis.WebSocket = saved;
   }
 });
+
+test('client_over_sse_resumes_after_a_cut_with_last_event_id', T, async () => {
+  await withServer({}, async (server) => {
+    const relay = await startRelay(server.port);
+    const client = newClient(relay.url, { transports: ['sse'] });
+    try {
+      const [info] = await once(client, 'connected');
+      assert.equal(info.transport, 'sse');
+      const sub = client.subscribe(`sse-${nonce()}`);
+      await once(sub, 'subscription_succeeded');
+      const got = collect(sub);
+      for (let n = 1; n <= 3; n++) await publish(server, { channel: sub.channel, event: 'e', data: n });
+      await until(() => got.length === 3, 'the first 3 events');
+      const disconnected = once(client, 'disconnected');
+      const again = once(sub, 'subscription_succeeded', 'resubscribed over SSE', ms(10000));
+      relay.cut();
+      await disconnected;
+      for (let n = 4; n <= 8; n++) await publish(server, { channel: sub.channel, event: 'e', data: n });
+      const [ok] = await again;
+      assert.equal(ok.recovered, true);
+      await publish(server, { channel: sub.channel, event: 'e', data: 9 });
+      await until(() => got.length === 9, '9 events');
+      assert.deepEqual(got.map((e) => e.data), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    } finally {
+      client.disconnect();
+      await relay.close();
+    }
+  });
+});
+
+test('client_uses_the_global_websocket_of_node_experimental_websocket', T, async () => {
+  await withServer({}, async (server) => {
+    // a separate Node with the browser-like global WebSocket and no `ws` passed in
+    const script = `
+      import { createClient } from ${JSON.stringify(new URL('../../client/index.mjs', import.meta.url).href)};
+      const timer = setTimeout(() => { console.log('timeout'); process.exit(1); }, ${ms(8000)});
+      const client = createClient({ url: process.env.URL, transports: ['ws'] });
+      client.on('connected', (s) => console.log('connected', s.transport));
+      const sub = client.subscribe(process.env.CH);
+      sub.on('subscription_succeeded', async () => {
+        await fetch(process.env.URL + '/api/broadcast', { method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: 'Bearer ' + process.env.KEY },
+          body: JSON.stringify({ channel: process.env.CH, event: 'hi', data: { ok: 1 } }) });
+      });
+      sub.on('hi', (data, meta) => { console.log('hi', JSON.stringify(data), meta.offset); clearTimeout(timer); client.disconnect(); });
+    `;
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, ['--experimental-websocket', '--no-warnings', '--input-type=module', '-e', script], {
+      env: { ...process.env, URL: server.url, KEY: server.apiKey, CH: `g-${nonce()}` },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const code = await withTimeout(new Promise((r) => child.on('exit', r)), ms(10000), 'the child to exit');
+    assert.equal(code, 0, `stdout: ${out}\nstderr: ${err}`);
+    assert.equal(out, 'connected ws\nhi {"ok":1} 1\n');
+  });
+});

@@ -59,6 +59,13 @@ app.get('/', async (request, reply) => {
   return readFile(path.join(HERE, 'public', 'index.html'));
 });
 
+// The browser client, as the package ships it (vxevents/client is one ESM file).
+const CLIENT_FILE = fileURLToPath(import.meta.resolve('vxevents/client'));
+app.get('/client.mjs', async (request, reply) => {
+  reply.type('text/javascript; charset=utf-8');
+  return readFile(CLIENT_FILE);
+});
+
 app.post('/login', async (request, reply) => {
   const name = String((request.body && request.body.name) || '').trim().slice(0, 40);
   if (!name) return reply.code(400).send({ error: 'name required' });

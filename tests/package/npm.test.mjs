@@ -28,6 +28,8 @@ import { createInterface } from 'node:readline';
 import plugin, { getEvents, closeEvents, version } from 'vxevents';
 const cjs = createRequire(import.meta.url)('vxevents');
 if (cjs.eventsPlugin !== plugin || cjs.version !== version) throw new Error('ESM and CJS entries differ');
+const { createClient } = await import('vxevents/client');
+if (typeof createClient !== 'function') throw new Error('vxevents/client has no createClient');
 const events = await getEvents({ listen: { host: '127.0.0.1', port: 0 } });
 console.log(JSON.stringify({ port: events.port, version }));
 const lines = createInterface({ input: process.stdin });
@@ -189,8 +191,13 @@ describe('the npm package', () => {
   });
 
   test('the type declarations resolve exactly under every module resolution (attw)', () => {
-    const r = run(path.join(BIN, 'attw'), [tarball, '--format', 'table-flipped'], { allowFail: true });
+    const r = run(path.join(BIN, 'attw'), [tarball, '--format', 'table-flipped', '--exclude-entrypoints', 'client'], { allowFail: true });
     assert.equal(r.status, 0, r.out);
     assert.match(r.out, /No problems found/, r.out);
+    // vxevents/client is ESM only (a browser module): checked without the CommonJS resolutions
+    const c = run(path.join(BIN, 'attw'), [tarball, '--format', 'table-flipped', '--entrypoints', 'client', '--profile', 'esm-only'], { allowFail: true });
+    assert.equal(c.status, 0, c.out);
+    // eslint-disable-next-line no-control-regex
+    assert.match(c.out.replace(/\x1b\[[0-9;]*m/g, ''), /"vxevents\/client"\s*│\s*🟢 \(ESM\)\s*│\s*🟢\s*│/u, c.out);
   });
 });

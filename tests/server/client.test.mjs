@@ -6,12 +6,12 @@
 
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import net from 'node:net';
 import { test } from 'node:test';
 import { EventSource } from 'eventsource';
 import WebSocket from 'ws';
 import { createClient } from '../../client/index.mjs';
 import { ms, nonce, publish, startServer, withServer, withTimeout } from './helpers.mjs';
+import { startRelay } from './relay.mjs';
 import { SECRET, sign } from './sign.mjs';
 
 const T = { timeout: 60000 };
@@ -80,49 +80,6 @@ async function startAuthServer() {
   });
   await new Promise((r) => srv.listen(0, '127.0.0.1', r));
   return { url: `http://127.0.0.1:${srv.address().port}/auth`, seen, close: () => new Promise((r) => srv.close(r)) };
-}
-
-/** A TCP relay in front of `port`: cut() resets every connection, hold() stops forwarding. */
-async function startRelay(port) {
-  const pairs = new Set();
-  let holding = false;
-  const srv = net.createServer((a) => {
-    const b = net.connect({ host: '127.0.0.1', port });
-    const pair = { a, b };
-    pairs.add(pair);
-    a.on('data', (d) => holding || b.write(d));
-    b.on('data', (d) => holding || a.write(d));
-    const end = () => {
-      pairs.delete(pair);
-      a.destroy();
-      b.destroy();
-    };
-    a.on('error', end).on('close', end);
-    b.on('error', end).on('close', end);
-  });
-  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
-  return {
-    url: `http://127.0.0.1:${srv.address().port}`,
-    get connections() {
-      return pairs.size;
-    },
-    cut() {
-      for (const { a, b } of pairs) {
-        a.resetAndDestroy();
-        b.destroy();
-      }
-    },
-    hold(on) {
-      holding = on;
-    },
-    close() {
-      for (const { a, b } of pairs) {
-        a.destroy();
-        b.destroy();
-      }
-      return new Promise((r) => srv.close(r));
-    },
-  };
 }
 
 /** Collect the events of a subscription, checking offsets are consecutive (no gap, no dup). */

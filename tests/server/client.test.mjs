@@ -391,3 +391,20 @@ test('client_uses_the_global_websocket_of_node_experimental_websocket', T, async
     assert.equal(out, 'connected ws\nhi {"ok":1} 1\n');
   });
 });
+
+test('client_gives_up_after_max_retries_with_backoff_and_says_failed', T, async () => {
+  // a port nobody listens on (a listener opened and closed)
+  const relay = await startRelay(9);
+  const url = relay.url;
+  await relay.close();
+  const client = newClient(url, { transports: ['ws', 'sse'], maxRetries: 3, minDelay: 40, maxDelay: 100, jitter: 0 });
+  const states = [];
+  client.on('state_change', (s) => states.push(s.current));
+  const started = Date.now();
+  const [info] = await once(client, 'failed', 'failed after 3 retries');
+  assert.match(info.reason, /too many retries/);
+  // 4 rounds (each ws, then sse at once), waits of 40, 80, 100 ms between them
+  assert.deepEqual(states, ['connecting', 'disconnected', 'connecting', 'disconnected', 'connecting', 'disconnected', 'connecting', 'disconnected', 'failed']);
+  assert.ok(Date.now() - started >= 220, `backoff waited ${Date.now() - started} ms`);
+  client.disconnect();
+});

@@ -76,6 +76,14 @@ app.post('/login', async (request, reply) => {
 
 app.get('/me', async (request) => ({ user: request.user }));
 
+// What a page refetches when a reconnect could not replay what it missed: the room's recent
+// messages, from the channel's stream (the core keeps them; see README "Recovery").
+app.get('/messages', async (request, reply) => {
+  if (!request.user) return reply.code(401).send({ error: 'log in first' });
+  const { events } = await request.events.history('chat.lobby', { limit: 50 });
+  return events.filter((e) => e.event === 'message.sent').map((e) => e.data);
+});
+
 // Public room: everyone subscribed to chat.lobby gets the message except the sender's own
 // socket (its page shows the message right away).
 app.post('/messages', async (request, reply) => {

@@ -3,7 +3,7 @@
 // messages flow; the connection is cut (a TCP relay in front of the app) while messages are
 // published → both pages reconnect by themselves and show every message exactly once
 // ("nothing missed"); the app restarts on the same port, losing its history → the pages say
-// the gap could not be recovered, and go on receiving.
+// the gap could not be recovered, refetch the room's recent messages, and go on receiving.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -116,6 +116,8 @@ test('chat_pages_on_the_client_reconnect_recover_every_message_once_and_report_l
     await ex.ready;
     for (const page of pages) {
       await page.waitForFunction(() => /Reconnected: messages sent meanwhile could not be recovered/.test(document.getElementById('log').textContent), null, { timeout: 20000 });
+      // and refetched the room's recent messages instead (from the new instance's stream)
+      await page.waitForFunction(() => /Refetched \d+ recent messages?/.test(document.getElementById('log').textContent), null, { timeout: 10000 });
     }
     await say(direct, 'Carol', ['m7']);
     for (const page of pages) {

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -54,6 +55,24 @@ class Fleet:
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+def stalled_subscriber(port: int, channel: str) -> socket.socket:
+    """A raw WebSocket client subscribed to `channel` that reads nothing more (until the
+    test reads its socket)."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    seen = b""
+    while b'"connected"' not in seen:
+        seen += s.recv(4096)
+    payload = json.dumps({"type": "subscribe", "channel": channel}).encode()
+    mask = b"\x01\x02\x03\x04"
+    s.sendall(bytes([0x81, 0x80 | len(payload)]) + mask +
+              bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    while b"subscription_succeeded" not in seen:
+        seen += s.recv(4096)
+    return s
 
 
 def check(got: dict, stats: dict, produced_s: float) -> None:
@@ -127,22 +146,10 @@ def test_async_broadcasts_await_capacity_without_blocking_the_event_loop():
 
 def test_concurrent_abroadcasts_keep_call_order_and_close_wakes_a_blocked_sync_one():
     # The only client never reads: the core fills up, waiting broadcasts stay in order.
-    import socket
     srv = vxevents.events_plugin(max_command_queue=65536, slow_consumer_ms=60000)
     try:
         port = srv.listen("127.0.0.1", 0)
-        s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        seen = b""
-        while b'"connected"' not in seen:
-            seen += s.recv(4096)
-        payload = json.dumps({"type": "subscribe", "channel": "slow"}).encode()
-        mask = b"\x01\x02\x03\x04"
-        s.sendall(bytes([0x81, 0x80 | len(payload)]) + mask +
-                  bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
-        while b"subscription_succeeded" not in seen:
-            seen += s.recv(4096)
+        s = stalled_subscriber(port, "slow")
         pad = "y" * 8000
         order: list[int] = []
 
@@ -182,21 +189,9 @@ def test_concurrent_abroadcasts_keep_call_order_and_close_wakes_a_blocked_sync_o
 
 
 def test_close_wakes_a_sync_broadcast_waiting_for_capacity():
-    import socket
     srv = vxevents.events_plugin(max_command_queue=65536, slow_consumer_ms=60000)
     port = srv.listen("127.0.0.1", 0)
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-    seen = b""
-    while b'"connected"' not in seen:
-        seen += s.recv(4096)
-    payload = json.dumps({"type": "subscribe", "channel": "slow"}).encode()
-    mask = b"\x01\x02\x03\x04"
-    s.sendall(bytes([0x81, 0x80 | len(payload)]) + mask +
-              bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
-    while b"subscription_succeeded" not in seen:
-        seen += s.recv(4096)
+    s = stalled_subscriber(port, "slow")
     outcome: list = []
 
     def producer() -> None:

@@ -566,11 +566,12 @@ static void on_capacity(int status, void *data) {
   PyGILState_STATE g;
   if (!enter_python(&g))
     return;
-  if (status < 0)
+  if (status < 0) {
     pending_finish(p, exc_from_code(state_of(p->owner), status, NULL), 1);
-  else
+  } else {
     Py_INCREF(Py_None);
     pending_finish(p, Py_None, 0);
+  }
   PyGILState_Release(g);
 }
 static int start_capacity(CoreObject *self, const char *channel, pending *p) {

@@ -113,7 +113,7 @@ test('a_client_that_stops_reading_among_200_is_closed_1008_and_the_others_get_ev
       assert.equal(stalled.closeFrame?.code, 1008, JSON.stringify(stalled.closeFrame));
       // bounded memory: its queue was cut at --max-send-queue (1 MiB)
       const grew = peakMiB(srv.proc.pid) - rss0;
-      assert.ok(grew < 32, `server peak RSS grew by ${grew} MiB`);
+      if (!ASAN) assert.ok(grew < 32, `server peak RSS grew by ${grew} MiB`); // ASan keeps freed memory in quarantine
       // the producer was held back about --slow-consumer-ms (3 s), not until the end
       const dip = withStalled.ms - base.ms;
       process.stdout.write(`# stalled: baseline ${Math.round(base.ms)} ms, with a stalled reader ${Math.round(withStalled.ms)} ms\n`);

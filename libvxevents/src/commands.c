@@ -261,13 +261,8 @@ void vx__cmd_run(vx_events *ev, vx_cmd *c) {
 
 /* ---- the public functions ---- */
 
-static bool on_loop_thread(vx_events *ev) {
-  uv_thread_t self = uv_thread_self();
-  return uv_thread_equal(&self, &ev->thread);
-}
-
 int vx_listen(vx_events *ev, const char *host, int port, int *bound_port) {
-  if (!ev || !host || port < 0 || port > 65535 || strlen(host) > 64 || on_loop_thread(ev))
+  if (!ev || !host || port < 0 || port > 65535 || strlen(host) > 64 || vx__on_loop_thread(ev))
     return VX_EINVAL;
   vx_cmd *c = cmd_new(CMD_LISTEN);
   if (!c || !(c->u.listen.host = vx__dupz(host))) {

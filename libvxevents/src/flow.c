@@ -306,13 +306,8 @@ void vx__flow_teardown(vx_events *ev) {
   run_ready(ev, r, VX_ECLOSED);
 }
 
-static bool on_loop_thread(vx_events *ev) {
-  uv_thread_t self = uv_thread_self();
-  return uv_thread_equal(&self, &ev->thread);
-}
-
 int vx_wait_capacity(vx_events *ev, uint32_t timeout_ms) {
-  if (!ev || on_loop_thread(ev))
+  if (!ev || vx__on_loop_thread(ev))
     return VX_EINVAL;
   uv_mutex_lock(&ev->mu);
   int r = 0;

@@ -423,6 +423,12 @@ struct vx_events {
   size_t rnd_pos;
 };
 
+/* Is the caller the instance's loop thread (a callback)? The public calls that wait refuse it. */
+static inline bool vx__on_loop_thread(vx_events *ev) {
+  uv_thread_t self = uv_thread_self();
+  return uv_thread_equal(&self, &ev->thread);
+}
+
 /* util.c */
 char *vx__dupz(const char *s);           /* NULL for NULL or out of memory */
 char *vx__dupn(const char *s, size_t n); /* n bytes plus a NUL */
